@@ -1,0 +1,1 @@
+"""userland/cli."""
