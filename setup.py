@@ -7,7 +7,7 @@ pyproject.toml cannot do for subpackages without listing each one by hand.
 
 from setuptools import find_packages, setup
 
-TOP_LEVEL = ("syscalls", "kernel", "services", "drivers", "userland", "benchmarks")
+TOP_LEVEL = ("syscalls", "kernel", "services", "drivers", "userland", "benchmarks", "testing")
 
 packages = []
 for top in TOP_LEVEL:
@@ -17,5 +17,4 @@ for top in TOP_LEVEL:
 setup(
     packages=packages,
     package_dir={f"llmos.{top}": top for top in TOP_LEVEL},
-    package_data={"llmos.userland": ["examples/*.py"]},
 )

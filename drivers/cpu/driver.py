@@ -1,0 +1,69 @@
+"""The CPU driver: tensors in shared memory files, ops with torch on the host.
+
+Its memory is host-visible: each tensor is a file in the kernel's shared
+memory folder, mapped here by torch and in the kernel by mmap, so the kernel
+copies tensor bytes straight between its socket and the tensor, with no hop
+through this process. Capacity is what psutil says the machine can give (the
+smaller of available RAM and free space in the shared memory folder).
+"""
+
+import os
+import shutil
+
+import psutil
+import torch
+
+from llmos.syscalls.driver import DeviceSpec, TensorDesc
+from llmos.syscalls.dtypes import nbytes
+from llmos.syscalls.ops import OPS
+
+from ..base import TorchDriver, torch_dtype
+
+
+class CpuDriver(TorchDriver):
+    """The host CPU as one llmos device."""
+
+    kind = "cpu"
+    device = "cpu"
+
+    @classmethod
+    def count(cls, options: dict | None = None) -> int:
+        return 1
+
+    def shm_dir(self) -> str:
+        """Where this device's tensor files live (given by the kernel)."""
+        return self.options["shm_dir"]
+
+    def spec(self) -> DeviceSpec:
+        ram = psutil.virtual_memory().available
+        shm = shutil.disk_usage(self.shm_dir()).free
+        return DeviceSpec(
+            description=f"host CPU ({psutil.cpu_count()} cores, torch {torch.__version__})",
+            capacity_bytes=min(ram, shm),
+            dtypes=self.dtypes(),
+            ops=sorted(OPS),
+            host_visible=True,
+        )
+
+    def new_tensor(self, t: TensorDesc) -> tuple[torch.Tensor, str]:
+        size = nbytes(t.shape, t.dtype)
+        if size == 0:
+            return torch.empty(t.shape, dtype=torch_dtype(t.dtype)), ""
+        path = os.path.join(self.shm_dir(), f"t{t.tid}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        flat = torch.from_file(path, shared=True, size=size, dtype=torch.uint8)
+        return flat.view(torch_dtype(t.dtype)).view(t.shape), path
+
+    def free(self, tid: int) -> None:
+        super().free(tid)
+        path = os.path.join(self.shm_dir(), f"t{tid}")
+        if os.path.exists(path):
+            os.unlink(path)
+
+    def close(self) -> None:
+        for tid in list(self.tensors):
+            self.free(tid)

@@ -1,0 +1,131 @@
+"""The driver host: one process per device, between the kernel and a driver.
+
+MINIX-style: a driver crash takes out this process, never the kernel, and the
+kernel starts a new one. Run as `python -m llmos.drivers.host` by the kernel
+with its orders in the environment (LLMOS_DRIVER_*). It says Hello, then
+serves one message at a time, answering each with Ok or Fail. It exits when
+the kernel goes away (its parent changes or nothing arrives for a while).
+"""
+
+import importlib
+import json
+import os
+import sys
+import time
+
+import msgspec
+import zmq
+
+from llmos.syscalls import Errno
+from llmos.syscalls import driver as proto
+
+from .base import Driver, DriverError
+
+KERNEL_SILENCE_S = 15.0  # the kernel pings every second; this much silence means it is gone
+
+
+def load_driver(target: str, index: int, options: dict) -> Driver:
+    """Import "module:Class" and make the driver for device `index`."""
+    module, _, name = target.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(index, options)
+
+
+class Host:
+    """Serves one driver over a DEALER socket connected to the kernel."""
+
+    def __init__(self, driver: Driver, sock: zmq.Socket):
+        self.driver = driver
+        self.sock = sock
+
+    def handle(self, msg: proto.ToDriver, frames: list) -> list:
+        """Serve one message; return the reply frames."""
+        try:
+            match msg:
+                case proto.DPing():
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq))]
+                case proto.DAlloc():
+                    shm = self.driver.alloc(msg.tensor)
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm))]
+                case proto.DFree():
+                    self.driver.free(msg.tid)
+                case proto.DWrite():
+                    self.driver.write(msg.tid, frames[1].buffer)
+                case proto.DRead():
+                    data = self.driver.read(msg.tid)
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq)), data]
+                case proto.DOp():
+                    shm = self.driver.alloc(msg.out) if msg.new_out else ""
+                    start = time.perf_counter()
+                    try:
+                        sim = self.driver.run_op(msg.op, msg.inputs, msg.out, msg.params)
+                    except Exception:
+                        if msg.new_out:
+                            self.driver.free(msg.out.tid)
+                        raise
+                    wall = time.perf_counter() - start
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm, wall_s=wall, sim_s=sim))]
+        except DriverError as exc:
+            return [proto.encoder.encode(proto.DFail(seq=msg.seq, errno=int(exc.errno), message=exc.message))]
+        except Exception as exc:  # a driver bug: report it, keep serving
+            fail = proto.DFail(seq=msg.seq, errno=int(Errno.EIO), message=f"driver error: {exc!r}")
+            return [proto.encoder.encode(fail)]
+        return [proto.encoder.encode(proto.DOk(seq=msg.seq))]
+
+    def serve(self) -> None:
+        """Answer messages until the kernel goes away."""
+        parent = os.getppid()
+        last = time.monotonic()
+        while True:
+            if not self.sock.poll(1000):
+                if os.getppid() != parent or time.monotonic() - last > KERNEL_SILENCE_S:
+                    return
+                continue
+            last = time.monotonic()
+            frames = self.sock.recv_multipart(copy=False)
+            try:
+                msg = proto.to_driver_decoder.decode(frames[0].buffer)
+            except msgspec.DecodeError:
+                continue  # only the kernel talks to us; a bad frame is its bug, nothing to answer
+            self.sock.send_multipart(self.handle(msg, frames), copy=False)
+
+
+def main() -> int:
+    """Entry point: read orders from the environment, connect, say Hello, serve."""
+    env = os.environ
+    options = json.loads(env.get("LLMOS_DRIVER_OPTIONS", "{}"))
+    driver = load_driver(env["LLMOS_DRIVER_TARGET"], int(env["LLMOS_DRIVER_INDEX"]), options)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, env["LLMOS_DRIVER_IDENT"].encode())
+    sock.setsockopt(zmq.LINGER, 0)
+    curve = env.get("LLMOS_CURVE")
+    if curve:
+        server_public, public, secret = json.loads(curve)
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (
+            server_public.encode(),
+            public.encode(),
+            secret.encode(),
+        )
+    sock.connect(env["LLMOS_KERNEL"])
+    count = type(driver).count(options) if driver.index == 0 else driver.index + 1
+    spec = driver.spec() if driver.index < count else None
+    hello = proto.DHello(secret=env["LLMOS_DRIVER_SECRET"], os_pid=os.getpid(), count=count, spec=spec)
+    sock.send(proto.encoder.encode(hello))
+    if spec is None:
+        sock.close(linger=1000)
+        ctx.term()
+        return 0
+    try:
+        Host(driver, sock).serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        driver.close()
+        sock.close()
+        ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

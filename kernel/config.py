@@ -1,0 +1,24 @@
+"""Kernel configuration: one Struct, with the defaults a user gets from `llmos boot`."""
+
+import msgspec
+
+
+class KernelConfig(msgspec.Struct, kw_only=True):
+    """Everything a kernel is booted with. Times in seconds, sizes in bytes."""
+
+    name: str = "default"  # several kernels can run side by side under different names
+    runtime_dir: str | None = None  # default: $LLMOS_RUNTIME_DIR, $XDG_RUNTIME_DIR/llmos or /tmp/llmos-UID
+    tcp: str | None = None  # "HOST:PORT" to listen on TCP too (CurveZMQ keys required)
+    keys_dir: str | None = None  # from `llmos keygen`; needed with tcp
+    insecure: bool = False  # allow tcp without keys (explicit opt-in)
+    drivers: list[str] | None = None  # driver kinds to start; None: every one the plugins provide
+    driver_options: dict[str, dict] = {}  # per kind, passed to the driver
+    default_quota: int | None = None  # per process per device; None: the whole device
+    lease_s: float = 15.0  # an attached process that makes no call for this long is reclaimed
+    ping_s: float = 1.0  # heartbeat to idle driver hosts
+    hang_s: float = 5.0  # a heartbeat unanswered this long means the host hangs
+    op_timeout_s: float = 120.0  # one device call may take this long before the host is declared hung
+    restart_backoff_s: tuple[float, float] = (0.1, 5.0)  # first and largest delay between driver restarts
+    max_bulk_bytes: int = 4 << 30  # the largest tensor frame accepted
+    log_level: str = "info"
+    log_file: str | None = None  # default: stderr

@@ -1,0 +1,117 @@
+"""Devices and their driver hosts: start, watch, restart; the device work queue.
+
+Each device is served by one driver host process (`llmos.drivers.host`),
+MINIX-style. The kernel starts it, sends it one work item at a time from the
+device's queue, pings it when idle, and when the host dies or stops answering
+the device goes offline at once: work in flight and queued fails with EIO,
+its tensors are lost, and a new host is started after a capped exponential
+backoff. Host-visible devices' reads and writes are done by the kernel
+itself, in queue order.
+"""
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmos.syscalls import Errno
+from llmos.syscalls import driver as proto
+from llmos.syscalls.plugin import DriverEntry
+
+STARTING, ONLINE, OFFLINE, ABSENT = "starting", "online", "offline", "absent"
+STABLE_S = 30.0  # a host that lived this long resets the restart backoff
+
+
+@dataclass(eq=False)
+class Work:
+    """One item of device work: a driver message, or a local action of the kernel.
+
+    `done(ok, frames)` runs on success, `fail(errno, message)` on failure.
+    Work of a process that has gone is skipped unless `always` (frees).
+    """
+
+    owner: int
+    msg: proto.ToDriver | None = None
+    bulk: tuple = ()
+    local: Callable[[], None] | None = None
+    done: Callable[[proto.DOk, list], None] = lambda ok, frames: None
+    fail: Callable[[Errno, str], None] = lambda errno, message: None
+    always: bool = False
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class Device:
+    """One device, its driver host and its queue."""
+
+    name: str
+    kind: str
+    index: int
+    entry: DriverEntry
+    queue: object  # from the llmos_device_queue hook
+    options: dict = field(default_factory=dict)
+    state: str = STARTING
+    spec: proto.DeviceSpec | None = None
+    memory: object = None  # from the llmos_memory_service hook, once online
+    ident: bytes = b""
+    secret: str = ""
+    popen: subprocess.Popen | None = None
+    os_pid: int = 0
+    restarts: int = 0
+    backoff: float = 0.0
+    restart_at: float = 0.0
+    up_since: float = 0.0
+    inflight: Work | None = None
+    inflight_since: float = 0.0
+    last_heard: float = 0.0
+    seq: int = 0
+    offline_reason: str = ""
+
+    def start_host(self, kernel_address: str, shm_dir: str, curve: str | None) -> None:
+        """Start a fresh driver host process for this device."""
+        self.ident = b"drv-" + secrets.token_hex(8).encode()
+        self.secret = secrets.token_hex(16)
+        env = dict(os.environ)
+        env.update(
+            LLMOS_DRIVER_TARGET=self.entry.target,
+            LLMOS_DRIVER_INDEX=str(self.index),
+            LLMOS_DRIVER_OPTIONS=json.dumps({**self.options, "shm_dir": shm_dir}),
+            LLMOS_DRIVER_IDENT=self.ident.decode(),
+            LLMOS_DRIVER_SECRET=self.secret,
+            LLMOS_KERNEL=kernel_address,
+        )
+        if curve:
+            env["LLMOS_CURVE"] = curve
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "llmos.drivers.host"], env=env, start_new_session=True, stdin=subprocess.DEVNULL
+        )
+        self.os_pid = self.popen.pid
+        self.state = STARTING
+        self.last_heard = time.monotonic()
+
+    def next_seq(self) -> int:
+        """A fresh sequence number for a driver message."""
+        self.seq += 1
+        return self.seq
+
+    def kill_host(self) -> None:
+        """Kill the driver host at once (it hangs or the kernel stops)."""
+        if self.popen and self.popen.poll() is None:
+            try:
+                os.kill(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait()
+
+    def schedule_restart(self, first: float, cap: float) -> None:
+        """Set the time of the next restart, doubling the delay up to `cap`."""
+        now = time.monotonic()
+        if self.up_since and now - self.up_since > STABLE_S:
+            self.backoff = 0.0
+        self.backoff = first if not self.backoff else min(self.backoff * 2, cap)
+        self.restart_at = now + self.backoff

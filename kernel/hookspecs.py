@@ -1,0 +1,74 @@
+"""Every hook of llmos, in one module.
+
+Plugins implement these with `llmos.syscalls.plugin.hookimpl`. Built-in
+plugins are listed in `llmos.kernel.plugins.DEFAULT_PLUGINS`; third-party
+ones come from the `llmos` entry-point group (turned off by
+LLMOS_DISABLE_PLUGIN_AUTOLOAD=1) or the LLMOS_PLUGINS variable. Each
+docstring says when the kernel calls the hook and how results combine.
+"""
+
+from llmos.syscalls.plugin import DriverEntry, ProgramEntry, hookspec
+
+
+@hookspec
+def llmos_drivers() -> list[DriverEntry]:
+    """Name the device drivers this plugin provides.
+
+    Called once at boot. Every plugin's lists are concatenated; for a kind
+    named twice, the plugin registered last wins. The kernel starts one
+    driver host process per device of each kind it is told to use.
+    """
+
+
+@hookspec
+def llmos_programs() -> list[ProgramEntry]:
+    """Name the userland programs this plugin provides (`llmos run NAME`, spawn).
+
+    Called at boot. Every plugin's lists are concatenated; for a name given
+    twice, the plugin registered last wins.
+    """
+
+
+@hookspec(firstresult=True)
+def llmos_memory_service(device: str, capacity: int, default_quota: int | None):
+    """Make the tensor memory accounting of one device.
+
+    Called each time a device comes online. firstresult: the first non-None
+    answer is used. It must behave like `llmos.services.memory.tensor.TensorMemory`
+    (admit, charge, release, transfer, set_quota, forget_owner, used, free).
+    """
+
+
+@hookspec(firstresult=True)
+def llmos_device_queue(device: str):
+    """Make the work queue of one device, which decides the order of device work.
+
+    Called once per device at boot. firstresult: the first non-None answer is
+    used. It must behave like `llmos.services.scheduler.fifo.DeviceQueue`
+    (push, pop, requeue_to_tail, drain, len, iteration).
+    """
+
+
+@hookspec
+def llmos_scheduler_policies() -> dict[str, type]:
+    """Name the scheduling policies this plugin provides: policy name -> class.
+
+    Called when a scheduler is built. Every plugin's dicts are merged; for a
+    name given twice, the plugin registered last wins.
+    """
+
+
+@hookspec(historic=True)
+def llmos_kernel_started(name: str, address: str, devices: list[str]) -> None:
+    """Told once that the kernel is serving, with its name, address and devices.
+
+    historic: a plugin registered after boot is told too, at registration.
+    """
+
+
+@hookspec
+def llmos_process_exit(pid: int, name: str, status: int, reason: str) -> None:
+    """Told after a process left the table and all it held was reclaimed.
+
+    Called for every exit: exit syscall, kill, crash, lost lease.
+    """

@@ -1,0 +1,566 @@
+"""The kernel process: one ROUTER socket, the tables, the loop.
+
+Every message arrives on one ROUTER socket: calls from userland processes and
+answers from driver hosts (told apart by their routing ids, which the kernel
+chose and only its driver hosts know). A call is decoded, its token checked,
+and handed to its `sys_<name>` handler through the dispatch table. Device
+work goes through each device's queue to its driver host. Between messages,
+`tick` watches processes (exit, crash, lost lease) and driver hosts
+(heartbeats, restarts). No input from a client can stop the loop: every bad
+call gets a typed error and the loop goes on.
+"""
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import msgspec
+import psutil
+import structlog
+import zmq
+
+from llmos.syscalls import ABI_VERSION, Errno
+from llmos.syscalls import driver as proto
+from llmos.syscalls import frames as fr
+from llmos.syscalls import messages as m
+from llmos.syscalls.table import BY_NR
+
+from llmos.syscalls import runtime
+
+from . import plugins
+from .config import KernelConfig
+from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
+from .dispatch import DISPATCH, CallCtx
+from .errors import SysError
+from .proc import Process, ProcessTable
+from .tensors import Tensor, TensorTable
+
+TICK_S = 0.05
+START_TIMEOUT_S = 60.0
+KILL_GRACE_S = 2.0
+
+
+class Kernel:
+    """The kernel: state, socket and loop. `open`, then `serve`, then `close`."""
+
+    def __init__(self, config: KernelConfig, pm=None):
+        self.config = config
+        self.pm = pm or plugins.plugin_manager()
+        self.log = structlog.get_logger("llmos.kernel").bind(kernel=config.name)
+        self.procs = ProcessTable()
+        self.tensors = TensorTable()
+        self.devices: dict[str, Device] = {}
+        self.driver_idents: dict[bytes, Device] = {}
+        self.programs = plugins.programs(self.pm)
+        self.waiters: list = []  # pending wait calls (sysproc)
+        self.counts: Counter = Counter()
+        self.errors = 0
+        self.started = time.monotonic()
+        self.stopping = False
+        self.ready = False
+        self.next_tick = 0.0
+        self.ctx = zmq.Context()
+        self.sock: zmq.Socket | None = None
+        self.dir = runtime.kernel_dir(config.name, config.runtime_dir)
+        self.shm = runtime.shm_dir(config.name)
+        self.address = ""
+        self.curve_env: str | None = None
+        self.auth = None
+
+    # ---- life cycle --------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Make the runtime dir, bind the socket, start the driver hosts."""
+        runtime.ensure_private(runtime.base_dir(self.config.runtime_dir))
+        runtime.ensure_private(self.dir)
+        state = runtime.read_state(self.dir)
+        if state and _alive(state.get("os_pid", 0)):
+            raise runtime.RuntimeDirError(
+                f"a kernel named {self.config.name!r} already runs (os pid {state['os_pid']}); "
+                "stop it or boot with another --name"
+            )
+        runtime.ensure_private(os.path.join(self.dir, "procs"))
+        runtime.ensure_private(self.shm)
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, int(TICK_S * 1000))
+        self.sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_bulk_bytes + fr.MAX_HEADER_BYTES)
+        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        if self.config.tcp:
+            self._setup_tcp_security()
+        ipc = os.path.join(self.dir, "kernel.sock")
+        self.sock.bind(f"ipc://{ipc}")
+        os.chmod(ipc, 0o600)
+        self.address = f"ipc://{ipc}"
+        tcp_address = ""
+        if self.config.tcp:
+            tcp_address = f"tcp://{self.config.tcp}"
+            self.sock.bind(tcp_address)
+        self._write_state(tcp=tcp_address)
+        self._start_drivers()
+        self.log.info("kernel.boot", address=self.address, tcp=tcp_address or None, os_pid=os.getpid(), abi=ABI_VERSION)
+
+    def _setup_tcp_security(self) -> None:
+        from .security import curve_server
+
+        if not self.config.keys_dir:
+            if not self.config.insecure:
+                raise runtime.RuntimeDirError(
+                    "refusing to listen on tcp without CurveZMQ keys: run `llmos keygen` and boot with --keys DIR, "
+                    "or pass --insecure to accept anyone who can reach the port"
+                )
+            self.log.warning("kernel.insecure_tcp", tcp=self.config.tcp)
+            return
+        self.auth, self.curve_env = curve_server(self.ctx, self.sock, self.config.keys_dir)
+
+    def _start_drivers(self) -> None:
+        entries = plugins.drivers(self.pm)
+        kinds = self.config.drivers if self.config.drivers is not None else list(entries)
+        for kind in kinds:
+            if kind not in entries:
+                raise ValueError(f"no driver of kind {kind!r}; plugins provide {sorted(entries)}")
+            self._add_device(entries[kind], 0)
+
+    def _add_device(self, entry, index: int) -> Device:
+        name = f"{entry.kind}{index}"
+        queue = self.pm.hook.llmos_device_queue(device=name)
+        dev = Device(name, entry.kind, index, entry, queue, dict(self.config.driver_options.get(entry.kind, {})))
+        self.devices[name] = dev
+        self._start_host(dev)
+        return dev
+
+    def _start_host(self, dev: Device) -> None:
+        dev.start_host(self.address, self.shm, self.curve_env)
+        self.driver_idents[dev.ident] = dev
+        self.log.info("device.starting", device=dev.name, driver=dev.entry.target, os_pid=dev.os_pid)
+
+    def _write_state(self, **extra) -> None:
+        runtime.write_state(
+            self.dir,
+            {
+                "name": self.config.name,
+                "address": self.address,
+                "os_pid": os.getpid(),
+                "abi": ABI_VERSION,
+                "ready": self.ready,
+                "devices": [d.name for d in self.devices.values() if d.state == ONLINE],
+                **extra,
+            },
+        )
+
+    def serve(self) -> None:
+        """Run the loop until SIGINT/SIGTERM or `stopping` is set."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        sock = self.sock
+        while not self.stopping:
+            try:
+                frames = sock.recv_multipart(copy=False)
+            except zmq.Again:
+                frames = None
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EINTR:
+                    continue
+                raise
+            if frames is not None:
+                self.on_message(frames)
+            now = time.monotonic()
+            if now >= self.next_tick:
+                self.next_tick = now + TICK_S
+                self.tick(now)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.log.info("kernel.signal", signal=signal.Signals(signum).name)
+        self.stopping = True
+
+    def close(self) -> None:
+        """Stop every process and driver host, answer pending calls, clean up."""
+        self.log.info("kernel.shutdown")
+        from .sysproc import cancel_waiters
+
+        cancel_waiters(self, Errno.EIO, "the kernel is shutting down")
+        for dev in self.devices.values():
+            self._fail_device_work(dev, "the kernel is shutting down")
+        for proc in self.procs.live():
+            if proc.popen is not None and proc.popen.poll() is None:
+                proc.popen.terminate()
+            self.reclaim(proc, -int(signal.SIGTERM), "kernel shutdown")
+        deadline = time.monotonic() + KILL_GRACE_S
+        for proc in list(self.procs.by_pid.values()):
+            if proc.popen is not None:
+                _wait_or_kill(proc.popen, deadline)
+        for dev in self.devices.values():
+            if dev.popen is not None and dev.popen.poll() is None:
+                dev.popen.terminate()
+        for dev in self.devices.values():
+            if dev.popen is not None:
+                _wait_or_kill(dev.popen, deadline)
+        for t in list(self.tensors.by_tid.values()):
+            self.tensors.drop(t)
+        if self.auth is not None:
+            self.auth.stop()
+        if self.sock is not None:
+            self.sock.close()
+        self.ctx.term()
+        runtime.remove(self.shm)
+        for leftover in ("kernel.sock", runtime.STATE_FILE):
+            try:
+                os.unlink(os.path.join(self.dir, leftover))
+            except FileNotFoundError:
+                pass
+        self.log.info("kernel.stopped")
+
+    # ---- sending -------------------------------------------------------------------------
+
+    def send_reply(self, ident: bytes, rid: int, kind: int, body: m.Reply, bulk: tuple = ()) -> None:
+        """Send one reply frame set to a client."""
+        self.sock.send_multipart([ident, fr.encode_reply(rid, kind, body), *bulk])
+
+    def send_driver(self, dev: Device, msg: proto.ToDriver, bulk: tuple = ()) -> None:
+        """Send one message to a device's driver host."""
+        self.sock.send_multipart([dev.ident, proto.encoder.encode(msg), *bulk], copy=False)
+
+    # ---- receiving -----------------------------------------------------------------------
+
+    def on_message(self, frames: list) -> None:
+        """One message from the socket: a driver's answer or a client's call."""
+        ident = frames[0].bytes
+        dev = self.driver_idents.get(ident)
+        if dev is not None:
+            self.on_driver(dev, frames)
+        else:
+            self.on_call(ident, frames)
+
+    def on_call(self, ident: bytes, frames: list) -> None:
+        """Decode, check and dispatch one call. Never raises."""
+        if len(frames) < 2:
+            return self._reject(ident, 0, Errno.EPROTO, "empty message: a call needs an envelope frame")
+        head = frames[1]
+        if len(head) > fr.MAX_HEADER_BYTES:
+            return self._reject(ident, 0, Errno.E2BIG, f"envelope frame of {len(head)} bytes; the limit is {fr.MAX_HEADER_BYTES}")
+        try:
+            env = fr.envelope_decoder.decode(head.buffer)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._bad_envelope(ident, head.buffer, exc)
+        if env.abi != ABI_VERSION:
+            return self._reject(ident, env.rid, Errno.EPROTO, _abi_message(env.abi))
+        row, handler = DISPATCH[type(env.call)]
+        proc = None
+        if row.request is not m.Attach:
+            proc = self.procs.by_token.get(env.token)
+            if proc is None:
+                return self._reject(ident, env.rid, Errno.EPERM, self._token_problem(env.token))
+            proc.last_seen = time.monotonic()
+            proc.syscalls += 1
+        bulk = frames[2:]
+        if len(bulk) != row.bulk_in:
+            return self._reject(
+                ident, env.rid, Errno.EPROTO, f"{row.name} takes {row.bulk_in} bulk frame(s), got {len(bulk)}"
+            )
+        for frame in bulk:
+            if len(frame) > self.config.max_bulk_bytes:
+                return self._reject(
+                    ident, env.rid, Errno.E2BIG, f"bulk frame of {len(frame)} bytes; the limit is {self.config.max_bulk_bytes}"
+                )
+        self.counts[row.nr] += 1
+        ctx = CallCtx(self, ident, env.rid, proc, env.call, bulk, row)
+        try:
+            handler(self, ctx)
+        except SysError as exc:
+            ctx.fail(exc.errno, exc.message)
+        except Exception as exc:  # a kernel bug must not take the kernel down
+            self.log.exception("kernel.bug", syscall=row.name, pid=proc.pid if proc else None)
+            ctx.fail(Errno.EIO, f"internal kernel error in {row.name}: {exc!r}")
+
+    def _reject(self, ident: bytes, rid: int, errno: Errno, message: str) -> None:
+        self.errors += 1
+        self.log.debug("call.rejected", errno=errno.name, message=message)
+        self.send_reply(ident, rid, fr.ERROR, m.Error(errno=int(errno), message=message))
+
+    def _bad_envelope(self, ident: bytes, buf, exc: Exception) -> None:
+        """Answer a call that did not decode with the most precise errno."""
+        try:
+            loose = fr.loose_envelope_decoder.decode(buf)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return self._reject(ident, 0, Errno.EPROTO, f"frame 0 is not an llmos envelope [abi, rid, token, call]: {exc}")
+        if loose.abi != ABI_VERSION:
+            return self._reject(ident, loose.rid, Errno.EPROTO, _abi_message(loose.abi))
+        try:
+            call = fr.any_decoder.decode(loose.call)
+        except msgspec.DecodeError:
+            call = None
+        nr = call.get("nr") if isinstance(call, dict) else None
+        if not isinstance(nr, int) or isinstance(nr, bool):
+            return self._reject(ident, loose.rid, Errno.EPROTO, "the call is not a map with an integer `nr` field")
+        if nr not in BY_NR:
+            return self._reject(ident, loose.rid, Errno.ENOSYS, f"no syscall number {nr} (this kernel knows 0..{max(BY_NR)})")
+        self._reject(ident, loose.rid, Errno.EINVAL, f"bad arguments to {BY_NR[nr].name}: {exc}")
+
+    def _token_problem(self, token: bytes) -> str:
+        why = self.procs.stale.get(token)
+        if why:
+            return f"stale token: {why}"
+        return "unknown token: attach first (a token is only valid for the process it was given to)"
+
+    # ---- devices -------------------------------------------------------------------------
+
+    def on_driver(self, dev: Device, frames: list) -> None:
+        """One message from a driver host."""
+        try:
+            msg = proto.from_driver_decoder.decode(frames[1].buffer)
+        except (msgspec.DecodeError, msgspec.ValidationError, IndexError):
+            self.log.error("device.bad_message", device=dev.name)
+            return
+        dev.last_heard = time.monotonic()
+        if isinstance(msg, proto.DHello):
+            return self._on_hello(dev, msg)
+        work = dev.inflight
+        if work is None or work.msg is None or work.msg.seq != msg.seq:
+            return  # an answer to work already failed (the host was declared hung)
+        dev.inflight = None
+        try:
+            if isinstance(msg, proto.DOk):
+                work.done(msg, frames[2:])
+            else:
+                work.fail(Errno(msg.errno) if msg.errno in Errno._value2member_map_ else Errno.EIO, msg.message)
+        except Exception:
+            self.log.exception("kernel.bug", device=dev.name)
+        self.pump(dev)
+
+    def _on_hello(self, dev: Device, hello: proto.DHello) -> None:
+        if hello.secret != dev.secret:
+            self.log.error("device.bad_secret", device=dev.name)
+            return
+        if hello.spec is None:
+            dev.state = ABSENT
+            self.log.info("device.absent", device=dev.name, reason="the driver found no device")
+        else:
+            dev.spec = hello.spec
+            dev.os_pid = hello.os_pid
+            dev.memory = self.pm.hook.llmos_memory_service(
+                device=dev.name, capacity=hello.spec.capacity_bytes, default_quota=self.config.default_quota
+            )
+            dev.state = ONLINE
+            dev.up_since = time.monotonic()
+            self.log.info(
+                "device.online", device=dev.name, capacity=hello.spec.capacity_bytes, restarts=dev.restarts, os_pid=hello.os_pid
+            )
+        if dev.index == 0:
+            for index in range(1, hello.count):
+                if f"{dev.kind}{index}" not in self.devices:
+                    self._add_device(dev.entry, index)
+        self._check_ready()
+        self.pump(dev)
+
+    def _check_ready(self) -> None:
+        if not self.ready and all(d.state in (ONLINE, ABSENT, OFFLINE) for d in self.devices.values()):
+            self.ready = True
+            self._write_state()
+            online = [d.name for d in self.devices.values() if d.state == ONLINE]
+            self.pm.hook.llmos_kernel_started.call_historic(
+                kwargs=dict(name=self.config.name, address=self.address, devices=online)
+            )
+            self.log.info("kernel.ready", devices=online)
+
+    def submit(self, dev: Device, work: Work) -> None:
+        """Queue device work; it runs when it reaches the head of the device's queue."""
+        dev.queue.push(work)
+        self.pump(dev)
+
+    def pump(self, dev: Device) -> None:
+        """Start queued work while the device is online and idle."""
+        while dev.state == ONLINE and dev.inflight is None:
+            work = dev.queue.pop()
+            if work is None:
+                return
+            if work.cancelled:
+                continue
+            if work.local is not None:
+                try:
+                    work.local()
+                except SysError as exc:
+                    work.fail(exc.errno, exc.message)
+                continue
+            dev.inflight = work
+            dev.inflight_since = time.monotonic()
+            self.send_driver(dev, work.msg, work.bulk)
+
+    def _fail_device_work(self, dev: Device, reason: str) -> None:
+        items = ([dev.inflight] if dev.inflight else []) + dev.queue.drain()
+        dev.inflight = None
+        for work in items:
+            if not work.cancelled:
+                work.fail(Errno.EIO, reason)
+
+    def device_offline(self, dev: Device, reason: str) -> None:
+        """The driver host died or hangs: fail its work, lose its tensors, plan a restart."""
+        dev.kill_host()
+        self.driver_idents.pop(dev.ident, None)
+        dev.state = OFFLINE
+        dev.offline_reason = reason
+        self.log.warning("device.offline", device=dev.name, reason=reason)
+        message = f"device {dev.name} went offline: {reason}"
+        self._fail_device_work(dev, message)
+        for t in self.tensors.on_device(dev.name):
+            t.lost = message
+            t.unmap()
+        dev.memory = None
+        dev.schedule_restart(*self.config.restart_backoff_s)
+        self._check_ready()
+
+    def device(self, name: str) -> Device:
+        """The device called `name` (or the first of kind `name`), usable now; else ENODEV."""
+        dev = self.devices.get(name) or self.devices.get(f"{name}0")
+        if dev is None or dev.state == ABSENT:
+            known = ", ".join(d.name for d in self.devices.values() if d.state != ABSENT) or "none"
+            raise SysError(Errno.ENODEV, f"no device {name!r}; devices: {known}")
+        if dev.state == OFFLINE:
+            wait = max(0.0, dev.restart_at - time.monotonic())
+            raise SysError(Errno.ENODEV, f"device {dev.name} is offline ({dev.offline_reason}); restarting in {wait:.1f} s")
+        return dev
+
+    # ---- tensors and handles ---------------------------------------------------------------
+
+    def tensor(self, proc: Process, handle: int) -> Tensor:
+        """The live tensor behind one of the caller's handles; else EBADF or EIO."""
+        tid = proc.handles.get(handle)
+        if tid is None:
+            raise SysError(Errno.EBADF, f"handle {handle} is not open in process {proc.pid}")
+        t = self.tensors.by_tid[tid]
+        if t.lost:
+            raise SysError(Errno.EIO, f"handle {handle}: tensor lost, {t.lost}")
+        return t
+
+    def release_ref(self, pid: int, t: Tensor) -> None:
+        """One handle on `t` was closed by `pid`: free the tensor when nobody holds it."""
+        t.holders[pid] -= 1
+        if t.holders[pid] <= 0:
+            del t.holders[pid]
+        if t.holders:
+            if t.owner == pid and pid not in t.holders:
+                new_owner = min(t.holders)
+                if not t.lost:
+                    self.devices[t.device].memory.transfer(t.tid, new_owner)
+                t.owner = new_owner
+            return
+        self.free_tensor(t)
+
+    def free_tensor(self, t: Tensor) -> None:
+        """Give a tensor's memory back and free it on its device, in queue order."""
+        self.tensors.drop(t)
+        if t.lost:
+            return
+        dev = self.devices[t.device]
+        dev.memory.release(t.tid)
+        self.submit(dev, Work(owner=0, msg=proto.DFree(seq=dev.next_seq(), tid=t.tid), always=True))
+
+    # ---- processes -----------------------------------------------------------------------
+
+    def reclaim(self, proc: Process, status: int, reason: str) -> None:
+        """A process is gone: revoke its token and take back all it held."""
+        if proc.state == "exited":
+            return
+        proc.state = "exited"
+        proc.status = status
+        proc.reason = reason
+        self.procs.revoke(proc, f"process {proc.pid} ({proc.name}) exited: {reason}")
+        for work in (w for dev in self.devices.values() for w in dev.queue):
+            if work.owner == proc.pid and not work.always:
+                work.cancelled = True
+        for tid in list(proc.handles.values()):
+            self.release_ref(proc.pid, self.tensors.by_tid[tid])
+        proc.handles.clear()
+        for dev in self.devices.values():
+            if dev.memory is not None:
+                dev.memory.forget_owner(proc.pid)
+        if proc.popen is not None and proc.popen.poll() is None and reason.startswith("lease"):
+            proc.popen.kill()
+        for child in self.procs.children(proc.pid):
+            child.ppid = 0
+        self.log.info("process.exit", pid=proc.pid, name=proc.name, status=status, reason=reason)
+        self.pm.hook.llmos_process_exit(pid=proc.pid, name=proc.name, status=status, reason=reason)
+        self.reap()
+
+    def reap(self) -> None:
+        """Remove exited processes nobody can wait for; answer waits that can be answered."""
+        from .sysproc import finish_waits
+
+        finish_waits(self)
+        for proc in list(self.procs.by_pid.values()):
+            if proc.state != "exited":
+                continue
+            os_done = proc.popen is None or proc.popen.poll() is not None
+            parent = self.procs.by_pid.get(proc.ppid)
+            if os_done and (parent is None or parent.state == "exited"):
+                self.procs.remove(proc)
+
+    # ---- timers --------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Watch processes and driver hosts; runs every TICK_S."""
+        from .sysproc import tick_waits
+
+        for proc in self.procs.live():
+            if proc.popen is not None and proc.popen.poll() is not None:
+                rc = proc.popen.returncode
+                self.reclaim(proc, rc, f"exited with status {rc}" if rc >= 0 else f"killed by signal {-rc}")
+            elif proc.watch is not None and not _watch_alive(proc.watch):
+                self.reclaim(proc, -1, "the OS process ended without calling exit")
+            elif proc.state == "running" and now - proc.last_seen > self.config.lease_s:
+                self.reclaim(proc, -1, f"lease expired: no call for {self.config.lease_s:.0f} s")
+        self.reap()
+        tick_waits(self, now)
+        for dev in list(self.devices.values()):
+            self._watch_device(dev, now)
+
+    def _watch_device(self, dev: Device, now: float) -> None:
+        if dev.state == OFFLINE:
+            if now >= dev.restart_at:
+                dev.restarts += 1
+                self._start_host(dev)
+            return
+        if dev.state == ABSENT:
+            return
+        rc = dev.popen.poll() if dev.popen else None
+        if rc is not None:
+            return self.device_offline(dev, f"driver host exited with status {rc}")
+        if dev.state == STARTING:
+            if now - dev.last_heard > START_TIMEOUT_S:
+                self.device_offline(dev, f"driver host did not say hello within {START_TIMEOUT_S:.0f} s")
+            return
+        if dev.inflight is not None:
+            limit = self.config.hang_s if isinstance(dev.inflight.msg, proto.DPing) else self.config.op_timeout_s
+            if now - dev.inflight_since > limit:
+                self.device_offline(dev, f"driver host hung: no answer for {limit:.0f} s")
+        elif len(dev.queue) == 0 and now - dev.last_heard > self.config.ping_s:
+            self.submit(dev, Work(owner=0, msg=proto.DPing(seq=dev.next_seq()), always=True))
+
+
+def _abi_message(abi: int) -> str:
+    return f"ABI version {abi} is not spoken here; this kernel speaks version {ABI_VERSION}"
+
+
+def _alive(os_pid: int) -> bool:
+    try:
+        os.kill(os_pid, 0)
+    except (ProcessLookupError, PermissionError, OverflowError, ValueError):
+        return False
+    return os_pid > 0
+
+
+def _watch_alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_or_kill(popen: subprocess.Popen, deadline: float) -> None:
+    try:
+        popen.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait()

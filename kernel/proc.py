@@ -1,0 +1,87 @@
+"""The process table: pids, tokens and per-process handle tables.
+
+A process is a userland program known to the kernel: attached (it connected
+and asked) or spawned (the kernel started it as a child OS process, which
+then attaches with the token it was given). A token is 16 random bytes and
+is the only proof of identity a call carries; it dies with the process.
+A handle is a small integer in one process's table that names a tensor;
+handles are never reused within a process, so a stale one fails cleanly.
+"""
+
+import secrets
+import subprocess
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import psutil
+
+from llmos.syscalls.frames import TOKEN_BYTES
+
+STALE_TOKENS_KEPT = 4096
+
+
+@dataclass(eq=False)
+class Process:
+    """One row of the process table."""
+
+    pid: int
+    name: str
+    token: bytes
+    ppid: int = 0
+    os_pid: int = 0
+    state: str = "running"  # starting (spawned, not attached yet), running, exited
+    started: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    handles: dict[int, int] = field(default_factory=dict)  # handle -> tensor id
+    next_handle: int = 1
+    syscalls: int = 0
+    popen: subprocess.Popen | None = None  # spawned children only
+    watch: psutil.Process | None = None  # local attached processes
+    log: str = ""
+    status: int | None = None
+    reason: str = ""
+
+    def add_handle(self, tid: int) -> int:
+        """Open a new handle to tensor `tid`."""
+        handle = self.next_handle
+        self.next_handle += 1
+        self.handles[handle] = tid
+        return handle
+
+
+class ProcessTable:
+    """All processes, by pid and by token, and the tokens of those that left."""
+
+    def __init__(self) -> None:
+        self.by_pid: dict[int, Process] = {}
+        self.by_token: dict[bytes, Process] = {}
+        self.stale: OrderedDict[bytes, str] = OrderedDict()  # token -> why it is no longer valid
+        self.next_pid = 1
+
+    def create(self, name: str, ppid: int = 0, state: str = "running") -> Process:
+        """Add a process with a fresh pid and token."""
+        proc = Process(self.next_pid, name or f"proc{self.next_pid}", secrets.token_bytes(TOKEN_BYTES), ppid, state=state)
+        self.next_pid += 1
+        self.by_pid[proc.pid] = proc
+        self.by_token[proc.token] = proc
+        return proc
+
+    def revoke(self, proc: Process, why: str) -> None:
+        """Make the process's token invalid from now on."""
+        if self.by_token.pop(proc.token, None) is not None:
+            self.stale[proc.token] = why
+            while len(self.stale) > STALE_TOKENS_KEPT:
+                self.stale.popitem(last=False)
+
+    def remove(self, proc: Process) -> None:
+        """Drop an exited process from the table."""
+        self.by_pid.pop(proc.pid, None)
+
+    def children(self, pid: int) -> list[Process]:
+        """The processes whose parent is `pid`."""
+        return [p for p in self.by_pid.values() if p.ppid == pid]
+
+    def live(self) -> list[Process]:
+        """Processes that have not exited."""
+        return [p for p in self.by_pid.values() if p.state != "exited"]

@@ -1,0 +1,166 @@
+"""Memory syscalls: alloc, free, write, read, share.
+
+Allocation is admitted by the device's memory service first (capacity and
+the caller's quota): NEVER is ENOMEM, LATER is EAGAIN. Bytes of host-visible
+devices are copied by the kernel between the socket and the tensor's mapping;
+other devices get them through their driver host. Either way the copy runs in
+the device's queue order, after the caller's earlier work on that device.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llmos.services.memory.admission import Admission
+from llmos.syscalls import Errno
+from llmos.syscalls import driver as proto
+from llmos.syscalls import messages as m
+from llmos.syscalls.dtypes import ITEMSIZE, nbytes
+
+from .devices import Device, Work
+from .errors import SysError
+
+if TYPE_CHECKING:
+    from .dispatch import CallCtx
+    from .kernel import Kernel
+    from .proc import Process
+    from .tensors import Tensor
+
+MAX_DIMS = 16
+
+
+def check_shape(shape: list[int], dtype: str) -> int:
+    """Validate a shape and dtype; return the size in bytes."""
+    if dtype not in ITEMSIZE:
+        raise SysError(Errno.EINVAL, f"unknown dtype {dtype!r}; one of {', '.join(ITEMSIZE)}")
+    if len(shape) > MAX_DIMS:
+        raise SysError(Errno.EINVAL, f"{len(shape)} dimensions; at most {MAX_DIMS}")
+    if any(d < 0 for d in shape):
+        raise SysError(Errno.EINVAL, f"negative dimension in shape {shape}")
+    return nbytes(shape, dtype)
+
+
+def admit(k: Kernel, dev: Device, proc: Process, size: int) -> None:
+    """Ask the device's memory service; raise ENOMEM (never fits) or EAGAIN (not now)."""
+    verdict = dev.memory.admit(proc.pid, size)
+    if verdict is Admission.NEVER:
+        raise SysError(
+            Errno.ENOMEM,
+            f"{size} bytes is more than {dev.name} can ever give process {proc.pid} "
+            f"(device capacity {dev.memory.capacity}, quota {dev.memory.quota(proc.pid)})",
+        )
+    if verdict is Admission.LATER:
+        mine = dev.memory.by_owner.get(proc.pid, 0)
+        raise SysError(
+            Errno.EAGAIN,
+            f"{size} bytes does not fit on {dev.name} now ({dev.memory.free} free, you hold {mine} "
+            f"of your quota {dev.memory.quota(proc.pid)}); free some memory or retry later",
+        )
+
+
+def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: str) -> Tensor:
+    """Admit, record and charge a tensor that is about to be created on `dev`."""
+    if dtype not in dev.spec.dtypes:
+        raise SysError(Errno.EINVAL, f"{dev.name} does not support {dtype}; it supports {', '.join(dev.spec.dtypes)}")
+    size = check_shape(shape, dtype)
+    admit(k, dev, proc, size)
+    t = k.tensors.create(dev.name, shape, dtype, size, proc.pid)
+    dev.memory.charge(t.tid, proc.pid, size)
+    return t
+
+
+def created(k: Kernel, c: CallCtx, t: Tensor, ok: proto.DOk) -> None:
+    """A new tensor exists on its device: open a handle for the caller and answer."""
+    t.shm = ok.shm
+    if c.proc.state == "exited":  # the caller left while the device worked
+        k.free_tensor(t)
+        return
+    t.holders[c.proc.pid] += 1
+    c.reply(tensor_ref(c.proc.add_handle(t.tid), t))
+
+
+def not_created(k: Kernel, c: CallCtx, t: Tensor, errno: Errno, message: str) -> None:
+    """A new tensor could not be created: give its memory back and fail the call."""
+    k.tensors.drop(t)
+    if k.devices[t.device].memory is not None:
+        k.devices[t.device].memory.release(t.tid)
+    c.fail(errno, message)
+
+
+def tensor_ref(handle: int, t: Tensor) -> m.TensorRef:
+    """The reply that names a tensor by the caller's handle."""
+    return m.TensorRef(handle=handle, device=t.device, shape=t.shape, dtype=t.dtype, nbytes=t.nbytes)
+
+
+def sys_alloc(k: Kernel, c: CallCtx) -> None:
+    """Allocate an uninitialised tensor."""
+    req: m.Alloc = c.req
+    dev = k.device(req.device)
+    if dev.spec is None:
+        raise SysError(Errno.EAGAIN, f"{dev.name} is still starting; retry in a moment")
+    t = new_tensor(k, dev, c.proc, req.shape, req.dtype)
+    work = Work(
+        owner=c.proc.pid,
+        msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()),
+        done=lambda ok, frames: created(k, c, t, ok),
+        fail=lambda errno, message: not_created(k, c, t, errno, message),
+    )
+    k.submit(dev, work)
+
+
+def sys_free(k: Kernel, c: CallCtx) -> None:
+    """Close a handle (a tensor lost with its device can still be closed)."""
+    tid = c.proc.handles.pop(c.req.handle, None)
+    if tid is None:
+        raise SysError(Errno.EBADF, f"handle {c.req.handle} is not open in process {c.proc.pid}")
+    k.release_ref(c.proc.pid, k.tensors.by_tid[tid])
+    c.reply(m.Done())
+
+
+def sys_write(k: Kernel, c: CallCtx) -> None:
+    """Overwrite a tensor with the call's bulk frame."""
+    t = k.tensor(c.proc, c.req.handle)
+    frame = c.bulk[0]
+    if len(frame) != t.nbytes:
+        raise SysError(
+            Errno.EINVAL, f"write of {len(frame)} bytes to handle {c.req.handle}, a {t.dtype} {t.shape} tensor of {t.nbytes} bytes"
+        )
+    dev = k.device(t.device)
+    if dev.spec.host_visible:
+
+        def copy_in() -> None:
+            t.view()[:] = frame.buffer
+            c.reply(m.Done())
+
+        work = Work(owner=c.proc.pid, local=copy_in, fail=c.fail)
+    else:
+        msg = proto.DWrite(seq=dev.next_seq(), tid=t.tid)
+        work = Work(owner=c.proc.pid, msg=msg, bulk=(frame,), done=lambda ok, frames: c.reply(m.Done()), fail=c.fail)
+    k.submit(dev, work)
+
+
+def sys_read(k: Kernel, c: CallCtx) -> None:
+    """Send a tensor's bytes back as the reply's bulk frame."""
+    t = k.tensor(c.proc, c.req.handle)
+    dev = k.device(t.device)
+    ref = tensor_ref(c.req.handle, t)
+    if dev.spec.host_visible:
+        work = Work(owner=c.proc.pid, local=lambda: c.reply(ref, (t.view(),)), fail=c.fail)
+    else:
+        work = Work(
+            owner=c.proc.pid,
+            msg=proto.DRead(seq=dev.next_seq(), tid=t.tid),
+            done=lambda ok, frames: c.reply(ref, (frames[0],)),
+            fail=c.fail,
+        )
+    k.submit(dev, work)
+
+
+def sys_share(k: Kernel, c: CallCtx) -> None:
+    """Open a handle on the same tensor in another process's table."""
+    t = k.tensor(c.proc, c.req.handle)
+    target = k.procs.by_pid.get(c.req.pid)
+    if target is None or target.state != "running":
+        raise SysError(Errno.ESRCH, f"no running process {c.req.pid}")
+    t.holders[target.pid] += 1
+    c.reply(m.Shared(handle=target.add_handle(t.tid)))

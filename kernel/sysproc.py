@@ -1,0 +1,210 @@
+"""Process syscalls: attach, exit, spawn, wait, kill, getpid, ps.
+
+Also the bookkeeping of pending waits, which the kernel's tick drives:
+streaming a child's output to `wait --follow`, timeouts, and the final answer
+once the child has exited and its OS process has ended.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import psutil
+
+from llmos.syscalls import ABI_VERSION, Errno
+from llmos.syscalls import messages as m
+
+from .errors import SysError
+
+if TYPE_CHECKING:
+    from .dispatch import CallCtx
+    from .kernel import Kernel
+    from .proc import Process
+
+READ_CHUNK = 1 << 16
+
+
+def sys_attach(k: Kernel, c: CallCtx) -> None:
+    """Join the process table, or claim the entry the kernel made when it spawned the caller."""
+    req: m.Attach = c.req
+    if req.claim:
+        try:
+            token = bytes.fromhex(req.claim)
+        except ValueError:
+            raise SysError(Errno.EINVAL, "claim must be the hex token from LLMOS_CLAIM") from None
+        proc = k.procs.by_token.get(token)
+        if proc is None or proc.state != "starting":
+            raise SysError(Errno.EPERM, "this claim is not a spawned process waiting to attach")
+        proc.state = "running"
+    else:
+        proc = k.procs.create(req.name)
+        if req.os_pid > 0:
+            proc.os_pid = req.os_pid
+            try:
+                proc.watch = psutil.Process(req.os_pid)
+            except psutil.Error:
+                proc.watch = None
+    proc.last_seen = time.monotonic()
+    k.log.info("process.attach", pid=proc.pid, name=proc.name, os_pid=proc.os_pid)
+    c.reply(m.Attached(pid=proc.pid, token=proc.token, lease_s=k.config.lease_s, abi=ABI_VERSION, kernel=k.config.name))
+
+
+def sys_exit(k: Kernel, c: CallCtx) -> None:
+    """Leave: answer, then reclaim everything the caller holds."""
+    c.reply(m.Done())
+    k.reclaim(c.proc, c.req.code, f"exit({c.req.code})")
+
+
+def sys_spawn(k: Kernel, c: CallCtx) -> None:
+    """Start a registered program as a child OS process that attaches with a pre-issued token."""
+    req: m.Spawn = c.req
+    entry = k.programs.get(req.program)
+    if entry is None:
+        raise SysError(Errno.EINVAL, f"no program {req.program!r}; registered: {', '.join(sorted(k.programs)) or 'none'}")
+    child = k.procs.create(req.program, ppid=c.proc.pid, state="starting")
+    child.log = os.path.join(k.dir, "procs", f"{child.pid}.log")
+    env = dict(os.environ, LLMOS_KERNEL=k.address, LLMOS_CLAIM=child.token.hex(), LLMOS_PROGRAM=req.program)
+    if k.curve_env:
+        env["LLMOS_CURVE"] = k.curve_env
+    try:
+        with open(child.log, "wb") as out:
+            child.popen = subprocess.Popen(
+                [sys.executable, "-m", "llmos.userland.launch", entry.target, *req.args],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    except OSError as exc:
+        k.procs.revoke(child, "never started")
+        k.procs.remove(child)
+        raise SysError(Errno.EIO, f"could not start {req.program}: {exc}") from exc
+    child.os_pid = child.popen.pid
+    k.log.info("process.spawn", pid=child.pid, name=child.name, ppid=c.proc.pid, os_pid=child.os_pid)
+    c.reply(m.Spawned(pid=child.pid, os_pid=child.os_pid, log=child.log))
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A pending wait call."""
+
+    ctx: CallCtx
+    pid: int
+    deadline: float | None
+    follow: bool
+    offset: int = 0
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+
+def sys_wait(k: Kernel, c: CallCtx) -> None:
+    """Wait for a child to end; with follow, stream its output first."""
+    req: m.Wait = c.req
+    child = k.procs.by_pid.get(req.pid)
+    if child is None:
+        raise SysError(Errno.ESRCH, f"no process {req.pid} (it may have been waited for already)")
+    if child.ppid != c.proc.pid:
+        raise SysError(Errno.ECHILD, f"process {req.pid} is not a child of process {c.proc.pid}")
+    if req.timeout_s is not None and req.timeout_s < 0:
+        raise SysError(Errno.EINVAL, "timeout_s cannot be negative")
+    deadline = None if req.timeout_s is None else time.monotonic() + req.timeout_s
+    k.waiters.append(Waiter(c, req.pid, deadline, req.follow))
+    finish_waits(k)
+
+
+def _stream(w: Waiter, proc: Process, final: bool = False) -> None:
+    if not w.follow or not proc.log:
+        return
+    try:
+        with open(proc.log, "rb") as f:
+            f.seek(w.offset)
+            data = f.read(READ_CHUNK if not final else -1)
+    except FileNotFoundError:
+        return
+    w.offset += len(data)
+    text = w.decoder.decode(data, final=final)
+    if text:
+        w.ctx.partial(m.Output(data=text))
+
+
+def finish_waits(k: Kernel) -> None:
+    """Answer every wait whose child has exited and whose OS process has ended."""
+    for w in list(k.waiters):
+        waiter = w.ctx.proc
+        child = k.procs.by_pid.get(w.pid)
+        if waiter.state == "exited":
+            k.waiters.remove(w)
+        elif child is not None and child.state == "exited" and (child.popen is None or child.popen.poll() is not None):
+            _stream(w, child, final=True)
+            w.ctx.reply(m.Exited(pid=child.pid, status=child.status, reason=child.reason))
+            k.waiters.remove(w)
+            k.procs.remove(child)
+
+
+def tick_waits(k: Kernel, now: float) -> None:
+    """Stream followed output and time out waits past their deadline."""
+    for w in list(k.waiters):
+        child = k.procs.by_pid.get(w.pid)
+        if child is not None:
+            _stream(w, child)
+        if w.deadline is not None and now >= w.deadline:
+            k.waiters.remove(w)
+            w.ctx.fail(Errno.ETIMEDOUT, f"process {w.pid} is still running")
+
+
+def cancel_waiters(k: Kernel, errno: Errno, message: str) -> None:
+    """Fail every pending wait (the kernel is stopping)."""
+    for w in k.waiters:
+        w.ctx.fail(errno, message)
+    k.waiters.clear()
+
+
+def sys_kill(k: Kernel, c: CallCtx) -> None:
+    """End the caller itself or one of its children: signal the OS process, reclaim now."""
+    req: m.Kill = c.req
+    target = k.procs.by_pid.get(req.pid)
+    if target is None or target.state == "exited":
+        raise SysError(Errno.ESRCH, f"no running process {req.pid}")
+    if target.pid != c.proc.pid and target.ppid != c.proc.pid:
+        raise SysError(Errno.EPERM, f"process {c.proc.pid} may only kill itself and its children, not {req.pid}")
+    if not 1 <= req.signal <= 64:
+        raise SysError(Errno.EINVAL, f"signal must be 1..64, not {req.signal}")
+    if target.popen is not None and target.popen.poll() is None:
+        try:
+            os.kill(target.popen.pid, req.signal)
+        except ProcessLookupError:
+            pass
+    c.reply(m.Done())
+    k.reclaim(target, -req.signal, f"killed by process {c.proc.pid} with signal {req.signal}")
+
+
+def sys_getpid(k: Kernel, c: CallCtx) -> None:
+    """The caller's pid, parent and name."""
+    c.reply(m.PidInfo(pid=c.proc.pid, ppid=c.proc.ppid, name=c.proc.name))
+
+
+def proc_info(k: Kernel, p: Process) -> m.ProcInfo:
+    """One row of ps."""
+    mem = sum(d.memory.by_owner.get(p.pid, 0) for d in k.devices.values() if d.memory is not None)
+    return m.ProcInfo(
+        pid=p.pid,
+        ppid=p.ppid,
+        name=p.name,
+        state=p.state,
+        os_pid=p.os_pid,
+        handles=len(p.handles),
+        mem_bytes=mem,
+        syscalls=p.syscalls,
+        started=p.started,
+    )
+
+
+def sys_ps(k: Kernel, c: CallCtx) -> None:
+    """The process table."""
+    c.reply(m.ProcList(procs=[proc_info(k, p) for p in k.procs.by_pid.values()]))

@@ -1,0 +1,277 @@
+"""Every request and reply of the syscall ABI, as msgspec Structs.
+
+Requests are one tagged union: the tag field `nr` holds the syscall number
+from `numbers.Sys`. Requests reject unknown fields (the kernel never ignores
+what a caller asked for); replies accept them (a client keeps working when a
+newer kernel adds a reply field). Defaults are omitted on the wire.
+"""
+
+import msgspec
+
+from .numbers import Sys
+
+Params = dict[str, int | float | str]
+
+
+class Call(msgspec.Struct, tag_field="nr", forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """Base of every request; subclasses are tagged with their syscall number."""
+
+
+class Reply(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Base of every reply body."""
+
+
+# ---- replies shared by several calls -------------------------------------------------
+
+
+class Done(Reply):
+    """The call succeeded and has nothing to return."""
+
+
+class Error(Reply):
+    """A failed call: an errno number and a message a person can act on."""
+
+    errno: int
+    message: str
+
+
+class TensorRef(Reply):
+    """A tensor in the caller's handle table."""
+
+    handle: int
+    device: str
+    shape: list[int]
+    dtype: str
+    nbytes: int
+
+
+# ---- process --------------------------------------------------------------------------
+
+
+class Attach(Call, tag=int(Sys.ATTACH)):
+    """Join the kernel's process table. `claim` is the token a spawned child was given."""
+
+    name: str = ""
+    os_pid: int = 0
+    claim: str = ""
+
+
+class Attached(Reply):
+    """The new process: its pid, its token (send it with every call) and its lease."""
+
+    pid: int
+    token: bytes
+    lease_s: float
+    abi: int
+    kernel: str
+
+
+class Exit(Call, tag=int(Sys.EXIT)):
+    """Leave the process table; every resource the caller holds is reclaimed."""
+
+    code: int = 0
+
+
+class Spawn(Call, tag=int(Sys.SPAWN)):
+    """Start a registered userland program as a child OS process."""
+
+    program: str
+    args: list[str] = []
+
+
+class Spawned(Reply):
+    """The child's llmos pid, its OS pid and the file its output goes to."""
+
+    pid: int
+    os_pid: int
+    log: str
+
+
+class Wait(Call, tag=int(Sys.WAIT)):
+    """Wait for a child to end. With `follow`, stream its output as PARTIAL replies."""
+
+    pid: int
+    timeout_s: float | None = None
+    follow: bool = False
+
+
+class Output(Reply):
+    """A PARTIAL reply of `wait --follow`: text the child wrote."""
+
+    data: str
+
+
+class Exited(Reply):
+    """How a process ended: exit status (negative: killed by that signal) and why."""
+
+    pid: int
+    status: int
+    reason: str
+
+
+class Kill(Call, tag=int(Sys.KILL)):
+    """End a process the caller spawned (or itself); its resources are reclaimed."""
+
+    pid: int
+    signal: int = 15
+
+
+class GetPid(Call, tag=int(Sys.GETPID)):
+    """The caller's own pid and its parent's."""
+
+
+class PidInfo(Reply):
+    """Reply of getpid."""
+
+    pid: int
+    ppid: int
+    name: str
+
+
+class Ps(Call, tag=int(Sys.PS)):
+    """List the process table."""
+
+
+class ProcInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One row of the process table."""
+
+    pid: int
+    ppid: int
+    name: str
+    state: str
+    os_pid: int
+    handles: int
+    mem_bytes: int
+    syscalls: int
+    started: float
+
+
+class ProcList(Reply):
+    """Reply of ps."""
+
+    procs: list[ProcInfo]
+
+
+# ---- device ---------------------------------------------------------------------------
+
+
+class DevList(Call, tag=int(Sys.DEV_LIST)):
+    """List the devices the kernel's drivers provide."""
+
+
+class DeviceInfo(Reply):
+    """One device: what it is, whether it is online, its memory and what it runs."""
+
+    name: str
+    kind: str
+    state: str
+    description: str
+    capacity_bytes: int
+    used_bytes: int
+    dtypes: list[str]
+    ops: list[str]
+    host_visible: bool
+    driver_os_pid: int
+    restarts: int
+    queued: int
+
+
+class Devices(Reply):
+    """Reply of dev_list."""
+
+    devices: list[DeviceInfo]
+
+
+class DevInfo(Call, tag=int(Sys.DEV_INFO)):
+    """Describe one device, by name (`cpu0`) or kind (`cpu`: its first device)."""
+
+    device: str
+
+
+# ---- memory ---------------------------------------------------------------------------
+
+
+class Alloc(Call, tag=int(Sys.ALLOC)):
+    """Allocate an uninitialised tensor on a device, charged to the caller."""
+
+    device: str
+    shape: list[int]
+    dtype: str = "float32"
+
+
+class Free(Call, tag=int(Sys.FREE)):
+    """Close a handle; the tensor is freed when no process holds it any more."""
+
+    handle: int
+
+
+class Write(Call, tag=int(Sys.WRITE)):
+    """Overwrite a tensor with the bytes of the one bulk frame that follows."""
+
+    handle: int
+
+
+class Read(Call, tag=int(Sys.READ)):
+    """Read a tensor: a TensorRef and one bulk frame with its bytes."""
+
+    handle: int
+
+
+class Share(Call, tag=int(Sys.SHARE)):
+    """Give another process a handle to the same tensor."""
+
+    handle: int
+    pid: int
+
+
+class Shared(Reply):
+    """The handle number the tensor has in the other process's table."""
+
+    handle: int
+
+
+# ---- compute --------------------------------------------------------------------------
+
+
+class Compute(Call, tag=int(Sys.COMPUTE)):
+    """Run one op of the op set on tensor handles; the result goes to `out` or a new handle."""
+
+    op: str
+    inputs: list[int]
+    out: int | None = None
+    params: Params = {}
+
+
+# ---- misc -----------------------------------------------------------------------------
+
+
+class Null(Call, tag=int(Sys.NULL)):
+    """Do nothing and answer: the round trip of the syscall path itself."""
+
+
+class Yield(Call, tag=int(Sys.YIELD)):
+    """Move the caller's queued device work behind everyone else's."""
+
+
+class Yielded(Reply):
+    """How many of the caller's queued work items moved to the back."""
+
+    requeued: int
+
+
+class Stat(Call, tag=int(Sys.STAT)):
+    """Kernel-wide figures: uptime, calls served, processes, devices."""
+
+
+class KernelStat(Reply):
+    """Reply of stat."""
+
+    name: str
+    abi: int
+    os_pid: int
+    uptime_s: float
+    syscalls: int
+    errors: int
+    by_syscall: dict[str, int]
+    processes: int
+    devices: int

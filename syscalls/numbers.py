@@ -1,0 +1,37 @@
+"""The syscall table's numbers: one place, append-only, never reused.
+
+Like xv6's syscall.h: every request type's msgpack tag is its number here. A
+number, once released, keeps its meaning forever; a retired call keeps its
+number reserved. New calls take the next free number.
+"""
+
+import enum
+
+
+class Sys(enum.IntEnum):
+    """Syscall numbers. The wire tag of every request struct."""
+
+    # misc
+    NULL = 0
+    # process
+    ATTACH = 1
+    EXIT = 2
+    SPAWN = 3
+    WAIT = 4
+    KILL = 5
+    GETPID = 6
+    PS = 7
+    # device
+    DEV_LIST = 8
+    DEV_INFO = 9
+    # memory
+    ALLOC = 10
+    FREE = 11
+    WRITE = 12
+    READ = 13
+    SHARE = 14
+    # compute
+    COMPUTE = 15
+    # misc
+    YIELD = 16
+    STAT = 17

@@ -1,0 +1,61 @@
+"""The syscall table: number, name, family, request and reply types, bulk frames.
+
+One row per syscall, in number order. The kernel's dispatch table, the
+clients and docs/abi.md are all checked against this tuple.
+"""
+
+from dataclasses import dataclass
+
+from . import messages as m
+from .numbers import Sys
+
+
+@dataclass(frozen=True)
+class Syscall:
+    """One row of the table.
+
+    `bulk_in` / `bulk_out`: how many raw byte frames follow the request / the
+    final reply. `streams`: the call may send PARTIAL replies before its FINAL.
+    """
+
+    nr: Sys
+    family: str
+    request: type[m.Call]
+    reply: type[m.Reply]
+    bulk_in: int = 0
+    bulk_out: int = 0
+    streams: bool = False
+    partial: type[m.Reply] | None = None
+
+    @property
+    def name(self) -> str:
+        """The call's name: its number's name in lower case (`dev_info`)."""
+        return self.nr.name.lower()
+
+
+TABLE: tuple[Syscall, ...] = (
+    Syscall(Sys.NULL, "misc", m.Null, m.Done),
+    Syscall(Sys.ATTACH, "process", m.Attach, m.Attached),
+    Syscall(Sys.EXIT, "process", m.Exit, m.Done),
+    Syscall(Sys.SPAWN, "process", m.Spawn, m.Spawned),
+    Syscall(Sys.WAIT, "process", m.Wait, m.Exited, streams=True, partial=m.Output),
+    Syscall(Sys.KILL, "process", m.Kill, m.Done),
+    Syscall(Sys.GETPID, "process", m.GetPid, m.PidInfo),
+    Syscall(Sys.PS, "process", m.Ps, m.ProcList),
+    Syscall(Sys.DEV_LIST, "device", m.DevList, m.Devices),
+    Syscall(Sys.DEV_INFO, "device", m.DevInfo, m.DeviceInfo),
+    Syscall(Sys.ALLOC, "memory", m.Alloc, m.TensorRef),
+    Syscall(Sys.FREE, "memory", m.Free, m.Done),
+    Syscall(Sys.WRITE, "memory", m.Write, m.Done, bulk_in=1),
+    Syscall(Sys.READ, "memory", m.Read, m.TensorRef, bulk_out=1),
+    Syscall(Sys.SHARE, "memory", m.Share, m.Shared),
+    Syscall(Sys.COMPUTE, "compute", m.Compute, m.TensorRef),
+    Syscall(Sys.YIELD, "misc", m.Yield, m.Yielded),
+    Syscall(Sys.STAT, "misc", m.Stat, m.KernelStat),
+)
+
+BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}
+BY_REQUEST: dict[type[m.Call], Syscall] = {s.request: s for s in TABLE}
+
+# The members of the tagged union the kernel decodes every request as.
+Request: tuple[type[m.Call], ...] = tuple(s.request for s in TABLE)

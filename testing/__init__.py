@@ -1,0 +1,1 @@
+"""llmos.testing: hypothesis strategies and ready-made property suites for users."""

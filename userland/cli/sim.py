@@ -1,0 +1,179 @@
+"""`llmos sim`: run a workload through a scheduler policy on a simulated device, in virtual time.
+
+In the manner of the OSTEP homework simulators: the run prints its arguments,
+then a trace of every tick, then either asks you to compute the results (the
+default) or prints them (`-c`). Nothing is booted: the scheduler service runs
+in this process against a counting KV block space, and each tick lasts what
+the device cost model (llmos.drivers.costmodel) says the batch would take.
+Simulated time is labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+from llmos.drivers import costmodel
+from llmos.services.scheduler import sim as simulator
+from llmos.services.scheduler import workload
+from llmos.services.scheduler.batching import Budget, Preemption, Scheduler
+from llmos.services.scheduler.blocks import CountingBlockSpace
+from llmos.services.scheduler.plugin import llmos_scheduler_policies
+from llmos.services.scheduler.policies import Policy
+
+QUESTIONS = """\
+Compute, from the trace above (one tick lasts the simulated step time shown):
+  1. the time to first token (TTFT) of each request: when its first output
+     token is emitted, minus its arrival;
+  2. the completion time of each request: when its last token is emitted,
+     minus its arrival;
+  3. the throughput: output tokens per second of simulated time;
+  4. the service of each process: 1 per prompt (or recomputed, or training)
+     token fed, plus 2 per token generated;
+  5. Jain's fairness index, (sum x)^2 / (n * sum x^2), of the contended
+     service: what each process got in the ticks at whose end it and another
+     process both had a request waiting unserved;
+  6. the largest service gap: over any stretch of ticks at whose every end two
+     processes both had a request waiting unserved, the largest difference of
+     the service they got in it.
+Then run again with -c to check your answers."""
+
+
+def add_parser(sub) -> None:
+    """Add the `llmos sim` parser."""
+    p = sub.add_parser(
+        "sim", help="simulate a scheduler policy on a workload, in virtual time",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: `llmos sim --policy vtc -s 1`, then the same with -c. "
+        "--policy also takes module:Class for a policy of your own.")
+    p.add_argument("--policy", default="fcfs", help="fcfs, rr, priority, mlfq, vtc, or module:Class (default fcfs)")
+    p.add_argument("-s", "--seed", type=int, default=0, help="seed of the generated workload (default 0)")
+    p.add_argument("-n", "--requests", type=int, default=8, help="requests to generate (default 8)")
+    p.add_argument("--procs", type=int, default=2, help="processes sending them (default 2)")
+    p.add_argument("--rate", type=float, default=10000.0,
+                   help="arrivals per simulated second; 0 = all at once (default 10000)")
+    p.add_argument("--prompt-mean", type=int, default=24, help="mean prompt length in tokens (default 24)")
+    p.add_argument("--output-mean", type=int, default=6, help="mean output length in tokens (default 6)")
+    p.add_argument("--priorities", type=int, default=1, help="priority levels drawn from (default 1)")
+    p.add_argument("--workload", metavar="FILE", help="read requests from a JSON-lines file instead")
+    p.add_argument("--device", default="mocktpu", choices=sorted(costmodel.PRESETS), help="cost model (default mocktpu)")
+    p.add_argument("--token-budget", type=int, default=32, help="tokens fed per tick (default 32)")
+    p.add_argument("--max-seqs", type=int, default=2, help="sequences per tick (default 2)")
+    p.add_argument("--blocks", type=int, default=64, help="KV blocks on the device (default 64)")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
+    p.add_argument("--preempt", default="recompute", choices=[m.value for m in Preemption],
+                   help="how a victim gives up its KV (default recompute)")
+    p.add_argument("--swap-blocks", type=int, default=64, help="host blocks for --preempt swap (default 64)")
+    p.add_argument("-c", "--compute", action="store_true", help="print the answers")
+    p.add_argument("--json", action="store_true", help="print the arguments and metrics as one JSON object")
+    p.add_argument("-q", "--quiet", action="store_true", help="no trace")
+    p.add_argument("--trace-limit", type=int, default=60, help="ticks of trace to print (default 60)")
+    p.set_defaults(func=run)
+
+
+def load_policy(name: str) -> type[Policy]:
+    """The policy class called `name`: a built-in name or `module:Class`."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    policies = llmos_scheduler_policies()
+    if name not in policies:
+        raise SystemExit(f"llmos sim: no policy {name!r}; choose from {', '.join(policies)} or module:Class")
+    return policies[name]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Simulate, print the arguments, the trace, and the questions or the answers."""
+    if args.workload:
+        requests = workload.load(args.workload)
+    else:
+        requests = workload.generate(args.requests, procs=args.procs, seed=args.seed, rate=args.rate,
+                                     prompt_mean=args.prompt_mean, output_mean=args.output_mean,
+                                     max_len=max(1, args.blocks * args.block_size // 2),
+                                     priorities=args.priorities)
+    spec = costmodel.device(args.device)
+    model = costmodel.ModelShape()
+    blocks = CountingBlockSpace(args.blocks, args.block_size,
+                                args.swap_blocks if args.preempt == "swap" else 0)
+    scheduler = Scheduler(load_policy(args.policy)(), blocks, Budget(args.token_budget, args.max_seqs),
+                          args.preempt)
+    result = simulator.Simulator(
+        scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests).run()
+    shown = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "compute", "quiet", "trace_limit")}
+    if args.workload:
+        for key in ("seed", "requests", "procs", "rate", "prompt_mean", "output_mean", "priorities"):
+            shown.pop(key)
+    if args.json:
+        print(json.dumps({"args": shown, "metrics": result.metrics()}))
+        return 0
+    for key, value in shown.items():
+        print(f"ARG {key} {value}")
+    print()
+    print(format_requests(requests))
+    if not args.quiet:
+        print()
+        print(format_trace(result, args.trace_limit))
+    print()
+    print(format_answers(result) if args.compute else QUESTIONS)
+    return 0
+
+
+def format_requests(requests) -> str:
+    """The workload as a table."""
+    lines = [f"Workload: {len(requests)} requests (times in simulated ms)",
+             "  id  pid  arrival  prompt  output  prio  kind"]
+    for r in requests:
+        lines.append(f"  r{r.rid:<3} p{r.pid:<3} {r.arrival * 1e3:7.3f}  {r.prompt_len:6}  "
+                     f"{r.output_len:6}  {r.priority:4}  {r.kind.value}")
+    return "\n".join(lines)
+
+
+def _served(s: simulator.Served) -> str:
+    if s.training:
+        return f"r{s.rid}:train{s.fed}"
+    if s.decode:
+        return f"r{s.rid}:decode"
+    return f"r{s.rid}:prefill{s.fed}[{s.start}:{s.start + s.fed}]" + ("+tok" if s.emitted else "")
+
+
+def format_trace(result: simulator.SimResult, limit: int) -> str:
+    """One line per tick: when it ran, what each sequence did, and what happened around it."""
+    lines = ["Trace (simulated ms; prefillN[a:b] feeds prompt positions a..b-1, +tok emits a token;",
+             "       decode feeds one token and emits one; waiting = processes with a request left unserved)"]
+    for t in result.ticks[:limit]:
+        events = []
+        if t.arrived:
+            events.append("arrive " + " ".join(f"r{r}" for r in t.arrived))
+        events += [f"preempt r{v} for r{b} ({mode})" for v, b, mode in t.preempted]
+        if t.swapped_in:
+            events.append("swap-in " + " ".join(f"r{r}" for r in t.swapped_in))
+        if t.finished:
+            events.append("done " + " ".join(f"r{r}" for r in t.finished))
+        waiting = " ".join(f"p{p}" for p in sorted(t.backlogged)) or "-"
+        lines.append(f"tick {t.tick:3} {t.start * 1e3:8.3f}-{t.end * 1e3:8.3f}  "
+                     f"{' '.join(_served(s) for s in t.served)}   waiting: {waiting}"
+                     + (f"   [{'; '.join(events)}]" if events else ""))
+    if len(result.ticks) > limit:
+        lines.append(f"... {len(result.ticks) - limit} more ticks (--trace-limit)")
+    return "\n".join(lines)
+
+
+def format_answers(result: simulator.SimResult) -> str:
+    """The answers to the questions, computed from the run."""
+    m = result.metrics()
+    lines = ["Answers (simulated ms)", "  id  pid     TTFT  completion  preemptions"]
+    for r in m["requests"]:
+        ttft = "      -" if r["ttft"] is None else f"{r['ttft'] * 1e3:8.3f}"
+        lines.append(f"  r{r['id']:<3} p{r['pid']:<3} {ttft}  {r['completion'] * 1e3:10.3f}  {r['preemptions']:11}")
+    lines.append(f"Throughput: {m['output_tokens']} output tokens in {m['makespan_s'] * 1e3:.3f} ms = "
+                 f"{m['throughput_tok_s']:.0f} tokens/s")
+    lines.append("Service (1 per token fed as prefill, 2 per token generated): "
+                 + ", ".join(f"p{pid}={s:g}" for pid, s in m["service"].items()))
+    lines.append("Contended service (in ticks ending with it and another process waiting): "
+                 + (", ".join(f"p{pid}={s:g}" for pid, s in m["contended_service"].items()) or "none"))
+    lines.append(f"Jain's fairness index of the contended service: {m['jain']:.3f}")
+    pair = m["max_gap_pids"]
+    between = f" (between p{pair[0]} and p{pair[1]})" if pair else " (no two processes were ever waiting together)"
+    lines.append(f"Largest service gap between backlogged processes: {m['max_gap_tokens']:g}{between}")
+    return "\n".join(lines)

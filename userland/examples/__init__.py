@@ -1,0 +1,1 @@
+"""Example userland programs, walked through in docs/tutorial-first-program.md."""

@@ -1,0 +1,78 @@
+"""What both clients share: address lookup, reply decoding, tensors to bytes and back.
+
+No sockets here; `client` (blocking) and `aclient` (asyncio) do the I/O.
+"""
+
+import json
+import os
+
+import msgspec
+import torch
+
+from llmos.syscalls import runtime
+from llmos.syscalls import Errno
+from llmos.syscalls import frames as fr
+from llmos.syscalls import messages as m
+from llmos.syscalls.table import BY_REQUEST
+
+from .errors import LlmosError
+
+REPLY_DECODERS = {row.request: msgspec.msgpack.Decoder(row.reply) for row in BY_REQUEST.values()}
+PARTIAL_DECODERS = {row.request: msgspec.msgpack.Decoder(row.partial) for row in BY_REQUEST.values() if row.partial}
+
+
+def kernel_address(name: str | None = None) -> str:
+    """Where the kernel is: $LLMOS_KERNEL, else the state file of kernel `name` ($LLMOS_NAME or default)."""
+    if os.environ.get("LLMOS_KERNEL"):
+        return os.environ["LLMOS_KERNEL"]
+    name = name or os.environ.get("LLMOS_NAME", "default")
+    state = runtime.read_state(runtime.kernel_dir(name))
+    if not state:
+        raise LlmosError(
+            Errno.ECONNREFUSED, f"no kernel named {name!r} is running (no state in {runtime.kernel_dir(name)}); start one with `llmos boot`"
+        )
+    return state["address"]
+
+
+def curve_keys(keys_dir: str | None) -> tuple[bytes, bytes, bytes] | None:
+    """(server public, client public, client secret) from a `llmos keygen` folder or $LLMOS_CURVE."""
+    import zmq.auth
+
+    if keys_dir:
+        server_public, _ = zmq.auth.load_certificate(os.path.join(keys_dir, "server.key"))
+        public, secret = zmq.auth.load_certificate(os.path.join(keys_dir, "client.key_secret"))
+        return server_public, public, secret
+    if os.environ.get("LLMOS_CURVE"):
+        return tuple(k.encode() for k in json.loads(os.environ["LLMOS_CURVE"]))
+    return None
+
+
+def decode_reply(request: type[m.Call], kind: int, body: msgspec.Raw) -> m.Reply:
+    """Decode a reply body for this request type; raise LlmosError for an ERROR reply."""
+    if kind == fr.ERROR:
+        err = fr.error_decoder.decode(body)
+        raise LlmosError(err.errno, err.message)
+    if kind == fr.PARTIAL:
+        return PARTIAL_DECODERS[request].decode(body)
+    return REPLY_DECODERS[request].decode(body)
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """A tensor's bytes, without a copy where it is already contiguous on the CPU."""
+    t = t.detach().cpu().contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def dtype_name(t: torch.Tensor) -> str:
+    """The ABI name of a tensor's dtype."""
+    return str(t.dtype).removeprefix("torch.")
+
+
+def from_bytes(ref: m.TensorRef, buf) -> torch.Tensor:
+    """A tensor over the bytes of a read reply (no copy)."""
+    dtype = getattr(torch, ref.dtype)
+    if ref.nbytes == 0:
+        return torch.empty(ref.shape, dtype=dtype)
+    return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(ref.shape)
