@@ -11,6 +11,7 @@ call gets a typed error and the loop goes on.
 """
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -68,6 +69,7 @@ class Kernel:
         self.address = ""
         self.curve_env: str | None = None
         self.auth = None
+        self.admin_key = secrets.token_hex(16)
 
     # ---- life cycle --------------------------------------------------------------------
 
@@ -83,6 +85,7 @@ class Kernel:
             )
         runtime.ensure_private(os.path.join(self.dir, "procs"))
         runtime.ensure_private(self.shm)
+        runtime.write_secret(self.dir, runtime.ADMIN_KEY_FILE, self.admin_key)
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVTIMEO, int(TICK_S * 1000))
@@ -206,7 +209,7 @@ class Kernel:
             self.sock.close()
         self.ctx.term()
         runtime.remove(self.shm)
-        for leftover in ("kernel.sock", runtime.STATE_FILE):
+        for leftover in ("kernel.sock", runtime.STATE_FILE, runtime.ADMIN_KEY_FILE):
             try:
                 os.unlink(os.path.join(self.dir, leftover))
             except FileNotFoundError:

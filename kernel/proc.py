@@ -36,6 +36,7 @@ class Process:
     handles: dict[int, int] = field(default_factory=dict)  # handle -> tensor id
     next_handle: int = 1
     syscalls: int = 0
+    admin: bool = False  # proved it holds the kernel's admin key
     popen: subprocess.Popen | None = None  # spawned children only
     watch: psutil.Process | None = None  # local attached processes
     log: str = ""

@@ -8,6 +8,7 @@ once the child has exited and its OS process has ended.
 from __future__ import annotations
 
 import codecs
+import hmac
 import os
 import subprocess
 import sys
@@ -43,7 +44,10 @@ def sys_attach(k: Kernel, c: CallCtx) -> None:
             raise SysError(Errno.EPERM, "this claim is not a spawned process waiting to attach")
         proc.state = "running"
     else:
+        if req.admin and not hmac.compare_digest(req.admin, k.admin_key):
+            raise SysError(Errno.EPERM, "wrong admin key")
         proc = k.procs.create(req.name)
+        proc.admin = bool(req.admin)
         if req.os_pid > 0:
             proc.os_pid = req.os_pid
             try:
@@ -171,7 +175,7 @@ def sys_kill(k: Kernel, c: CallCtx) -> None:
     target = k.procs.by_pid.get(req.pid)
     if target is None or target.state == "exited":
         raise SysError(Errno.ESRCH, f"no running process {req.pid}")
-    if target.pid != c.proc.pid and target.ppid != c.proc.pid:
+    if target.pid != c.proc.pid and target.ppid != c.proc.pid and not c.proc.admin:
         raise SysError(Errno.EPERM, f"process {c.proc.pid} may only kill itself and its children, not {req.pid}")
     if not 1 <= req.signal <= 64:
         raise SysError(Errno.EINVAL, f"signal must be 1..64, not {req.signal}")

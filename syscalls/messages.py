@@ -49,11 +49,17 @@ class TensorRef(Reply):
 
 
 class Attach(Call, tag=int(Sys.ATTACH)):
-    """Join the kernel's process table. `claim` is the token a spawned child was given."""
+    """Join the kernel's process table.
+
+    `claim`: the token a spawned child was given. `admin`: the kernel's admin
+    key (the file admin.key in its runtime directory, readable by its owner
+    only); an admin process may kill any process.
+    """
 
     name: str = ""
     os_pid: int = 0
     claim: str = ""
+    admin: str = ""
 
 
 class Attached(Reply):

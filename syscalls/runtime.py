@@ -14,6 +14,7 @@ import shutil
 import stat
 
 STATE_FILE = "kernel.json"
+ADMIN_KEY_FILE = "admin.key"
 
 
 class RuntimeDirError(RuntimeError):
@@ -68,6 +69,22 @@ def read_state(path: str) -> dict | None:
             return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def write_secret(path: str, name: str, secret: str) -> None:
+    """Write a secret file that only the owner can read."""
+    fd = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+
+
+def read_secret(path: str, name: str) -> str:
+    """Read a secret file, or "" if there is none (or it is not ours to read)."""
+    try:
+        with open(os.path.join(path, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def remove(path: str) -> None:

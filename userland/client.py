@@ -21,7 +21,7 @@ from llmos.syscalls import messages as m
 
 from .api import Program, SyscallApi, one_call
 from .errors import LlmosError
-from .wire import curve_keys, decode_reply, kernel_address
+from .wire import admin_key, curve_keys, decode_reply, kernel_address
 
 HEARTBEAT_TIMEOUT_S = 5.0
 POLL_MS = 1000  # how often a waiting call looks at the heartbeat's verdict and its deadline
@@ -41,8 +41,10 @@ class Client(SyscallApi):
     """A process attached to a kernel, calling it synchronously.
 
     `address`: the kernel's address (default: $LLMOS_KERNEL or the local kernel
-    named $LLMOS_NAME / default). `claim`: the token of a spawned program
-    (default: $LLMOS_CLAIM). `timeout_s`: how long one call may take.
+    named `kernel`, $LLMOS_NAME or default). `claim`: the token of a spawned
+    program (default: $LLMOS_CLAIM). `timeout_s`: how long one call may take.
+    `admin`: prove ownership of the local kernel with its admin key (may kill
+    any process).
     """
 
     def __init__(
@@ -53,8 +55,11 @@ class Client(SyscallApi):
         claim: str | None = None,
         keys_dir: str | None = None,
         timeout_s: float = 120.0,
+        kernel: str | None = None,
+        admin: bool = False,
     ):
-        self.address = address or kernel_address()
+        self.address = address or kernel_address(kernel)
+        self._admin = admin_key(kernel) if admin else ""
         self.timeout_s = timeout_s
         self._keys = curve_keys(keys_dir)
         self._ctx = zmq.Context()
@@ -65,7 +70,7 @@ class Client(SyscallApi):
         self._stop = threading.Event()
         claim = os.environ.get("LLMOS_CLAIM", "") if claim is None else claim
         try:
-            call = m.Attach(name=name or os.environ.get("LLMOS_PROGRAM", ""), os_pid=os.getpid(), claim=claim)
+            call = m.Attach(name=name or os.environ.get("LLMOS_PROGRAM", ""), os_pid=os.getpid(), claim=claim, admin=self._admin)
             attached = self._run(one_call(call))
         except BaseException:
             self._close_sockets()

@@ -21,17 +21,30 @@ REPLY_DECODERS = {row.request: msgspec.msgpack.Decoder(row.reply) for row in BY_
 PARTIAL_DECODERS = {row.request: msgspec.msgpack.Decoder(row.partial) for row in BY_REQUEST.values() if row.partial}
 
 
+def kernel_name(name: str | None = None) -> str:
+    """The local kernel's name: `name`, else $LLMOS_NAME, else "default"."""
+    return name or os.environ.get("LLMOS_NAME", "default")
+
+
 def kernel_address(name: str | None = None) -> str:
-    """Where the kernel is: $LLMOS_KERNEL, else the state file of kernel `name` ($LLMOS_NAME or default)."""
-    if os.environ.get("LLMOS_KERNEL"):
+    """Where the kernel is: $LLMOS_KERNEL, else the state file of the local kernel `name`."""
+    if os.environ.get("LLMOS_KERNEL") and not name:
         return os.environ["LLMOS_KERNEL"]
-    name = name or os.environ.get("LLMOS_NAME", "default")
+    name = kernel_name(name)
     state = runtime.read_state(runtime.kernel_dir(name))
     if not state:
         raise LlmosError(
             Errno.ECONNREFUSED, f"no kernel named {name!r} is running (no state in {runtime.kernel_dir(name)}); start one with `llmos boot`"
         )
     return state["address"]
+
+
+def admin_key(name: str | None = None) -> str:
+    """The admin key of the local kernel `name` (only its owner can read it)."""
+    key = runtime.read_secret(runtime.kernel_dir(kernel_name(name)), runtime.ADMIN_KEY_FILE)
+    if not key:
+        raise LlmosError(Errno.EPERM, f"cannot read the admin key of kernel {kernel_name(name)!r}: is it running, and yours?")
+    return key
 
 
 def curve_keys(keys_dir: str | None) -> tuple[bytes, bytes, bytes] | None:

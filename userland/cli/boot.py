@@ -1,0 +1,45 @@
+"""`llmos boot`: run a kernel in the foreground until Ctrl-C."""
+
+import argparse
+
+from llmos.kernel.config import KernelConfig
+from llmos.kernel.main import run_kernel
+
+
+def add_parser(sub) -> None:
+    """Add `llmos boot`."""
+    p = sub.add_parser(
+        "boot",
+        help="run a kernel in the foreground (Ctrl-C stops it)",
+        description="Run a kernel in this terminal. It listens on a private ipc:// socket in its runtime "
+        "directory; programs find it by name. Logs are JSON lines on stderr. Ctrl-C or SIGTERM shut it down "
+        "cleanly: programs are stopped, memory is freed, driver hosts exit.",
+    )
+    p.add_argument("--name", default="default", help="kernel name; several kernels can run under different names")
+    p.add_argument("--runtime-dir", help="folder for kernel runtime dirs (default: $XDG_RUNTIME_DIR/llmos or /tmp/llmos-UID)")
+    p.add_argument("--drivers", help="comma-separated driver kinds to start (default: every installed driver)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP; needs --keys (or --insecure)")
+    p.add_argument("--keys", metavar="DIR", help="CurveZMQ keys from `llmos keygen DIR`")
+    p.add_argument("--insecure", action="store_true", help="allow --tcp without keys: anyone who reaches the port gets in")
+    p.add_argument("--quota", type=int, metavar="BYTES", help="default per-process memory quota on each device")
+    p.add_argument("--lease", type=float, default=15.0, metavar="S", help="reclaim a process silent this long (default 15)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-file", help="append logs here instead of stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Boot with the options given."""
+    config = KernelConfig(
+        name=args.name,
+        runtime_dir=args.runtime_dir,
+        drivers=args.drivers.split(",") if args.drivers else None,
+        tcp=args.tcp,
+        keys_dir=args.keys,
+        insecure=args.insecure,
+        default_quota=args.quota,
+        lease_s=args.lease,
+        log_level=args.log_level,
+        log_file=args.log_file,
+    )
+    return run_kernel(config)
