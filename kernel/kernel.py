@@ -36,6 +36,7 @@ from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
 from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
 from .proc import Process, ProcessTable
+from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
 
 TICK_S = 0.05
@@ -89,7 +90,8 @@ class Kernel:
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVTIMEO, int(TICK_S * 1000))
-        self.sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_bulk_bytes + fr.MAX_HEADER_BYTES)
+        # frames up to twice the limits get a typed E2BIG; beyond that ZeroMQ drops the sender
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 2 * max(self.config.max_bulk_bytes, fr.MAX_HEADER_BYTES))
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         if self.config.tcp:
@@ -182,8 +184,6 @@ class Kernel:
     def close(self) -> None:
         """Stop every process and driver host, answer pending calls, clean up."""
         self.log.info("kernel.shutdown")
-        from .sysproc import cancel_waiters
-
         cancel_waiters(self, Errno.EIO, "the kernel is shutting down")
         for dev in self.devices.values():
             self._fail_device_work(dev, "the kernel is shutting down")
@@ -489,8 +489,6 @@ class Kernel:
 
     def reap(self) -> None:
         """Remove exited processes nobody can wait for; answer waits that can be answered."""
-        from .sysproc import finish_waits
-
         finish_waits(self)
         for proc in list(self.procs.by_pid.values()):
             if proc.state != "exited":
@@ -504,12 +502,9 @@ class Kernel:
 
     def tick(self, now: float) -> None:
         """Watch processes and driver hosts; runs every TICK_S."""
-        from .sysproc import tick_waits
-
         for proc in self.procs.live():
             if proc.popen is not None and proc.popen.poll() is not None:
-                rc = proc.popen.returncode
-                self.reclaim(proc, rc, f"exited with status {rc}" if rc >= 0 else f"killed by signal {-rc}")
+                self.reclaim(proc, proc.popen.returncode, os_exit_reason(proc.popen.returncode))
             elif proc.watch is not None and not _watch_alive(proc.watch):
                 self.reclaim(proc, -1, "the OS process ended without calling exit")
             elif proc.state == "running" and now - proc.last_seen > self.config.lease_s:

@@ -129,7 +129,8 @@ def sys_write(k: Kernel, c: CallCtx) -> None:
     if dev.spec.host_visible:
 
         def copy_in() -> None:
-            t.view()[:] = frame.buffer
+            if t.nbytes:
+                t.view()[:] = frame.buffer
             c.reply(m.Done())
 
         work = Work(owner=c.proc.pid, local=copy_in, fail=c.fail)

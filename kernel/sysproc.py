@@ -115,8 +115,8 @@ def sys_wait(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.ESRCH, f"no process {req.pid} (it may have been waited for already)")
     if child.ppid != c.proc.pid:
         raise SysError(Errno.ECHILD, f"process {req.pid} is not a child of process {c.proc.pid}")
-    if req.timeout_s is not None and req.timeout_s < 0:
-        raise SysError(Errno.EINVAL, "timeout_s cannot be negative")
+    if req.timeout_s is not None and not 0 <= req.timeout_s < float("inf"):
+        raise SysError(Errno.EINVAL, f"timeout_s must be a finite number of seconds >= 0, not {req.timeout_s}")
     deadline = None if req.timeout_s is None else time.monotonic() + req.timeout_s
     k.waiters.append(Waiter(c, req.pid, deadline, req.follow))
     finish_waits(k)
@@ -146,9 +146,17 @@ def finish_waits(k: Kernel) -> None:
             k.waiters.remove(w)
         elif child is not None and child.state == "exited" and (child.popen is None or child.popen.poll() is not None):
             _stream(w, child, final=True)
-            w.ctx.reply(m.Exited(pid=child.pid, status=child.status, reason=child.reason))
+            status, reason = child.status, child.reason
+            if child.popen is not None and child.popen.returncode != status:  # the OS process has the last word
+                status, reason = child.popen.returncode, os_exit_reason(child.popen.returncode)
+            w.ctx.reply(m.Exited(pid=child.pid, status=status, reason=reason))
             k.waiters.remove(w)
             k.procs.remove(child)
+
+
+def os_exit_reason(returncode: int) -> str:
+    """How an OS process ended, in words."""
+    return f"exited with status {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
 
 
 def tick_waits(k: Kernel, now: float) -> None:

@@ -1,0 +1,157 @@
+"""Syscall path: null round trip and 64 MiB tensor write+read, against raw pyzmq.
+
+Both sides run in this one process against a server process over the same
+transport (ipc:// in a private temporary folder):
+  raw    a ROUTER echo server in its own process; the client sends one frame
+         (RTT) or one 64 MiB frame (bandwidth) and waits for the echo.
+  llmos  a booted kernel with the CPU driver; the client calls `null` (RTT),
+         or `write` then `read` of a 64 MiB uint8 tensor on cpu0 (bandwidth).
+Rounds alternate raw and llmos so both see the same machine. Each absolute
+figure is the median over rounds; each ratio is the median of the per-round
+ratios, so a burst of load on the machine during one round moves neither.
+Bandwidth counts the bytes moved both ways (2 x 64 MiB per round trip) for
+both sides.
+  rtt_ratio = llmos RTT / raw RTT           (target <= 1.3)
+  bw_ratio  = llmos GiB/s / raw GiB/s       (target >= 0.7)
+"""
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import zmq
+
+from llmos.kernel import boot
+from llmos.kernel.config import KernelConfig
+from llmos.syscalls import frames as fr
+from llmos.syscalls import messages as m
+from llmos.syscalls import runtime
+from llmos.userland.client import Client
+
+GIB = 1 << 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `llmos bench syscall`."""
+    parser.add_argument("--calls", type=int, default=4500, help="null round trips per side (default 4500)")
+    parser.add_argument("--mib", type=int, default=64, help="tensor size in MiB (default 64)")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds (default 9)")
+
+
+def _echo_server(address: str) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(address)
+    while True:
+        frames = sock.recv_multipart(copy=False)
+        if frames[1].bytes == b"stop":
+            break
+        sock.send_multipart(frames, copy=False)
+    sock.close()
+    ctx.term()
+
+
+def _progress(text: str) -> None:
+    print(f"\r[bench syscall] {text:60}", end="", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Measure both sides; return the figures."""
+    tmp = tempfile.mkdtemp(prefix="llmos-bench-")
+    os.chmod(tmp, 0o700)
+    address = f"ipc://{tmp}/raw.sock"
+    server = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(address,), daemon=True)
+    server.start()
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.DEALER)
+    raw.connect(address)
+    _progress("booting kernel...")
+    config = KernelConfig(name="bench", runtime_dir=tmp, drivers=["cpu"], log_level="warning")
+    kp = boot.start(config)
+    try:
+        with Client(kp.address, name="bench-syscall") as c:
+            small = fr.encode_call(1, c.token, m.Null())  # the same bytes llmos sends for null
+            size = args.mib << 20
+            payload = torch.randint(0, 256, (size,), dtype=torch.uint8)
+            ref = c.alloc("cpu0", [size], "uint8")
+            raw_rtt, llmos_rtt, raw_bw, llmos_bw = [], [], [], []
+            per_round = max(1, args.calls // args.rounds)
+            for r in range(args.rounds):
+                _progress(f"round {r + 1}/{args.rounds}: null round trips")
+                raw_rtt.append(_time_raw_rtt(raw, small, per_round))
+                llmos_rtt.append(_time_calls(c.null, per_round))
+                _progress(f"round {r + 1}/{args.rounds}: {args.mib} MiB write + read")
+                raw_bw.append(_time_raw_echo(raw, payload))
+                start = time.perf_counter()
+                c.write(ref.handle, payload)
+                back = c.read(ref.handle)
+                llmos_bw.append(time.perf_counter() - start)
+                if r == 0 and not torch.equal(back, payload):
+                    raise RuntimeError("the tensor read back differs from the one written")
+            c.free(ref.handle)
+    finally:
+        _progress("stopping...")
+        kp.stop()
+        raw.send_multipart([b"stop"])
+        server.join(10)
+        raw.close()
+        ctx.term()
+        runtime.remove(tmp)
+        print(file=sys.stderr)
+    moved = 2 * (args.mib << 20) / GIB
+    raw_rtt_us = statistics.median(raw_rtt) * 1e6
+    llmos_rtt_us = statistics.median(llmos_rtt) * 1e6
+    raw_gib_s = moved / statistics.median(raw_bw)
+    llmos_gib_s = moved / statistics.median(llmos_bw)
+    return {
+        "raw_rtt_us": round(raw_rtt_us, 1),
+        "llmos_rtt_us": round(llmos_rtt_us, 1),
+        "rtt_ratio": round(statistics.median(b / a for a, b in zip(raw_rtt, llmos_rtt)), 3),
+        "raw_gib_s": round(raw_gib_s, 3),
+        "llmos_gib_s": round(llmos_gib_s, 3),
+        "bw_ratio": round(statistics.median(a / b for a, b in zip(raw_bw, llmos_bw)), 3),
+        "transport": "ipc",
+        "calls": per_round * args.rounds,
+        "mib": args.mib,
+        "rounds": args.rounds,
+    }
+
+
+def _time_raw_rtt(sock: zmq.Socket, msg: bytes, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        sock.send(msg)
+        sock.recv()
+    return (time.perf_counter() - start) / n
+
+
+def _time_calls(call, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - start) / n
+
+
+def _time_raw_echo(sock: zmq.Socket, payload: torch.Tensor) -> float:
+    buf = memoryview(payload.numpy())
+    start = time.perf_counter()
+    sock.send(buf, copy=False)
+    sock.recv(copy=False)
+    return time.perf_counter() - start
+
+
+def report(result: dict) -> str:
+    """The figures as a table."""
+    return "\n".join(
+        [
+            f"transport {result['transport']}, {result['calls']} null calls, {result['mib']} MiB tensor, {result['rounds']} rounds",
+            f"{'':18}{'raw pyzmq':>12}{'llmos':>12}{'ratio':>9}   target",
+            f"{'null RTT (us)':18}{result['raw_rtt_us']:>12}{result['llmos_rtt_us']:>12}{result['rtt_ratio']:>9}   <= 1.3",
+            f"{'write+read GiB/s':18}{result['raw_gib_s']:>12}{result['llmos_gib_s']:>12}{result['bw_ratio']:>9}   >= 0.7",
+        ]
+    )

@@ -1,0 +1,54 @@
+"""Shared fixtures: booted kernels in private runtime dirs, clients, hypothesis profiles."""
+
+import os
+import pathlib
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from llmos.kernel import boot
+from llmos.kernel.config import KernelConfig
+
+HERE = pathlib.Path(__file__).parent
+
+BULK_LIMIT = 16 << 20  # the shared kernel's largest tensor frame, small enough to test E2BIG
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile("ci")
+
+# test kernels (and the programs they spawn) load the test programs plugin
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE / "support"), os.environ.get("PYTHONPATH")]))
+os.environ["LLMOS_PLUGINS"] = "llmos_testprogs"
+
+
+@pytest.fixture(scope="session")
+def runtime_dir():
+    """A short private folder for test kernels (ipc paths must stay under ~100 bytes)."""
+    path = tempfile.mkdtemp(prefix="llt-")
+    os.chmod(path, 0o700)
+    os.environ["LLMOS_RUNTIME_DIR"] = path  # clients and `llmos` commands find test kernels by name
+    yield path
+
+
+def start_kernel(runtime_dir: str, name: str, **options) -> boot.KernelProcess:
+    """Boot a kernel for a test; the caller stops it."""
+    config = KernelConfig(name=name, runtime_dir=runtime_dir, drivers=["cpu"], log_level="warning", **options)
+    return boot.start(config)
+
+
+@pytest.fixture(scope="session")
+def kernel(runtime_dir):
+    """One kernel shared by the tests that do not break it."""
+    kp = start_kernel(runtime_dir, "shared", max_bulk_bytes=BULK_LIMIT)
+    yield kp
+    assert kp.stop() == 0
+
+
+@pytest.fixture
+def client(kernel):
+    """A blocking client attached to the shared kernel."""
+    from llmos.userland import Client
+
+    with Client(kernel.address, name="test") as c:
+        yield c

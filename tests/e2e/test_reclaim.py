@@ -1,0 +1,122 @@
+"""A process that exits, crashes, is killed or stops answering leaves nothing behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llmos.syscalls import Errno
+from llmos.userland import Client, LlmosError
+
+from conftest import start_kernel
+
+HOLDER = """
+import sys, time, torch
+from llmos.userland import Client
+c = Client(sys.argv[1], name="holder")
+ref = c.put(torch.ones(1 << 20), "cpu")
+print(c.pid, ref.handle, flush=True)
+time.sleep(600)
+"""
+
+
+def until(predicate, timeout=10.0):
+    """Poll until predicate() is true; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def used(c: Client) -> int:
+    return c.device("cpu0").used_bytes
+
+
+def pids(c: Client) -> set[int]:
+    return {p.pid for p in c.ps()}
+
+
+def start_holder(address: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, address], stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline().split()[0])
+    return proc, pid
+
+
+def test_attached_process_killed_by_the_os_is_reclaimed(kernel, client):
+    before = used(client)
+    proc, pid = start_holder(kernel.address)
+    assert used(client) == before + (4 << 20) and pid in pids(client)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    until(lambda: pid not in pids(client))
+    assert used(client) == before
+
+
+def test_spawned_program_that_crashes_is_reclaimed(client):
+    before = used(client)
+    child = client.spawn("crash")
+    exited = client.wait(child.pid)
+    assert exited.status == 3 and "status 3" in exited.reason
+    assert used(client) == before and child.pid not in pids(client)
+
+
+def test_spawned_program_killed_through_the_kernel(client):
+    before = used(client)
+    child = client.spawn("hold", ["2"])
+    until(lambda: used(client) == before + (2 << 20))
+    client.kill(child.pid)
+    assert used(client) == before  # reclaimed at once, before the OS process is even gone
+    assert client.wait(child.pid).status == -15
+
+
+def test_spawned_program_killed_by_the_os(client):
+    before = used(client)
+    child = client.spawn("hold", ["1"])
+    until(lambda: used(client) == before + (1 << 20))
+    os.kill(child.os_pid, signal.SIGKILL)
+    assert client.wait(child.pid).status == -9
+    assert used(client) == before
+
+
+def test_exit_returns_everything_and_shared_tensors_survive(kernel, client):
+    before = used(client)
+    other = Client(kernel.address, name="leaver")
+    ref = other.alloc("cpu", [1 << 18])
+    mine = other.share(ref.handle, client.pid)
+    other.alloc("cpu", [1 << 18])  # not shared: freed at exit
+    other.close()
+    assert used(client) == before + (1 << 20)  # the shared tensor lives on, now charged to us
+    assert [p for p in client.ps() if p.pid == client.pid][0].mem_bytes >= 1 << 20
+    client.free(mine)
+    assert used(client) == before
+
+
+def test_killing_another_process_needs_permission(kernel, client):
+    with Client(kernel.address, name="bystander") as other:
+        with pytest.raises(LlmosError) as err:
+            client.kill(other.pid)
+        assert err.value.errno == Errno.EPERM
+        with Client(name="admin", kernel="shared", admin=True) as admin:  # the owner, with the admin key
+            admin.kill(other.pid)
+        assert other.pid not in pids(client)
+        other.token = b""  # it was killed: nothing left to exit
+
+
+def test_process_that_stops_answering_loses_its_lease(runtime_dir):
+    kp = start_kernel(runtime_dir, "lease", lease_s=1.0)
+    try:
+        with Client(kp.address, name="watcher") as watcher:
+            proc, pid = start_holder(kp.address)
+            before = watcher.device("cpu0").used_bytes
+            proc.send_signal(signal.SIGSTOP)  # alive, but its heartbeat stops
+            until(lambda: pid not in pids(watcher), timeout=10)
+            assert watcher.device("cpu0").used_bytes == before - (4 << 20)
+            proc.kill()
+            proc.wait()
+    finally:
+        assert kp.stop() == 0

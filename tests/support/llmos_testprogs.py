@@ -1,0 +1,49 @@
+"""Programs for the tests, registered through the llmos_programs hook.
+
+The test kernels load this module with LLMOS_PLUGINS=llmos_testprogs.
+"""
+
+import os
+import sys
+import time
+
+import torch
+
+from llmos.syscalls.plugin import ProgramEntry, hookimpl
+from llmos.userland import Client
+
+
+@hookimpl
+def llmos_programs() -> list[ProgramEntry]:
+    """hold, crash and echo."""
+    return [
+        ProgramEntry("hold", "llmos_testprogs:hold", "allocate MiB on a device, say ready, sleep"),
+        ProgramEntry("crash", "llmos_testprogs:crash", "allocate, then die without exit()"),
+        ProgramEntry("echo", "llmos_testprogs:echo", "print the arguments; exit with the first if it is a number"),
+    ]
+
+
+def hold(argv: list[str]) -> int:
+    """Allocate argv[0] MiB on cpu, write it, print the handle, then sleep until killed."""
+    mib = int(argv[0]) if argv else 1
+    c = Client()
+    ref = c.put(torch.ones(mib << 18), "cpu")
+    print(f"ready pid={c.pid} handle={ref.handle}", flush=True)
+    while True:
+        time.sleep(1)
+
+
+def crash(argv: list[str]) -> int:
+    """Allocate, then end the OS process at once: no exit syscall, no cleanup."""
+    c = Client()
+    c.put(torch.ones(1 << 18), "cpu")
+    print("crashing", flush=True)
+    sys.stdout.flush()
+    os._exit(3)
+
+
+def echo(argv: list[str]) -> int:
+    """Print the arguments and exit with the first one if it is a number."""
+    with Client():
+        print(" ".join(argv), flush=True)
+    return int(argv[0]) if argv and argv[0].isdigit() else 0
