@@ -107,6 +107,7 @@ class Kernel:
         self._write_state(tcp=tcp_address)
         self._start_drivers()
         self.log.info("kernel.boot", address=self.address, tcp=tcp_address or None, os_pid=os.getpid(), abi=ABI_VERSION)
+        self._check_ready()  # at once when there are no drivers to wait for
 
     def _setup_tcp_security(self) -> None:
         from .security import curve_server

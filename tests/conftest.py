@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import sys
 import tempfile
 
 import pytest
@@ -17,7 +18,8 @@ BULK_LIMIT = 16 << 20  # the shared kernel's largest tensor frame, small enough 
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.load_profile("ci")
 
-# test kernels (and the programs they spawn) load the test programs plugin
+# test kernels (and the programs they spawn), and plugin managers in this process, load the test plugin
+sys.path.insert(0, str(HERE / "support"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE / "support"), os.environ.get("PYTHONPATH")]))
 os.environ["LLMOS_PLUGINS"] = "llmos_testprogs"
 
@@ -28,6 +30,7 @@ def runtime_dir():
     path = tempfile.mkdtemp(prefix="llt-")
     os.chmod(path, 0o700)
     os.environ["LLMOS_RUNTIME_DIR"] = path  # clients and `llmos` commands find test kernels by name
+    os.environ["LLMOS_TEST_EVENTS"] = os.path.join(path, "events.jsonl")  # see support/llmos_testprogs.py
     yield path
 
 

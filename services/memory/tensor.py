@@ -49,27 +49,29 @@ class TensorMemory:
         verdict = self.admit(owner, nbytes)
         if verdict is not Admission.OK:
             raise ValueError(f"allocation of {nbytes} bytes for {owner} is not admissible now ({verdict.value})")
+        self._book(alloc_id, owner, nbytes)
+
+    def _book(self, alloc_id: int, owner: int, nbytes: int) -> None:
         self.allocations[alloc_id] = (owner, nbytes)
         self.used += nbytes
-        self.by_owner[owner] = self.by_owner.get(owner, 0) + nbytes
+        if nbytes:
+            self.by_owner[owner] = self.by_owner.get(owner, 0) + nbytes
 
     def release(self, alloc_id: int) -> int:
         """Forget an allocation; returns its size."""
         owner, nbytes = self.allocations.pop(alloc_id)
         self.used -= nbytes
-        left = self.by_owner[owner] - nbytes
-        if left:
-            self.by_owner[owner] = left
-        else:
-            del self.by_owner[owner]
+        if nbytes:
+            left = self.by_owner[owner] - nbytes
+            if left:
+                self.by_owner[owner] = left
+            else:
+                del self.by_owner[owner]
         return nbytes
 
     def transfer(self, alloc_id: int, new_owner: int) -> None:
         """Move an allocation's charge to another owner (quota not re-checked)."""
-        nbytes = self.release(alloc_id)
-        self.allocations[alloc_id] = (new_owner, nbytes)
-        self.used += nbytes
-        self.by_owner[new_owner] = self.by_owner.get(new_owner, 0) + nbytes
+        self._book(alloc_id, new_owner, self.release(alloc_id))
 
     def forget_owner(self, owner: int) -> None:
         """Drop an owner's quota entry (after its exit); what it still holds stays charged."""

@@ -1,8 +1,10 @@
-"""Programs for the tests, registered through the llmos_programs hook.
+"""Programs for the tests, and a recorder of the kernel's notification hooks.
 
-The test kernels load this module with LLMOS_PLUGINS=llmos_testprogs.
+The test kernels load this module with LLMOS_PLUGINS=llmos_testprogs. The
+recorder appends one JSON line per notification to $LLMOS_TEST_EVENTS.
 """
 
+import json
 import os
 import sys
 import time
@@ -21,6 +23,25 @@ def llmos_programs() -> list[ProgramEntry]:
         ProgramEntry("crash", "llmos_testprogs:crash", "allocate, then die without exit()"),
         ProgramEntry("echo", "llmos_testprogs:echo", "print the arguments; exit with the first if it is a number"),
     ]
+
+
+def _record(**event) -> None:
+    path = os.environ.get("LLMOS_TEST_EVENTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(event) + "\n")
+
+
+@hookimpl
+def llmos_kernel_started(name: str, address: str, devices: list[str]) -> None:
+    """Record that a kernel is serving."""
+    _record(hook="llmos_kernel_started", name=name, devices=devices)
+
+
+@hookimpl
+def llmos_process_exit(pid: int, name: str, status: int, reason: str) -> None:
+    """Record a process exit."""
+    _record(hook="llmos_process_exit", pid=pid, status=status, reason=reason)
 
 
 def hold(argv: list[str]) -> int:

@@ -1,0 +1,109 @@
+"""Every hook is documented, prefixed, and exercised; plugins load as promised."""
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from llmos.kernel import hookspecs, plugins
+from llmos.services.memory.tensor import TensorMemory
+from llmos.services.scheduler.fifo import DeviceQueue
+from llmos.syscalls.plugin import DriverEntry, ProgramEntry, hookimpl
+
+HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("llmos_")]
+
+
+def test_every_hook_is_prefixed_and_documented():
+    specs = [name for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "llmos_spec")]
+    assert specs == HOOKS and HOOKS
+    for name in HOOKS:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert len(doc.split()) >= 12, f"{name} needs a docstring that says when it is called"
+        assert "Called" in doc or "Told" in doc, f"{name}: say when the kernel calls it"
+
+
+def test_every_hook_is_documented_in_docs():
+    text = (inspect.getfile(hookspecs).rsplit("/kernel/", 1)[0] + "/docs/plugins.md")
+    with open(text) as f:
+        doc = f.read()
+    for name in HOOKS:
+        assert f"`{name}" in doc, f"{name} is missing from docs/plugins.md"
+
+
+def test_builtin_plugins_answer_every_hook():
+    pm = plugins.plugin_manager()
+    assert {"cpu"} <= set(plugins.drivers(pm))
+    assert isinstance(plugins.drivers(pm)["cpu"], DriverEntry)
+    assert "matmul" in plugins.programs(pm)
+    assert isinstance(pm.hook.llmos_memory_service(device="x", capacity=10, default_quota=None), TensorMemory)
+    assert isinstance(pm.hook.llmos_device_queue(device="x"), DeviceQueue)
+    assert isinstance(pm.hook.llmos_scheduler_policies(), list)
+
+
+class Recorder:
+    """A plugin that records the notification hooks and overrides a firstresult one."""
+
+    def __init__(self):
+        self.started = []
+        self.exits = []
+
+    @hookimpl
+    def llmos_kernel_started(self, name, address, devices):
+        self.started.append((name, devices))
+
+    @hookimpl
+    def llmos_process_exit(self, pid, name, status, reason):
+        self.exits.append((pid, status, reason))
+
+    @hookimpl
+    def llmos_device_queue(self, device):
+        return "mine"
+
+    @hookimpl
+    def llmos_programs(self):
+        return [ProgramEntry("matmul", "elsewhere:main", "an override")]
+
+
+def test_later_plugins_win_and_historic_hooks_reach_late_plugins():
+    pm = plugins.plugin_manager()
+    pm.hook.llmos_kernel_started.call_historic(kwargs=dict(name="k", address="ipc://x", devices=["cpu0"]))
+    rec = Recorder()
+    pm.register(rec)
+    assert rec.started == [("k", ["cpu0"])]  # historic: told on registration
+    assert pm.hook.llmos_device_queue(device="cpu0") == "mine"  # firstresult: the later plugin answers
+    assert plugins.programs(pm)["matmul"].target == "elsewhere:main"  # the later registration wins a clash
+    pm.hook.llmos_process_exit(pid=3, name="p", status=0, reason="exit(0)")
+    assert rec.exits == [(3, 0, "exit(0)")]
+
+
+def test_notification_hooks_fire_in_a_real_kernel(client, kernel):
+    from llmos.userland import Client
+
+    other = Client(kernel.address, name="bye")
+    other.close(4)
+    with open(os.environ["LLMOS_TEST_EVENTS"]) as f:
+        events = [json.loads(line) for line in f]
+    assert {"hook": "llmos_kernel_started", "name": "shared", "devices": ["cpu0"]} in events
+    assert {"hook": "llmos_process_exit", "pid": other.pid, "status": 4, "reason": "exit(4)"} in events
+
+
+@pytest.mark.parametrize("disable", [False, True])
+def test_entry_points_and_the_disable_variable(tmp_path, disable):
+    dist = tmp_path / "llmos_fake_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: llmos-fake-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[llmos]\nfake = llmos_fake_plugin\n")
+    (tmp_path / "llmos_fake_plugin.py").write_text(
+        "from llmos.syscalls.plugin import ProgramEntry, hookimpl\n"
+        "@hookimpl\ndef llmos_programs():\n    return [ProgramEntry('fake', 'x:y', 'from an entry point')]\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env.pop(plugins.DISABLE_AUTOLOAD_ENV, None)
+    if disable:
+        env[plugins.DISABLE_AUTOLOAD_ENV] = "1"
+    code = "from llmos.kernel import plugins; print('fake' in plugins.programs(plugins.plugin_manager()))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(not disable)

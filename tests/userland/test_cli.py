@@ -1,0 +1,60 @@
+"""The `llmos` command, run as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+LLMOS = [sys.executable, "-m", "llmos.userland.cli.main"]
+
+
+def llmos(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*LLMOS, *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def test_help_lists_every_command():
+    out = llmos("--help").stdout
+    for command in ("boot", "run", "ps", "kill", "devices", "keygen", "bench", "demo"):
+        assert command in out
+    assert "syscall" in llmos("bench", "--help").stdout
+
+
+def test_devices_ps_run_kill_against_a_kernel(kernel):
+    assert "cpu0" in llmos("devices", "--kernel", "shared").stdout
+    assert "llmos-ps" in llmos("ps", "--kernel", "shared").stdout  # the command sees itself
+    run = llmos("run", "--kernel", "shared", "matmul", "-n", "32")
+    assert "OK" in run.stdout and run.returncode == 0
+    assert llmos("run", "--kernel", "shared", "echo", "7", "x", check=False).returncode == 7
+    pid = int(llmos("run", "--kernel", "shared", "--detach", "hold", "1").stdout)
+    assert llmos("kill", "--kernel", "shared", str(pid)).returncode == 0
+    unknown = llmos("run", "--kernel", "shared", "nope", check=False)
+    assert unknown.returncode == 2 and "no program 'nope'" in unknown.stderr
+
+
+def test_commands_without_a_kernel_say_how_to_start_one(tmp_path):
+    out = llmos("ps", "--kernel", "nobody-here", check=False)
+    assert out.returncode != 0 and "llmos boot" in out.stderr
+
+
+def test_run_list_shows_programs():
+    assert "matmul" in llmos("run", "--list").stdout
+
+
+def test_keygen_writes_keys(tmp_path):
+    llmos("keygen", str(tmp_path / "keys"))
+    assert {p.name for p in (tmp_path / "keys").iterdir()} >= {"server.key", "server.key_secret", "client.key", "authorized"}
+
+
+@pytest.mark.slow
+def test_demo_runs_and_exits_cleanly():
+    out = llmos("demo", "-n", "64")
+    assert "-> OK" in out.stdout and "kernel stopped (status 0)" in out.stdout
+
+
+@pytest.mark.slow
+def test_bench_syscall_json_has_the_promised_keys():
+    out = llmos("bench", "syscall", "--json", "--calls", "200", "--mib", "4", "--rounds", "2")
+    result = json.loads(out.stdout)
+    assert {"raw_rtt_us", "llmos_rtt_us", "rtt_ratio", "raw_gib_s", "llmos_gib_s", "bw_ratio"} <= set(result)
+    assert result["rtt_ratio"] > 0 and result["bw_ratio"] > 0
