@@ -70,6 +70,10 @@ class Driver:
         """Run one op into `out`; return simulated device seconds (0.0 on a real device)."""
         raise NotImplementedError
 
+    def copy_blocks(self, tid: int, block_bytes: int, pairs: list[tuple[int, int]]) -> None:
+        """Copy whole blocks (source, destination) inside one tensor of `block_bytes`-byte blocks."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release everything (the host is stopping)."""
 
@@ -129,6 +133,13 @@ class TorchDriver(Driver):
         except RuntimeError as exc:
             raise DriverError(Errno.EINVAL, f"{op} failed on the device: {exc}") from exc
         return 0.0
+
+    def copy_blocks(self, tid: int, block_bytes: int, pairs: list[tuple[int, int]]) -> None:
+        blocks = self.tensor(tid).view(-1).view(torch.uint8).view(-1, block_bytes)
+        if any(not (0 <= i < blocks.shape[0]) for pair in pairs for i in pair):
+            raise DriverError(Errno.EINVAL, f"block index out of range 0..{blocks.shape[0] - 1} in {pairs}")
+        src, dst = zip(*pairs) if pairs else ((), ())
+        blocks[list(dst)] = blocks[list(src)]
 
     def close(self) -> None:
         self.tensors.clear()

@@ -51,6 +51,8 @@ class Host:
                     self.driver.free(msg.tid)
                 case proto.DWrite():
                     self.driver.write(msg.tid, frames[1].buffer)
+                case proto.DCopyBlocks():
+                    self.driver.copy_blocks(msg.tid, msg.block_bytes, msg.pairs)
                 case proto.DRead():
                     data = self.driver.read(msg.tid)
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), data]

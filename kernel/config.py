@@ -14,6 +14,7 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     drivers: list[str] | None = None  # driver kinds to start; None: every one the plugins provide
     driver_options: dict[str, dict] = {}  # per kind, passed to the driver
     default_quota: int | None = None  # per process per device; None: the whole device
+    kv_quota: int | None = None  # KV blocks per process per pool; None: the whole pool
     lease_s: float = 15.0  # an attached process that makes no call for this long is reclaimed
     ping_s: float = 1.0  # heartbeat to idle driver hosts
     hang_s: float = 5.0  # a heartbeat unanswered this long means the host hangs

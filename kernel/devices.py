@@ -71,6 +71,7 @@ class Device:
     last_heard: float = 0.0
     seq: int = 0
     offline_reason: str = ""
+    parked: list = field(default_factory=list)  # (ctx, size, run) of allocations waiting for memory
 
     def start_host(self, kernel_address: str, shm_dir: str, curve: str | None) -> None:
         """Start a fresh driver host process for this device."""

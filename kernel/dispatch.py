@@ -1,7 +1,7 @@
 """The dispatch table: syscall number -> `sys_<name>` handler, one place.
 
 Handlers live in small modules grouped by family (sysproc, sysdev, sysmem,
-syscompute, sysmisc), xv6-style. A handler takes the kernel and the call's
+syskv, syscompute, sysmisc), xv6-style. A handler takes the kernel and the call's
 context, checks arguments, and either answers at once (`c.reply`), raises
 `errors.SysError` (the dispatcher turns it into an ERROR reply), or hands work to a
 device whose callbacks answer later.
@@ -16,7 +16,7 @@ from llmos.syscalls import frames as fr
 from llmos.syscalls import messages as m
 from llmos.syscalls.table import TABLE, Syscall
 
-from . import syscompute, sysdev, sysmem, sysmisc, sysproc
+from . import syscompute, sysdev, syskv, sysmem, sysmisc, sysproc
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -73,6 +73,13 @@ HANDLERS = {
     Sys.COMPUTE: syscompute.sys_compute,
     Sys.YIELD: sysmisc.sys_yield,
     Sys.STAT: sysmisc.sys_stat,
+    Sys.KV_POOL: syskv.sys_kv_pool,
+    Sys.KV_ALLOC: syskv.sys_kv_alloc,
+    Sys.KV_APPEND: syskv.sys_kv_append,
+    Sys.KV_FORK: syskv.sys_kv_fork,
+    Sys.KV_FREE: syskv.sys_kv_free,
+    Sys.KV_TABLE: syskv.sys_kv_table,
+    Sys.MEMSTAT: sysmem.sys_memstat,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

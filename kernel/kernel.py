@@ -22,6 +22,8 @@ import psutil
 import structlog
 import zmq
 
+from llmos.services.memory.admission import Admission
+from llmos.services.memory.kv_pools import KVPools
 from llmos.syscalls import ABI_VERSION, Errno
 from llmos.syscalls import driver as proto
 from llmos.syscalls import frames as fr
@@ -35,7 +37,7 @@ from .config import KernelConfig
 from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
 from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
-from .proc import Process, ProcessTable
+from .proc import KERNEL_PID, Process, ProcessTable
 from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
 
@@ -53,6 +55,9 @@ class Kernel:
         self.log = structlog.get_logger("llmos.kernel").bind(kernel=config.name)
         self.procs = ProcessTable()
         self.tensors = TensorTable()
+        self.kv = KVPools()
+        self.kv_tensors: dict[tuple[str, str], Tensor] = {}  # (device, pool) -> the pool's device memory
+        self.next_kvseq = 1
         self.devices: dict[str, Device] = {}
         self.driver_idents: dict[bytes, Device] = {}
         self.programs = plugins.programs(self.pm)
@@ -347,6 +352,7 @@ class Kernel:
             dev.memory = self.pm.hook.llmos_memory_service(
                 device=dev.name, capacity=hello.spec.capacity_bytes, default_quota=self.config.default_quota
             )
+            dev.memory.set_quota(KERNEL_PID, hello.spec.capacity_bytes)  # KV pools are the kernel's
             dev.state = ONLINE
             dev.up_since = time.monotonic()
             self.log.info(
@@ -411,6 +417,12 @@ class Kernel:
         for t in self.tensors.on_device(dev.name):
             t.lost = message
             t.unmap()
+        for key in [key for key in self.kv_tensors if key[0] == dev.name]:
+            self.kv.remove(*key)
+            self.tensors.drop(self.kv_tensors.pop(key))
+        for ctx, _, _ in dev.parked:
+            ctx.fail(Errno.EIO, message)
+        dev.parked.clear()
         dev.memory = None
         dev.schedule_restart(*self.config.restart_backoff_s)
         self._check_ready()
@@ -432,6 +444,8 @@ class Kernel:
         """The live tensor behind one of the caller's handles; else EBADF or EIO."""
         tid = proc.handles.get(handle)
         if tid is None:
+            if handle in proc.kvseqs:
+                raise SysError(Errno.EBADF, f"handle {handle} is a KV sequence, not a tensor; use the kv_* calls")
             raise SysError(Errno.EBADF, f"handle {handle} is not open in process {proc.pid}")
         t = self.tensors.by_tid[tid]
         if t.lost:
@@ -459,7 +473,28 @@ class Kernel:
             return
         dev = self.devices[t.device]
         dev.memory.release(t.tid)
-        self.submit(dev, Work(owner=0, msg=proto.DFree(seq=dev.next_seq(), tid=t.tid), always=True))
+        self.submit(dev, Work(owner=KERNEL_PID, msg=proto.DFree(seq=dev.next_seq(), tid=t.tid), always=True))
+        self.unpark(dev)
+
+    def park(self, dev: Device, ctx: CallCtx, size: int, run) -> None:
+        """Hold an allocation that fits only once others free memory; `run` it when it fits."""
+        dev.parked.append((ctx, size, run))
+
+    def unpark(self, dev: Device) -> None:
+        """Run parked allocations that fit now, first come first served."""
+        while dev.parked and dev.memory is not None:
+            ctx, size, run = dev.parked[0]
+            if ctx.proc.state == "exited":
+                dev.parked.pop(0)
+                continue
+            verdict = dev.memory.admit(ctx.proc.pid, size)
+            if verdict is Admission.LATER:
+                return
+            dev.parked.pop(0)
+            try:
+                run()
+            except SysError as exc:
+                ctx.fail(exc.errno, exc.message)
 
     # ---- processes -----------------------------------------------------------------------
 
@@ -477,6 +512,9 @@ class Kernel:
         for tid in list(proc.handles.values()):
             self.release_ref(proc.pid, self.tensors.by_tid[tid])
         proc.handles.clear()
+        self.kv.free_owner(proc.pid)
+        self.kv.forget_owner(proc.pid)
+        proc.kvseqs.clear()
         for dev in self.devices.values():
             if dev.memory is not None:
                 dev.memory.forget_owner(proc.pid)
@@ -535,7 +573,7 @@ class Kernel:
             if now - dev.inflight_since > limit:
                 self.device_offline(dev, f"driver host hung: no answer for {limit:.0f} s")
         elif len(dev.queue) == 0 and now - dev.last_heard > self.config.ping_s:
-            self.submit(dev, Work(owner=0, msg=proto.DPing(seq=dev.next_seq()), always=True))
+            self.submit(dev, Work(owner=KERNEL_PID, msg=proto.DPing(seq=dev.next_seq()), always=True))
 
 
 def _abi_message(abi: int) -> str:

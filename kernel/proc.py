@@ -19,6 +19,7 @@ import psutil
 from llmos.syscalls.frames import TOKEN_BYTES
 
 STALE_TOKENS_KEPT = 4096
+KERNEL_PID = 0  # the owner of the kernel's own device memory (KV pools); no process has it
 
 
 @dataclass(eq=False)
@@ -34,6 +35,8 @@ class Process:
     started: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     handles: dict[int, int] = field(default_factory=dict)  # handle -> tensor id
+    kvseqs: dict[int, tuple[str, str, int]] = field(default_factory=dict)  # handle -> (device, pool, sequence id)
+    kv_quota: int | None = None  # KV blocks per pool, set at spawn
     next_handle: int = 1
     syscalls: int = 0
     admin: bool = False  # proved it holds the kernel's admin key
@@ -43,10 +46,15 @@ class Process:
     status: int | None = None
     reason: str = ""
 
-    def add_handle(self, tid: int) -> int:
-        """Open a new handle to tensor `tid`."""
+    def new_handle(self) -> int:
+        """The next handle number: tensors and KV sequences share one numbering, never reused."""
         handle = self.next_handle
         self.next_handle += 1
+        return handle
+
+    def add_handle(self, tid: int) -> int:
+        """Open a new handle to tensor `tid`."""
+        handle = self.new_handle()
         self.handles[handle] = tid
         return handle
 

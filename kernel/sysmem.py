@@ -40,30 +40,35 @@ def check_shape(shape: list[int], dtype: str) -> int:
     return nbytes(shape, dtype)
 
 
-def admit(k: Kernel, dev: Device, proc: Process, size: int) -> None:
+def admit(dev: Device, pid: int, size: int) -> None:
     """Ask the device's memory service; raise ENOMEM (never fits) or EAGAIN (not now)."""
-    verdict = dev.memory.admit(proc.pid, size)
+    verdict = dev.memory.admit(pid, size)
     if verdict is Admission.NEVER:
         raise SysError(
             Errno.ENOMEM,
-            f"{size} bytes is more than {dev.name} can ever give process {proc.pid} "
-            f"(device capacity {dev.memory.capacity}, quota {dev.memory.quota(proc.pid)})",
+            f"{size} bytes is more than {dev.name} can ever give process {pid} "
+            f"(device capacity {dev.memory.capacity}, quota {dev.memory.quota(pid)})",
         )
     if verdict is Admission.LATER:
-        mine = dev.memory.by_owner.get(proc.pid, 0)
+        mine = dev.memory.by_owner.get(pid, 0)
         raise SysError(
             Errno.EAGAIN,
             f"{size} bytes does not fit on {dev.name} now ({dev.memory.free} free, you hold {mine} "
-            f"of your quota {dev.memory.quota(proc.pid)}); free some memory or retry later",
+            f"of your quota {dev.memory.quota(pid)}); free some memory, retry later, or alloc with wait",
         )
+
+
+def check_dtype(dev: Device, dtype: str) -> None:
+    """EINVAL unless the device supports the dtype."""
+    if dtype not in dev.spec.dtypes:
+        raise SysError(Errno.EINVAL, f"{dev.name} does not support {dtype}; it supports {', '.join(dev.spec.dtypes)}")
 
 
 def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: str) -> Tensor:
     """Admit, record and charge a tensor that is about to be created on `dev`."""
-    if dtype not in dev.spec.dtypes:
-        raise SysError(Errno.EINVAL, f"{dev.name} does not support {dtype}; it supports {', '.join(dev.spec.dtypes)}")
+    check_dtype(dev, dtype)
     size = check_shape(shape, dtype)
-    admit(k, dev, proc, size)
+    admit(dev, proc.pid, size)
     t = k.tensors.create(dev.name, shape, dtype, size, proc.pid)
     dev.memory.charge(t.tid, proc.pid, size)
     return t
@@ -82,8 +87,10 @@ def created(k: Kernel, c: CallCtx, t: Tensor, ok: proto.DOk) -> None:
 def not_created(k: Kernel, c: CallCtx, t: Tensor, errno: Errno, message: str) -> None:
     """A new tensor could not be created: give its memory back and fail the call."""
     k.tensors.drop(t)
-    if k.devices[t.device].memory is not None:
-        k.devices[t.device].memory.release(t.tid)
+    dev = k.devices[t.device]
+    if dev.memory is not None:
+        dev.memory.release(t.tid)
+        k.unpark(dev)
     c.fail(errno, message)
 
 
@@ -93,19 +100,28 @@ def tensor_ref(handle: int, t: Tensor) -> m.TensorRef:
 
 
 def sys_alloc(k: Kernel, c: CallCtx) -> None:
-    """Allocate an uninitialised tensor."""
+    """Allocate an uninitialised tensor; with `wait`, wait for memory others hold."""
     req: m.Alloc = c.req
     dev = k.device(req.device)
     if dev.spec is None:
         raise SysError(Errno.EAGAIN, f"{dev.name} is still starting; retry in a moment")
-    t = new_tensor(k, dev, c.proc, req.shape, req.dtype)
-    work = Work(
-        owner=c.proc.pid,
-        msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()),
-        done=lambda ok, frames: created(k, c, t, ok),
-        fail=lambda errno, message: not_created(k, c, t, errno, message),
-    )
-    k.submit(dev, work)
+
+    def allocate() -> None:
+        t = new_tensor(k, dev, c.proc, req.shape, req.dtype)
+        work = Work(
+            owner=c.proc.pid,
+            msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()),
+            done=lambda ok, frames: created(k, c, t, ok),
+            fail=lambda errno, message: not_created(k, c, t, errno, message),
+        )
+        k.submit(dev, work)
+
+    if req.wait:
+        check_dtype(dev, req.dtype)
+        size = check_shape(req.shape, req.dtype)
+        if dev.memory.admit(c.proc.pid, size) is Admission.LATER or dev.parked:
+            return k.park(dev, c, size, allocate)
+    allocate()
 
 
 def sys_free(k: Kernel, c: CallCtx) -> None:
@@ -165,3 +181,49 @@ def sys_share(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.ESRCH, f"no running process {c.req.pid}")
     t.holders[target.pid] += 1
     c.reply(m.Shared(handle=target.add_handle(t.tid)))
+
+
+def sys_memstat(k: Kernel, c: CallCtx) -> None:
+    """The memory map: per device, who holds how much, quotas, and each KV pool."""
+    pools = k.kv.memory_map()
+    devices = []
+    for dev in k.devices.values():
+        if dev.memory is None:
+            continue
+        kv = []
+        for row in (r for r in pools if r["device"] == dev.name):
+            pool = k.kv.get(dev.name, row["layout"])
+            slack = 0
+            for seq_id in pool.sequences():
+                info = pool.sequence_info(seq_id)
+                if not info["swapped"]:
+                    slack += len(info["table"]) * pool.block_size - info["num_tokens"]
+            kv.append(
+                m.KVPoolStat(
+                    pool=row["layout"],
+                    block_size=row["block_size"],
+                    block_bytes=row["block_bytes"],
+                    total=row["total"],
+                    used=row["used"],
+                    free=row["free"],
+                    cached=row["cached"],
+                    shared=row["shared"],
+                    sequences=row["sequences"],
+                    by_process=dict(row["owners"]),
+                    slack_tokens=slack,
+                )
+            )
+        mem = dev.memory
+        devices.append(
+            m.DeviceMem(
+                device=dev.name,
+                capacity=mem.capacity,
+                used=mem.used,
+                free=mem.free,
+                tensors=len(mem.allocations),
+                by_process=dict(mem.by_owner),
+                quotas={pid: mem.quota(pid) for pid in mem.quotas if pid},
+                kv_pools=kv,
+            )
+        )
+    c.reply(m.MemMap(devices=devices))

@@ -71,7 +71,13 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
     entry = k.programs.get(req.program)
     if entry is None:
         raise SysError(Errno.EINVAL, f"no program {req.program!r}; registered: {', '.join(sorted(k.programs)) or 'none'}")
+    quotas = {k.device(name): nbytes for name, nbytes in req.quotas.items()}
+    if any(nbytes < 0 for nbytes in quotas.values()) or (req.kv_quota is not None and req.kv_quota < 0):
+        raise SysError(Errno.EINVAL, "quotas cannot be negative")
     child = k.procs.create(req.program, ppid=c.proc.pid, state="starting")
+    child.kv_quota = req.kv_quota
+    for dev, nbytes in quotas.items():
+        dev.memory.set_quota(child.pid, nbytes)
     child.log = os.path.join(k.dir, "procs", f"{child.pid}.log")
     env = dict(os.environ, LLMOS_KERNEL=k.address, LLMOS_CLAIM=child.token.hex(), LLMOS_PROGRAM=req.program)
     if k.curve_env:

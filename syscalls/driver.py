@@ -74,6 +74,14 @@ class DOp(ToDriver, tag="op"):
     new_out: bool = False
 
 
+class DCopyBlocks(ToDriver, tag="copy_blocks"):
+    """Copy whole blocks inside one tensor seen as [blocks, block_bytes] bytes (KV copy-on-write)."""
+
+    tid: int
+    block_bytes: int
+    pairs: list[tuple[int, int]]  # (source block, destination block)
+
+
 class DPing(ToDriver, tag="ping"):
     """Heartbeat: answer Ok at once."""
 
@@ -113,7 +121,7 @@ class DFail(FromDriver, tag="fail"):
     message: str
 
 
-ToDriverUnion = DAlloc | DFree | DWrite | DRead | DOp | DPing
+ToDriverUnion = DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DPing
 FromDriverUnion = DHello | DOk | DFail
 
 encoder = msgspec.msgpack.Encoder()

@@ -79,10 +79,17 @@ class Exit(Call, tag=int(Sys.EXIT)):
 
 
 class Spawn(Call, tag=int(Sys.SPAWN)):
-    """Start a registered userland program as a child OS process."""
+    """Start a registered userland program as a child OS process.
+
+    `quotas`: the child's tensor memory quota per device (bytes, by device
+    name); `kv_quota`: its KV block quota in every KV pool. Unset: the
+    kernel's defaults.
+    """
 
     program: str
     args: list[str] = []
+    quotas: dict[str, int] = {}
+    kv_quota: int | None = None
 
 
 class Spawned(Reply):
@@ -198,11 +205,16 @@ class DevInfo(Call, tag=int(Sys.DEV_INFO)):
 
 
 class Alloc(Call, tag=int(Sys.ALLOC)):
-    """Allocate an uninitialised tensor on a device, charged to the caller."""
+    """Allocate an uninitialised tensor on a device, charged to the caller.
+
+    With `wait`, a tensor that would fit once others free memory waits for
+    it instead of failing with EAGAIN.
+    """
 
     device: str
     shape: list[int]
     dtype: str = "float32"
+    wait: bool = False
 
 
 class Free(Call, tag=int(Sys.FREE)):
@@ -281,3 +293,115 @@ class KernelStat(Reply):
     by_syscall: dict[str, int]
     processes: int
     devices: int
+
+
+# ---- memory: paged KV cache and the memory map -----------------------------------------
+
+
+class KVPool(Call, tag=int(Sys.KV_POOL)):
+    """Find, or create with `blocks` blocks, the KV pool of one model layout on a device."""
+
+    device: str
+    layers: int
+    kv_heads: int
+    head_dim: int
+    dtype: str = "bfloat16"
+    block_size: int = 16
+    blocks: int = 0
+
+
+class KVPoolInfo(Reply):
+    """A KV pool: its name (use it in kv_alloc), geometry and free blocks."""
+
+    pool: str
+    device: str
+    block_size: int
+    block_bytes: int
+    num_blocks: int
+    free_blocks: int
+
+
+class KVAlloc(Call, tag=int(Sys.KV_ALLOC)):
+    """Allocate a KV sequence for `tokens` (ids: enables prefix sharing) or `length` tokens."""
+
+    device: str
+    pool: str
+    tokens: list[int] = []
+    length: int = 0
+
+
+class KVAppend(Call, tag=int(Sys.KV_APPEND)):
+    """Grow a KV sequence by `tokens` (ids) or `length` tokens."""
+
+    seq: int
+    tokens: list[int] = []
+    length: int = 0
+
+
+class KVFork(Call, tag=int(Sys.KV_FORK)):
+    """A new sequence sharing all of `seq`'s blocks (copy-on-write; allocates nothing)."""
+
+    seq: int
+
+
+class KVFree(Call, tag=int(Sys.KV_FREE)):
+    """Close a KV sequence handle; its blocks return to the pool (or stay cached)."""
+
+    seq: int
+
+
+class KVTable(Call, tag=int(Sys.KV_TABLE)):
+    """Read a KV sequence's block table."""
+
+    seq: int
+
+
+class KVSeq(Reply):
+    """A KV sequence: its handle, block table and length, and the block copies
+    (source, destination) that copy-on-write made on the device."""
+
+    seq: int
+    pool: str
+    table: list[int]
+    num_tokens: int
+    shared: int
+    copies: list[tuple[int, int]] = []
+
+
+class MemStat(Call, tag=int(Sys.MEMSTAT)):
+    """The memory map of every device: who holds what, what is free, KV pools."""
+
+
+class KVPoolStat(msgspec.Struct, kw_only=True):
+    """One KV pool in the memory map (blocks unless named otherwise)."""
+
+    pool: str
+    block_size: int
+    block_bytes: int
+    total: int
+    used: int
+    free: int
+    cached: int
+    shared: int
+    sequences: int
+    by_process: dict[int, int]
+    slack_tokens: int  # reserved in partial last blocks but not holding tokens
+
+
+class DeviceMem(msgspec.Struct, kw_only=True):
+    """One device in the memory map (bytes)."""
+
+    device: str
+    capacity: int
+    used: int
+    free: int
+    tensors: int
+    by_process: dict[int, int]
+    quotas: dict[int, int]
+    kv_pools: list[KVPoolStat]
+
+
+class MemMap(Reply):
+    """Reply of memstat."""
+
+    devices: list[DeviceMem]

@@ -35,3 +35,11 @@ class Sys(enum.IntEnum):
     # misc
     YIELD = 16
     STAT = 17
+    # memory: paged KV cache and the memory map
+    KV_POOL = 18
+    KV_ALLOC = 19
+    KV_APPEND = 20
+    KV_FORK = 21
+    KV_FREE = 22
+    KV_TABLE = 23
+    MEMSTAT = 24

@@ -52,6 +52,13 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.COMPUTE, "compute", m.Compute, m.TensorRef),
     Syscall(Sys.YIELD, "misc", m.Yield, m.Yielded),
     Syscall(Sys.STAT, "misc", m.Stat, m.KernelStat),
+    Syscall(Sys.KV_POOL, "memory", m.KVPool, m.KVPoolInfo),
+    Syscall(Sys.KV_ALLOC, "memory", m.KVAlloc, m.KVSeq),
+    Syscall(Sys.KV_APPEND, "memory", m.KVAppend, m.KVSeq),
+    Syscall(Sys.KV_FORK, "memory", m.KVFork, m.KVSeq),
+    Syscall(Sys.KV_FREE, "memory", m.KVFree, m.Done),
+    Syscall(Sys.KV_TABLE, "memory", m.KVTable, m.KVSeq),
+    Syscall(Sys.MEMSTAT, "memory", m.MemStat, m.MemMap),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

@@ -4,6 +4,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -38,6 +39,16 @@ def start_kernel(runtime_dir: str, name: str, **options) -> boot.KernelProcess:
     """Boot a kernel for a test; the caller stops it."""
     config = KernelConfig(name=name, runtime_dir=runtime_dir, drivers=["cpu"], log_level="warning", **options)
     return boot.start(config)
+
+
+def until(predicate, timeout: float = 10.0) -> None:
+    """Poll until predicate() is true; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(scope="session")

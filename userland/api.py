@@ -54,9 +54,15 @@ class SyscallApi:
         """The process table: a list of ProcInfo."""
         return self._run(_field(m.Ps(), "procs"))
 
-    def spawn(self, program: str, args: list[str] | None = None):
-        """Start a registered program as a child process (Spawned: pid, os_pid, log)."""
-        return self._run(one_call(m.Spawn(program=program, args=list(args or []))))
+    def spawn(
+        self, program: str, args: list[str] | None = None, quotas: dict[str, int] | None = None, kv_quota: int | None = None
+    ):
+        """Start a registered program as a child process (Spawned: pid, os_pid, log).
+
+        `quotas`: its memory quota in bytes per device name; `kv_quota`: its KV blocks per pool.
+        """
+        call = m.Spawn(program=program, args=list(args or []), quotas=dict(quotas or {}), kv_quota=kv_quota)
+        return self._run(one_call(call))
 
     def wait(self, pid: int, timeout_s: float | None = None, on_output: Callable[[str], None] | None = None):
         """Wait for a child to end (Exited). `on_output` receives its output as it is written."""
@@ -79,9 +85,12 @@ class SyscallApi:
 
     # ---- memory ------------------------------------------------------------------------
 
-    def alloc(self, device: str, shape: list[int], dtype: str = "float32"):
-        """An uninitialised tensor on `device`; returns its TensorRef (`.handle`)."""
-        return self._run(one_call(m.Alloc(device=device, shape=list(shape), dtype=dtype)))
+    def alloc(self, device: str, shape: list[int], dtype: str = "float32", wait: bool = False):
+        """An uninitialised tensor on `device`; returns its TensorRef (`.handle`).
+
+        With `wait`, memory held by others is waited for instead of failing with EAGAIN.
+        """
+        return self._run(one_call(m.Alloc(device=device, shape=list(shape), dtype=dtype, wait=wait)))
 
     def free(self, handle: int):
         """Close a handle."""
@@ -103,11 +112,59 @@ class SyscallApi:
         """Copy a torch tensor to `device`: alloc + write. Returns the TensorRef."""
         return self._run(_put(tensor, device))
 
+    def memstat(self):
+        """The memory map of every device (a list of DeviceMem)."""
+        return self._run(_field(m.MemStat(), "devices"))
+
+    # ---- paged KV cache ----------------------------------------------------------------
+
+    def kv_pool(
+        self,
+        device: str,
+        layers: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype: str = "bfloat16",
+        block_size: int = 16,
+        blocks: int = 0,
+    ):
+        """The KV pool of a model layout on a device, created with `blocks` blocks if new (KVPoolInfo)."""
+        call = m.KVPool(
+            device=device, layers=layers, kv_heads=kv_heads, head_dim=head_dim, dtype=dtype, block_size=block_size, blocks=blocks
+        )
+        return self._run(one_call(call))
+
+    def kv_alloc(self, device: str, pool: str, tokens: list[int] | int = 0):
+        """A new KV sequence for token ids (shares cached prefixes) or a token count (KVSeq)."""
+        ids, length = _tokens(tokens)
+        return self._run(one_call(m.KVAlloc(device=device, pool=pool, tokens=ids, length=length)))
+
+    def kv_append(self, seq: int, tokens: list[int] | int = 1):
+        """Grow a KV sequence; the reply lists the block copies copy-on-write made (KVSeq)."""
+        ids, length = _tokens(tokens)
+        return self._run(one_call(m.KVAppend(seq=seq, tokens=ids, length=length)))
+
+    def kv_fork(self, seq: int):
+        """A new sequence sharing all of `seq`'s blocks (KVSeq)."""
+        return self._run(one_call(m.KVFork(seq=seq)))
+
+    def kv_free(self, seq: int):
+        """Free a KV sequence."""
+        return self._run(one_call(m.KVFree(seq=seq)))
+
+    def kv_table(self, seq: int):
+        """A KV sequence's block table and length (KVSeq)."""
+        return self._run(one_call(m.KVTable(seq=seq)))
+
     # ---- compute -----------------------------------------------------------------------
 
     def compute(self, op: str, *inputs: int, out: int | None = None, **params):
         """Run `op` on tensor handles; the result goes to `out` or a new handle (TensorRef)."""
         return self._run(one_call(m.Compute(op=op, inputs=list(inputs), out=out, params=params)))
+
+
+def _tokens(tokens: list[int] | int) -> tuple[list[int], int]:
+    return ([], tokens) if isinstance(tokens, int) else (list(tokens), 0)
 
 
 def _field(call: m.Call, field: str) -> Program:

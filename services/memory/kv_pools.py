@@ -62,6 +62,15 @@ class KVPools:
             raise KVNoPool(f"no KV pool for layout {layout_name} on device {device} (pools: {known})")
         return entry[0]
 
+    def remove(self, device: str, layout_name: str) -> None:
+        """Forget a pool and all its sequences (its device went away)."""
+        del self._pools[(device, layout_name)]
+
+    def forget_owner(self, owner: Hashable) -> None:
+        """Drop an owner's quota in every pool (after it exited and was freed)."""
+        for pool, _ in self._pools.values():
+            pool.forget_owner(owner)
+
     def free_owner(self, owner: Hashable) -> dict[str, list[Hashable]]:
         """Free every sequence of an owner in every pool; returns "device/layout" -> freed ids."""
         freed = {}

@@ -4,14 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
 
-from conftest import start_kernel
+from conftest import start_kernel, until
 
 HOLDER = """
 import sys, time, torch
@@ -21,16 +20,6 @@ ref = c.put(torch.ones(1 << 20), "cpu")
 print(c.pid, ref.handle, flush=True)
 time.sleep(600)
 """
-
-
-def until(predicate, timeout=10.0):
-    """Poll until predicate() is true; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def used(c: Client) -> int:

@@ -17,6 +17,7 @@ INT64 = st.integers(-(2**63), 2**64 - 1)
 RELEASED = [
     "null", "attach", "exit", "spawn", "wait", "kill", "getpid", "ps", "dev_list", "dev_info",
     "alloc", "free", "write", "read", "share", "compute", "yield", "stat",
+    "kv_pool", "kv_alloc", "kv_append", "kv_fork", "kv_free", "kv_table", "memstat",
 ]  # fmt: skip
 
 
@@ -48,6 +49,8 @@ def _structs(cls):
         origin = getattr(tp, "__origin__", None)
         if origin is list:
             return st.lists(field(args[0]), max_size=4)
+        if origin is tuple:
+            return st.tuples(*(field(a) for a in args))
         if origin is dict:
             return st.dictionaries(field(args[0]), field(args[1]), max_size=3)
         if args:  # a union

@@ -15,7 +15,7 @@ def llmos(*args: str, check: bool = True, timeout: float = 120) -> subprocess.Co
 
 def test_help_lists_every_command():
     out = llmos("--help").stdout
-    for command in ("boot", "run", "ps", "kill", "devices", "keygen", "bench", "demo"):
+    for command in ("boot", "run", "ps", "kill", "devices", "keygen", "mem", "bench", "demo"):
         assert command in out
     assert "syscall" in llmos("bench", "--help").stdout
 
@@ -30,6 +30,15 @@ def test_devices_ps_run_kill_against_a_kernel(kernel):
     assert llmos("kill", "--kernel", "shared", str(pid)).returncode == 0
     unknown = llmos("run", "--kernel", "shared", "nope", check=False)
     assert unknown.returncode == 2 and "no program 'nope'" in unknown.stderr
+
+
+def test_mem_prints_devices_processes_and_kv_pools(kernel, client):
+    pool = client.kv_pool("cpu", layers=1, kv_heads=1, head_dim=4, blocks=8)
+    seq = client.kv_alloc("cpu", pool.pool, 20)
+    out = llmos("mem", "--kernel", "shared").stdout
+    assert "cpu0:" in out and "(kernel)" in out and f"KV pool {pool.pool}" in out
+    assert any(line.split()[:3] == [str(client.pid), "test", "2"] for line in out.splitlines())
+    client.kv_free(seq.seq)
 
 
 def test_commands_without_a_kernel_say_how_to_start_one(tmp_path):

@@ -1,0 +1,43 @@
+"""`llmos mem`: the memory map of a running kernel, per device and per process."""
+
+import argparse
+
+from .common import add_kernel_option, connect, size, table
+
+
+def add_parser(sub) -> None:
+    """Add `llmos mem`."""
+    p = sub.add_parser(
+        "mem",
+        help="print each device's memory map, per process",
+        description="Print each device's memory: capacity, used and free bytes, what each process holds "
+        "(pid 0 is the kernel: its KV pools), quotas, and each paged KV pool's blocks.",
+    )
+    add_kernel_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the memory map."""
+    with connect(args, "llmos-mem") as c:
+        devices = c.memstat()
+        names = {p.pid: p.name for p in c.ps()}
+    names[0] = "(kernel)"
+    for d in devices:
+        print(f"{d.device}: {size(d.used)} used of {size(d.capacity)}, {size(d.free)} free, {d.tensors} tensors")
+        rows = [
+            [pid, names.get(pid, "?"), size(n), f"{100 * n / d.capacity:.2f}%", size(d.quotas[pid]) if pid in d.quotas else "-"]
+            for pid, n in sorted(d.by_process.items())
+        ]
+        if rows:
+            print(table(rows, ["  PID", "NAME", "HOLDS", "OF DEVICE", "QUOTA"]))
+        for kv in d.kv_pools:
+            print(
+                f"  KV pool {kv.pool}: {kv.used}/{kv.total} blocks used ({kv.block_size} tokens, {size(kv.block_bytes)} each), "
+                f"{kv.free} free of which {kv.cached} cached, {kv.shared} shared, {kv.sequences} sequences, "
+                f"{kv.slack_tokens} empty token slots in partial blocks"
+            )
+            if kv.by_process:
+                print(table([[pid, names.get(pid, "?"), blocks] for pid, blocks in sorted(kv.by_process.items())], ["    PID", "NAME", "BLOCKS"]))
+        print()
+    return 0
