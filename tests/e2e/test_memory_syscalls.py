@@ -140,3 +140,12 @@ def test_alloc_waits_for_memory_others_hold(runtime_dir):
             patient.write(got[0].handle, torch.zeros(4 << 20, dtype=torch.uint8))
     finally:
         assert kp.stop() == 0
+
+
+def test_kvwatch_program_shows_growth_fork_and_shrink(client):
+    out = []
+    child = client.spawn("kvwatch")
+    assert client.wait(child.pid, on_output=out.append).status == 0
+    lines = "".join(out).splitlines()
+    assert "table [0, 1] (20 tokens" in lines[1] and "table [0, 1, 2] (36 tokens, 3 shared)" in lines[3]
+    assert "copies [(2, 3)]" in lines[4] and lines[-1].split("pool:")[1].split()[0] == "0"

@@ -8,4 +8,5 @@ def llmos_programs() -> list[ProgramEntry]:
     """The programs `llmos run` knows without any plugin installed."""
     return [
         ProgramEntry("matmul", "llmos.userland.examples.matmul:main", "a matmul on a device, checked against torch"),
+        ProgramEntry("kvwatch", "llmos.userland.examples.kvwatch:main", "watch a KV sequence grow, fork and shrink"),
     ]
