@@ -174,7 +174,7 @@ def _field(call: m.Call, field: str) -> Program:
 
 def _read(handle: int) -> Program:
     ref, bulk = yield m.Read(handle=handle), (), None
-    return from_bytes(ref, bulk[0].buffer if hasattr(bulk[0], "buffer") else bulk[0])
+    return from_bytes(ref, bulk[0].buffer)
 
 
 def _put(tensor: torch.Tensor, device: str) -> Program:
