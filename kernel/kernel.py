@@ -275,6 +275,7 @@ class Kernel:
                     ident, env.rid, Errno.E2BIG, f"bulk frame of {len(frame)} bytes; the limit is {self.config.max_bulk_bytes}"
                 )
         self.counts[row.nr] += 1
+        self.log.debug("syscall", pid=proc.pid if proc else None, syscall=row.name, rid=env.rid)
         ctx = CallCtx(self, ident, env.rid, proc, env.call, bulk, row)
         try:
             handler(self, ctx)
