@@ -37,7 +37,7 @@ def runtime_dir():
 
 def start_kernel(runtime_dir: str, name: str, **options) -> boot.KernelProcess:
     """Boot a kernel for a test; the caller stops it."""
-    config = KernelConfig(name=name, runtime_dir=runtime_dir, drivers=["cpu"], log_level="warning", **options)
+    config = KernelConfig(**{"name": name, "runtime_dir": runtime_dir, "drivers": ["cpu"], "log_level": "warning", **options})
     return boot.start(config)
 
 
