@@ -11,7 +11,7 @@ token fed, 2 FLOPs per weight of the matrix multiplications, plus 4 * d_model
 FLOPs per layer for each query-key pair of attention (scores and weighted
 sum); a training token costs three times its forward FLOPs (forward, and a
 backward pass of twice the work). Bytes: all weights are read once per step,
-every cached KV token read is 2 * layers * d_model values, every token fed
+every cached KV token read is 2 * layers * kv_dim values, every token fed
 writes its KV once.
 """
 
@@ -52,22 +52,30 @@ def device(name: str) -> DeviceSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelShape:
-    """A decoder-only transformer: layers, width, vocabulary, bytes per value (2 for bf16)."""
+    """A decoder-only transformer with grouped-query attention.
 
-    layers: int = 12
-    d_model: int = 768
+    The default is about 0.77 B parameters (16 layers, width 2048, K and V of
+    width 512 per layer, as with 8 of 32 heads), in bf16: small enough to be
+    "small", large enough that reading the weights dominates a decode step,
+    as it does for real models.
+    """
+
+    layers: int = 16
+    d_model: int = 2048
+    kv_dim: int = 512
     vocab: int = 32000
     dtype_bytes: int = 2
 
     @property
     def params(self) -> int:
-        """Weights: per layer 4*d^2 (attention) + 8*d^2 (MLP of width 4d), plus the embedding."""
-        return 12 * self.layers * self.d_model ** 2 + self.vocab * self.d_model
+        """Weights: per layer Q and O (d^2 each), K and V (d*kv_dim each), an MLP of width 4d (8d^2); the embedding."""
+        d = self.d_model
+        return self.layers * (10 * d * d + 2 * d * self.kv_dim) + self.vocab * d
 
     @property
     def kv_bytes_per_token(self) -> int:
         """Bytes of K and V of one token across all layers."""
-        return 2 * self.layers * self.d_model * self.dtype_bytes
+        return 2 * self.layers * self.kv_dim * self.dtype_bytes
 
 
 def op_time(spec: DeviceSpec, flops: float, nbytes: float) -> float:

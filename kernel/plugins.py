@@ -16,6 +16,7 @@ from . import hookspecs
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "llmos.kernel.builtin",
+    "llmos.services.scheduler.plugin",
     "llmos.drivers.cpu",
     "llmos.userland.programs",
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 
 from llmos.drivers import costmodel
 from llmos.services.scheduler import sim as simulator
@@ -51,8 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("-s", "--seed", type=int, default=0, help="seed of the generated workload (default 0)")
     p.add_argument("-n", "--requests", type=int, default=8, help="requests to generate (default 8)")
     p.add_argument("--procs", type=int, default=2, help="processes sending them (default 2)")
-    p.add_argument("--rate", type=float, default=10000.0,
-                   help="arrivals per simulated second; 0 = all at once (default 10000)")
+    p.add_argument("--rate", type=float, default=1000.0,
+                   help="arrivals per simulated second; 0 = all at once (default 1000)")
     p.add_argument("--prompt-mean", type=int, default=24, help="mean prompt length in tokens (default 24)")
     p.add_argument("--output-mean", type=int, default=6, help="mean output length in tokens (default 6)")
     p.add_argument("--priorities", type=int, default=1, help="priority levels drawn from (default 1)")
@@ -98,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
                                 args.swap_blocks if args.preempt == "swap" else 0)
     scheduler = Scheduler(load_policy(args.policy)(), blocks, Budget(args.token_budget, args.max_seqs),
                           args.preempt)
-    result = simulator.Simulator(
-        scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests).run()
+    try:
+        result = simulator.Simulator(
+            scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests).run()
+    except ValueError as exc:  # a request whose KV can never fit in --blocks
+        print(f"llmos sim: {exc} (raise --blocks or --block-size)", file=sys.stderr)
+        return 2
     shown = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "compute", "quiet", "trace_limit")}
     if args.workload:
         for key in ("seed", "requests", "procs", "rate", "prompt_mean", "output_mean", "priorities"):

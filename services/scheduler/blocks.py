@@ -1,0 +1,136 @@
+"""The narrow view of KV memory that the batching layer needs, and a counting implementation.
+
+The scheduler only asks how many blocks a sequence holds, whether it can grow,
+and moves whole sequences between device and host. `BlockSpace` is that
+protocol; the paged KV cache of the memory service is adapted to it by the
+kernel. `CountingBlockSpace` implements it with counters only (no block ids,
+no data), which is all the simulator and the property tests need.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class BlockSpace(Protocol):
+    """KV memory of one device, counted in fixed-size blocks of `block_size` tokens."""
+
+    block_size: int
+    total: int
+
+    def free(self) -> int:
+        """Device blocks not held by any sequence."""
+
+    def held(self, rid: int) -> int:
+        """Device blocks held by sequence `rid` (0 when it holds none or is swapped out)."""
+
+    def can_grow(self, rid: int, tokens: int) -> bool:
+        """Whether sequence `rid` can store `tokens` more tokens on the device now."""
+
+    def grow(self, rid: int, tokens: int) -> None:
+        """Let sequence `rid` store `tokens` more tokens, taking blocks as needed.
+
+        Raises MemoryError, changing nothing, when they do not fit; the
+        scheduler relies on this to try first and make room only on failure.
+        """
+
+    def release(self, rid: int) -> None:
+        """Free every block of `rid`, on the device and on the host."""
+
+    def can_swap_out(self, rid: int) -> bool:
+        """Whether the host has room for the device blocks of `rid`."""
+
+    def swap_out(self, rid: int) -> None:
+        """Move the blocks of `rid` from the device to the host."""
+
+    def can_swap_in(self, rid: int) -> bool:
+        """Whether the device has room for the host blocks of `rid`."""
+
+    def swap_in(self, rid: int) -> None:
+        """Move the blocks of `rid` from the host back to the device."""
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    """Blocks needed to store `tokens` tokens (ceiling division)."""
+    return -(-tokens // block_size)
+
+
+class CountingBlockSpace:
+    """A `BlockSpace` that only counts tokens and blocks per sequence.
+
+    `total` device blocks and `host_total` host (swap) blocks, each holding
+    `block_size` tokens.
+    """
+
+    def __init__(self, total: int, block_size: int = 16, host_total: int = 0) -> None:
+        """Create an empty space of `total` device and `host_total` host blocks."""
+        if total < 1 or block_size < 1 or host_total < 0:
+            raise ValueError("need total >= 1, block_size >= 1, host_total >= 0")
+        self.total = total
+        self.block_size = block_size
+        self.host_total = host_total
+        self._tokens: dict[int, int] = {}  # rid -> tokens stored on the device
+        self._host: dict[int, int] = {}  # rid -> tokens stored on the host
+        self._used = 0
+        self._host_used = 0
+
+    def free(self) -> int:
+        """Device blocks not held by any sequence."""
+        return self.total - self._used
+
+    def host_free(self) -> int:
+        """Host blocks not held by any swapped-out sequence."""
+        return self.host_total - self._host_used
+
+    def held(self, rid: int) -> int:
+        """Device blocks held by sequence `rid`."""
+        return blocks_for(self._tokens.get(rid, 0), self.block_size)
+
+    def can_grow(self, rid: int, tokens: int) -> bool:
+        """Whether `tokens` more tokens of `rid` fit in the free device blocks."""
+        have = self._tokens.get(rid, 0)
+        bs = self.block_size
+        extra = (have + tokens + bs - 1) // bs - (have + bs - 1) // bs
+        return extra <= self.total - self._used and rid not in self._host
+
+    def grow(self, rid: int, tokens: int) -> None:
+        """Store `tokens` more tokens of `rid`; raises MemoryError when they do not fit."""
+        have = self._tokens.get(rid, 0)
+        bs = self.block_size
+        extra = (have + tokens + bs - 1) // bs - (have + bs - 1) // bs
+        if extra > self.total - self._used or rid in self._host:
+            raise MemoryError(f"sequence {rid}: {tokens} more tokens do not fit")
+        self._used += extra
+        self._tokens[rid] = have + tokens
+
+    def release(self, rid: int) -> None:
+        """Free all blocks of `rid` on the device and on the host."""
+        self._used -= blocks_for(self._tokens.pop(rid, 0), self.block_size)
+        self._host_used -= blocks_for(self._host.pop(rid, 0), self.block_size)
+
+    def can_swap_out(self, rid: int) -> bool:
+        """Whether the host has room for the device blocks of `rid`."""
+        return rid in self._tokens and self.held(rid) <= self.host_total - self._host_used
+
+    def swap_out(self, rid: int) -> None:
+        """Move `rid` to the host; raises MemoryError when the host is full."""
+        if not self.can_swap_out(rid):
+            raise MemoryError(f"sequence {rid}: cannot swap out")
+        blocks = self.held(rid)
+        self._host[rid] = self._tokens.pop(rid)
+        self._used -= blocks
+        self._host_used += blocks
+
+    def can_swap_in(self, rid: int) -> bool:
+        """Whether the device has room for the host blocks of `rid`."""
+        return rid in self._host and blocks_for(self._host[rid], self.block_size) <= self.total - self._used
+
+    def swap_in(self, rid: int) -> None:
+        """Move `rid` back to the device; raises MemoryError when it does not fit."""
+        if not self.can_swap_in(rid):
+            raise MemoryError(f"sequence {rid}: cannot swap in")
+        tokens = self._host.pop(rid)
+        blocks = blocks_for(tokens, self.block_size)
+        self._tokens[rid] = tokens
+        self._host_used -= blocks
+        self._used += blocks

@@ -1,0 +1,165 @@
+"""The scheduler simulator: a workload through a `Scheduler` in virtual time.
+
+No sockets, no devices: requests are submitted when the virtual clock passes
+their arrival, each tick's batch takes `step_time(batch)` seconds (a cost
+model, injected so that services do not import drivers), and the clock jumps
+over idle stretches to the next arrival. Every tick is recorded, so the run
+can be printed as a trace and measured afterwards. Everything is
+deterministic: the same workload and scheduler give the same records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from llmos.services.scheduler import metrics
+from llmos.services.scheduler.batching import Batch, Scheduler
+from llmos.services.scheduler.request import Request
+from llmos.services.scheduler.request import Sequence as Seq
+
+
+def step_shape(batch: Batch) -> dict[str, int]:
+    """The figures of `batch` a cost model needs, named as `llmos.drivers.costmodel.step_time` takes them.
+
+    forward_tokens: inference tokens fed; training_tokens: training tokens
+    fed; attended: query-key pairs of attention; kv_read: cached KV tokens read.
+    """
+    return {"forward_tokens": batch.prefill_tokens + batch.decode_tokens,
+            "training_tokens": batch.training_tokens,
+            "attended": batch.attended, "kv_read": batch.kv_read}
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One sequence's part of a tick: `fed` tokens from position `start`; `emitted` a token or not."""
+
+    rid: int
+    pid: int
+    fed: int
+    start: int
+    emitted: bool
+    decode: bool
+    training: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TickRecord:
+    """What one tick did, from `start` to `end` (virtual seconds)."""
+
+    tick: int
+    start: float
+    end: float
+    served: tuple[Served, ...]
+    arrived: tuple[int, ...]
+    preempted: tuple[tuple[int, int, str], ...]  # (victim rid, for rid, "recompute" | "swap")
+    swapped_in: tuple[int, ...]
+    finished: tuple[int, ...]
+    backlogged: frozenset[int]
+    service: dict[int, float]
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """A finished run: every tick, every request's sequence, and the end time."""
+
+    ticks: list[TickRecord]
+    sequences: list[Seq]
+    end: float
+    w_in: float
+    w_out: float
+
+    def metrics(self) -> dict:
+        """Per-request latencies, throughput, service per process, fairness (see `metrics`)."""
+        requests = []
+        for seq in self.sequences:
+            r = seq.request
+            requests.append({
+                "id": r.rid, "pid": r.pid, "kind": r.kind.value, "arrival": r.arrival,
+                "ttft": None if seq.first_token_at is None else seq.first_token_at - r.arrival,
+                "completion": seq.finished_at - r.arrival, "finished_at": seq.finished_at,
+                "preemptions": seq.preemptions,
+            })
+        service: dict[int, float] = {seq.pid: 0.0 for seq in self.sequences}
+        for t in self.ticks:
+            for pid, s in t.service.items():
+                service[pid] += s
+        output = sum(seq.generated for seq in self.sequences)
+        fed = sum(s.fed for t in self.ticks for s in t.served)
+        gap = metrics.max_service_gap((t.backlogged, t.service) for t in self.ticks)
+        contended = metrics.contended_service((t.backlogged, t.service) for t in self.ticks)
+        pids = sorted(service)
+        return {
+            "requests": requests,
+            "ticks": len(self.ticks),
+            "makespan_s": self.end,
+            "output_tokens": output,
+            "throughput_tok_s": output / self.end if self.end > 0 else 0.0,
+            "fed_tok_s": fed / self.end if self.end > 0 else 0.0,
+            "service": {str(pid): service[pid] for pid in pids},
+            "contended_service": {str(pid): contended[pid] for pid in sorted(contended)},
+            "jain": metrics.jain(list(contended.values())),
+            "max_gap_tokens": gap.tokens,
+            "max_gap_pids": list(gap.pids) if gap.pids else None,
+            "preemptions": sum(len(t.preempted) for t in self.ticks),
+        }
+
+
+class Simulator:
+    """Runs `requests` through `scheduler`; a tick of batch b lasts `step_time(b)` virtual seconds."""
+
+    def __init__(self, scheduler: Scheduler, step_time: Callable[[Batch], float],
+                 requests: Sequence[Request], w_in: float = 1.0, w_out: float = 2.0) -> None:
+        """Prepare a run; `w_in` and `w_out` weigh tokens fed and generated in the service counts."""
+        self.scheduler = scheduler
+        self.step_time = step_time
+        self.requests = sorted(requests, key=lambda r: (r.arrival, r.rid))
+        self.w_in = w_in
+        self.w_out = w_out
+
+    def run(self, max_ticks: int | None = None) -> SimResult:
+        """Simulate until every request finished (or `max_ticks` ticks ran)."""
+        sched = self.scheduler
+        pending = self.requests
+        nxt = 0
+        now = 0.0
+        runnable: dict[int, int] = {}  # pid -> runnable sequences
+        seqs: list[Seq] = []
+        records: list[TickRecord] = []
+        while max_ticks is None or len(records) < max_ticks:
+            arrived = []
+            while nxt < len(pending) and pending[nxt].arrival <= now:
+                r = pending[nxt]
+                seqs.append(sched.submit(r, now))
+                runnable[r.pid] = runnable.get(r.pid, 0) + 1
+                arrived.append(r.rid)
+                nxt += 1
+            if not len(sched):
+                if nxt == len(pending):
+                    break
+                now = max(now, pending[nxt].arrival)
+                continue
+            batch = sched.tick(now)
+            if not batch.entries:
+                raise RuntimeError(f"scheduler idle at t={now} with {len(sched)} runnable sequences")
+            end = now + self.step_time(batch)
+            finished = sched.complete(batch, end)
+            records.append(self._record(batch, now, end, arrived, runnable, finished))
+            for seq in finished:
+                runnable[seq.pid] -= 1
+            now = end
+        return SimResult(records, sorted(seqs, key=lambda s: s.rid), now, self.w_in, self.w_out)
+
+    def _record(self, batch: Batch, start: float, end: float, arrived: list[int],
+                runnable: dict[int, int], finished: list[Seq]) -> TickRecord:
+        served, service, scheduled = [], {}, {}
+        for e in batch.entries:
+            seq = e.seq
+            served.append(Served(seq.rid, seq.pid, e.fed, e.start, e.emits, e.decode, seq.is_training))
+            service[seq.pid] = service.get(seq.pid, 0.0) + self.w_in * e.prefill + self.w_out * e.emits
+            scheduled[seq.pid] = scheduled.get(seq.pid, 0) + 1
+        backlogged = frozenset(pid for pid, n in runnable.items() if n > scheduled.get(pid, 0))
+        return TickRecord(batch.tick, start, end, tuple(served), tuple(arrived),
+                          tuple((p.victim.rid, p.beneficiary.rid, p.mode.value) for p in batch.preempted),
+                          tuple(s.rid for s in batch.swapped_in), tuple(s.rid for s in finished), backlogged, service)
+
