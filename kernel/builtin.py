@@ -1,11 +1,12 @@
-"""The kernel's built-in service plugin: tensor memory accounting and FIFO device queues.
+"""The kernel's built-in service plugin: tensor memory accounting and policy-driven device queues.
 
 Other plugins replace either by answering the same firstresult hook first
 (pluggy calls later-registered plugins first).
 """
 
 from llmos.services.memory.tensor import TensorMemory
-from llmos.services.scheduler.fifo import DeviceQueue
+from llmos.services.scheduler.devqueue import PolicyQueue
+from llmos.services.scheduler.policies.base import Policy
 from llmos.syscalls.plugin import hookimpl
 
 
@@ -16,6 +17,6 @@ def llmos_memory_service(device: str, capacity: int, default_quota: int | None) 
 
 
 @hookimpl
-def llmos_device_queue(device: str) -> DeviceQueue:
-    """First come, first served."""
-    return DeviceQueue()
+def llmos_device_queue(device: str, policy: Policy) -> PolicyQueue:
+    """Per-process FIFOs; the scheduling policy picks the process."""
+    return PolicyQueue(policy)

@@ -15,6 +15,10 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     driver_options: dict[str, dict] = {}  # per kind, passed to the driver
     default_quota: int | None = None  # per process per device; None: the whole device
     kv_quota: int | None = None  # KV blocks per process per pool; None: the whole pool
+    policy: str = "fcfs"  # scheduling policy of every device's work queue
+    policies: dict[str, str] = {}  # per device name (cpu0), overriding `policy`
+    # constructor options per policy; on a device queue, quanta count work items
+    policy_options: dict[str, dict] = msgspec.field(default_factory=lambda: {"rr": {"quantum": 1}, "mlfq": {"quantum": 1}})
     lease_s: float = 15.0  # an attached process that makes no call for this long is reclaimed
     ping_s: float = 1.0  # heartbeat to idle driver hosts
     hang_s: float = 5.0  # a heartbeat unanswered this long means the host hangs

@@ -1,7 +1,7 @@
 """The dispatch table: syscall number -> `sys_<name>` handler, one place.
 
 Handlers live in small modules grouped by family (sysproc, sysdev, sysmem,
-syskv, syscompute, sysmisc), xv6-style. A handler takes the kernel and the call's
+syskv, syscompute, syssched, sysmisc), xv6-style. A handler takes the kernel and the call's
 context, checks arguments, and either answers at once (`c.reply`), raises
 `errors.SysError` (the dispatcher turns it into an ERROR reply), or hands work to a
 device whose callbacks answer later.
@@ -16,7 +16,7 @@ from llmos.syscalls import frames as fr
 from llmos.syscalls import messages as m
 from llmos.syscalls.table import TABLE, Syscall
 
-from . import syscompute, sysdev, syskv, sysmem, sysmisc, sysproc
+from . import syscompute, sysdev, syskv, sysmem, sysmisc, sysproc, syssched
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -80,6 +80,8 @@ HANDLERS = {
     Sys.KV_FREE: syskv.sys_kv_free,
     Sys.KV_TABLE: syskv.sys_kv_table,
     Sys.MEMSTAT: sysmem.sys_memstat,
+    Sys.SCHED_GET: syssched.sys_sched_get,
+    Sys.SCHED_SET: syssched.sys_sched_set,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

@@ -40,12 +40,13 @@ def llmos_memory_service(device: str, capacity: int, default_quota: int | None):
 
 
 @hookspec(firstresult=True)
-def llmos_device_queue(device: str):
+def llmos_device_queue(device: str, policy):
     """Make the work queue of one device, which decides the order of device work.
 
-    Called once per device at boot. firstresult: the first non-None answer is
-    used. It must behave like `llmos.services.scheduler.fifo.DeviceQueue`
-    (push, pop, requeue_to_tail, drain, len, iteration).
+    Called once per device at boot, with the scheduling policy instance the
+    kernel config chose for it. firstresult: the first non-None answer is
+    used. It must behave like `llmos.services.scheduler.devqueue.PolicyQueue`
+    (push, pop, requeue_to_tail, set_policy, drain, len, iteration).
     """
 
 

@@ -61,6 +61,7 @@ class Kernel:
         self.devices: dict[str, Device] = {}
         self.driver_idents: dict[bytes, Device] = {}
         self.programs = plugins.programs(self.pm)
+        self.policies = plugins.policies(self.pm)
         self.waiters: list = []  # pending wait calls (sysproc)
         self.counts: Counter = Counter()
         self.errors = 0
@@ -137,7 +138,7 @@ class Kernel:
 
     def _add_device(self, entry, index: int) -> Device:
         name = f"{entry.kind}{index}"
-        queue = self.pm.hook.llmos_device_queue(device=name)
+        queue = self.pm.hook.llmos_device_queue(device=name, policy=self.new_policy(self.config.policies.get(name, self.config.policy)))
         dev = Device(name, entry.kind, index, entry, queue, dict(self.config.driver_options.get(entry.kind, {})))
         self.devices[name] = dev
         self._start_host(dev)
@@ -147,6 +148,12 @@ class Kernel:
         dev.start_host(self.address, self.shm, self.curve_env)
         self.driver_idents[dev.ident] = dev
         self.log.info("device.starting", device=dev.name, driver=dev.entry.target, os_pid=dev.os_pid)
+
+    def new_policy(self, name: str):
+        """An instance of the scheduling policy `name`, with the config's options for it."""
+        if name not in self.policies:
+            raise ValueError(f"no scheduling policy {name!r}; plugins provide {', '.join(sorted(self.policies))}")
+        return self.policies[name](**self.config.policy_options.get(name, {}))
 
     def _write_state(self, **extra) -> None:
         runtime.write_state(
@@ -378,13 +385,13 @@ class Kernel:
 
     def submit(self, dev: Device, work: Work) -> None:
         """Queue device work; it runs when it reaches the head of the device's queue."""
-        dev.queue.push(work)
+        dev.queue.push(work, time.monotonic())
         self.pump(dev)
 
     def pump(self, dev: Device) -> None:
         """Start queued work while the device is online and idle."""
         while dev.state == ONLINE and dev.inflight is None:
-            work = dev.queue.pop()
+            work = dev.queue.pop(time.monotonic())
             if work is None:
                 return
             if work.cancelled:

@@ -48,3 +48,8 @@ def drivers(pm: pluggy.PluginManager) -> dict[str, DriverEntry]:
 def programs(pm: pluggy.PluginManager) -> dict[str, ProgramEntry]:
     """Every userland program the plugins provide (the last registered wins a clash)."""
     return {e.name: e for entries in reversed(pm.hook.llmos_programs()) for e in entries}
+
+
+def policies(pm: pluggy.PluginManager) -> dict[str, type]:
+    """Every scheduling policy the plugins provide (the last registered wins a clash)."""
+    return {name: cls for answer in reversed(pm.hook.llmos_scheduler_policies()) for name, cls in answer.items()}

@@ -25,7 +25,8 @@ def sys_null(k: Kernel, c: CallCtx) -> None:
 
 def sys_yield(k: Kernel, c: CallCtx) -> None:
     """Move the caller's queued device work behind everyone else's."""
-    moved = sum(dev.queue.requeue_to_tail(c.proc.pid) for dev in k.devices.values())
+    now = time.monotonic()
+    moved = sum(dev.queue.requeue_to_tail(c.proc.pid, now) for dev in k.devices.values())
     c.reply(m.Yielded(requeued=moved))
 
 

@@ -405,3 +405,28 @@ class MemMap(Reply):
     """Reply of memstat."""
 
     devices: list[DeviceMem]
+
+
+# ---- scheduling ---------------------------------------------------------------------
+
+
+class SchedGet(Call, tag=int(Sys.SCHED_GET)):
+    """Which scheduling policy orders a device's work."""
+
+    device: str
+
+
+class SchedSet(Call, tag=int(Sys.SCHED_SET)):
+    """Switch a device's scheduling policy at run time; queued work is kept."""
+
+    device: str
+    policy: str
+
+
+class SchedInfo(Reply):
+    """A device's policy, the policies there are, and how much work is queued."""
+
+    device: str
+    policy: str
+    policies: list[str]
+    queued: int

@@ -43,3 +43,6 @@ class Sys(enum.IntEnum):
     KV_FREE = 22
     KV_TABLE = 23
     MEMSTAT = 24
+    # scheduling
+    SCHED_GET = 25
+    SCHED_SET = 26

@@ -59,6 +59,8 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.KV_FREE, "memory", m.KVFree, m.Done),
     Syscall(Sys.KV_TABLE, "memory", m.KVTable, m.KVSeq),
     Syscall(Sys.MEMSTAT, "memory", m.MemStat, m.MemMap),
+    Syscall(Sys.SCHED_GET, "sched", m.SchedGet, m.SchedInfo),
+    Syscall(Sys.SCHED_SET, "sched", m.SchedSet, m.SchedInfo),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

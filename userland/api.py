@@ -156,6 +156,16 @@ class SyscallApi:
         """A KV sequence's block table and length (KVSeq)."""
         return self._run(one_call(m.KVTable(seq=seq)))
 
+    # ---- scheduling --------------------------------------------------------------------
+
+    def sched(self, device: str):
+        """Which policy orders `device`'s work (SchedInfo)."""
+        return self._run(one_call(m.SchedGet(device=device)))
+
+    def sched_set(self, device: str, policy: str):
+        """Switch `device`'s scheduling policy at run time (SchedInfo)."""
+        return self._run(one_call(m.SchedSet(device=device, policy=policy)))
+
     # ---- compute -----------------------------------------------------------------------
 
     def compute(self, op: str, *inputs: int, out: int | None = None, **params):

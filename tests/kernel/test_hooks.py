@@ -10,7 +10,8 @@ import pytest
 
 from llmos.kernel import hookspecs, plugins
 from llmos.services.memory.tensor import TensorMemory
-from llmos.services.scheduler.fifo import DeviceQueue
+from llmos.services.scheduler.devqueue import PolicyQueue
+from llmos.services.scheduler.policies import FCFS
 from llmos.syscalls.plugin import DriverEntry, ProgramEntry, hookimpl
 
 HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("llmos_")]
@@ -39,7 +40,7 @@ def test_builtin_plugins_answer_every_hook():
     assert isinstance(plugins.drivers(pm)["cpu"], DriverEntry)
     assert "matmul" in plugins.programs(pm)
     assert isinstance(pm.hook.llmos_memory_service(device="x", capacity=10, default_quota=None), TensorMemory)
-    assert isinstance(pm.hook.llmos_device_queue(device="x"), DeviceQueue)
+    assert isinstance(pm.hook.llmos_device_queue(device="x", policy=FCFS()), PolicyQueue)
     policies = {name for answer in pm.hook.llmos_scheduler_policies() for name in answer}
     assert policies >= {"fcfs", "rr", "priority", "mlfq", "vtc"}
 
@@ -60,7 +61,7 @@ class Recorder:
         self.exits.append((pid, status, reason))
 
     @hookimpl
-    def llmos_device_queue(self, device):
+    def llmos_device_queue(self, device, policy):
         return "mine"
 
     @hookimpl
@@ -74,7 +75,7 @@ def test_later_plugins_win_and_historic_hooks_reach_late_plugins():
     rec = Recorder()
     pm.register(rec)
     assert rec.started == [("k", ["cpu0"])]  # historic: told on registration
-    assert pm.hook.llmos_device_queue(device="cpu0") == "mine"  # firstresult: the later plugin answers
+    assert pm.hook.llmos_device_queue(device="cpu0", policy=FCFS()) == "mine"  # firstresult: the later plugin answers
     assert plugins.programs(pm)["matmul"].target == "elsewhere:main"  # the later registration wins a clash
     pm.hook.llmos_process_exit(pid=3, name="p", status=0, reason="exit(0)")
     assert rec.exits == [(3, 0, "exit(0)")]

@@ -6,7 +6,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from llmos.services.memory.admission import Admission
 from llmos.services.memory.tensor import TensorMemory
-from llmos.services.scheduler.fifo import DeviceQueue
 
 
 def test_admission_answers():
@@ -71,19 +70,3 @@ class TensorMemoryMachine(RuleBasedStateMachine):
 
 
 TestTensorMemoryMachine = TensorMemoryMachine.TestCase
-
-
-class Item:
-    def __init__(self, owner, n):
-        self.owner, self.n = owner, n
-
-
-def test_device_queue_is_fifo_and_yield_moves_one_owner_back():
-    q = DeviceQueue()
-    items = [Item(o, i) for i, o in enumerate([1, 2, 1, 3])]
-    for item in items:
-        q.push(item)
-    assert q.requeue_to_tail(1) == 2
-    assert [(i.owner, i.n) for i in q] == [(2, 1), (3, 3), (1, 0), (1, 2)]  # order within an owner kept
-    assert q.pop().n == 1 and len(q) == 3
-    assert [i.n for i in q.drain()] == [3, 0, 2] and q.pop() is None

@@ -15,7 +15,7 @@ def llmos(*args: str, check: bool = True, timeout: float = 120) -> subprocess.Co
 
 def test_help_lists_every_command():
     out = llmos("--help").stdout
-    for command in ("boot", "run", "ps", "kill", "devices", "keygen", "mem", "bench", "demo"):
+    for command in ("boot", "run", "ps", "kill", "devices", "keygen", "mem", "sched", "sim", "bench", "demo"):
         assert command in out
     assert "syscall" in llmos("bench", "--help").stdout
 
@@ -39,6 +39,15 @@ def test_mem_prints_devices_processes_and_kv_pools(kernel, client):
     assert "cpu0:" in out and "(kernel)" in out and f"KV pool {pool.pool}" in out
     assert any(line.split()[:3] == [str(client.pid), "test", "2"] for line in out.splitlines())
     client.kv_free(seq.seq)
+
+
+def test_sched_shows_and_switches_policies(kernel):
+    assert "fcfs" in llmos("sched", "--kernel", "shared").stdout
+    try:
+        assert "vtc" in llmos("sched", "--kernel", "shared", "cpu0", "--set", "vtc").stdout
+        assert llmos("sched", "--kernel", "shared", "cpu0", "--set", "nope", check=False).returncode == 1
+    finally:
+        llmos("sched", "--kernel", "shared", "cpu0", "--set", "fcfs")
 
 
 def test_commands_without_a_kernel_say_how_to_start_one(tmp_path):

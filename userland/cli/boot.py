@@ -21,6 +21,13 @@ def add_parser(sub) -> None:
     p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP; needs --keys (or --insecure)")
     p.add_argument("--keys", metavar="DIR", help="CurveZMQ keys from `llmos keygen DIR`")
     p.add_argument("--insecure", action="store_true", help="allow --tcp without keys: anyone who reaches the port gets in")
+    p.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="[DEVICE=]NAME",
+        help="scheduling policy of the device queues: fcfs (default), rr, priority, mlfq, vtc; DEVICE=NAME for one device",
+    )
     p.add_argument("--quota", type=int, metavar="BYTES", help="default per-process memory quota on each device")
     p.add_argument("--lease", type=float, default=15.0, metavar="S", help="reclaim a process silent this long (default 15)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -30,7 +37,11 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Boot with the options given."""
+    default = [p for p in args.policy if "=" not in p]
+    per_device = dict(p.split("=", 1) for p in args.policy if "=" in p)
     config = KernelConfig(
+        policy=default[-1] if default else "fcfs",
+        policies=per_device,
         name=args.name,
         runtime_dir=args.runtime_dir,
         drivers=args.drivers.split(",") if args.drivers else None,

@@ -1,0 +1,38 @@
+"""Scheduling syscalls: sched_get, sched_set."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from llmos.syscalls import Errno
+from llmos.syscalls import messages as m
+
+from .devices import Device
+from .errors import SysError
+
+if TYPE_CHECKING:
+    from .dispatch import CallCtx
+    from .kernel import Kernel
+
+
+def sched_info(k: Kernel, dev: Device) -> m.SchedInfo:
+    """A device's scheduling state."""
+    return m.SchedInfo(device=dev.name, policy=dev.queue.policy.name, policies=sorted(k.policies), queued=len(dev.queue))
+
+
+def sys_sched_get(k: Kernel, c: CallCtx) -> None:
+    """The device's policy."""
+    c.reply(sched_info(k, k.device(c.req.device)))
+
+
+def sys_sched_set(k: Kernel, c: CallCtx) -> None:
+    """Switch the device's policy; queued work moves to the new one in order."""
+    dev = k.device(c.req.device)
+    try:
+        policy = k.new_policy(c.req.policy)
+    except ValueError as exc:
+        raise SysError(Errno.EINVAL, str(exc)) from None
+    dev.queue.set_policy(policy, time.monotonic())
+    k.log.info("sched.policy", device=dev.name, policy=policy.name, pid=c.proc.pid)
+    c.reply(sched_info(k, dev))
