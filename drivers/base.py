@@ -6,6 +6,7 @@ methods. Methods raise `DriverError` with an errno for failures the kernel
 should pass on to the caller.
 """
 
+import warnings
 from typing import ClassVar
 
 import torch
@@ -119,20 +120,31 @@ class TorchDriver(Driver):
     def write(self, tid: int, data: memoryview) -> None:
         dst = self.tensor(tid)
         if dst.numel():
-            dst.view(-1).view(torch.uint8).copy_(torch.frombuffer(data, dtype=torch.uint8))
+            with warnings.catch_warnings():  # a read-only buffer is fine: it is only read
+                warnings.simplefilter("ignore", UserWarning)
+                src = torch.frombuffer(data, dtype=torch.uint8)
+            dst.view(-1).view(torch.uint8).copy_(src)
 
     def read(self, tid: int) -> memoryview:
         t = self.tensor(tid).contiguous().cpu()
         return memoryview(t.view(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 
+    def operand(self, t: torch.Tensor) -> torch.Tensor:
+        """An op's input as the device computes with it (a subclass may convert it)."""
+        return t
+
+    def op_seconds(self, op: str, inputs: list[TensorDesc], out: TensorDesc) -> float:
+        """Simulated device seconds of one op; 0.0 for a real device."""
+        return 0.0
+
     def run_op(self, op: str, inputs: list[TensorDesc], out: TensorDesc, params: dict) -> float:
         if op not in OPS:
             raise DriverError(Errno.EINVAL, f"unknown op {op!r}")
         try:
-            ops.run(op, [self.tensor(t.tid) for t in inputs], self.tensor(out.tid), params)
+            ops.run(op, [self.operand(self.tensor(t.tid)) for t in inputs], self.tensor(out.tid), params)
         except RuntimeError as exc:
             raise DriverError(Errno.EINVAL, f"{op} failed on the device: {exc}") from exc
-        return 0.0
+        return self.op_seconds(op, inputs, out)
 
     def copy_blocks(self, tid: int, block_bytes: int, pairs: list[tuple[int, int]]) -> None:
         blocks = self.tensor(tid).view(-1).view(torch.uint8).view(-1, block_bytes)

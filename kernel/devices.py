@@ -71,6 +71,8 @@ class Device:
     last_heard: float = 0.0
     seq: int = 0
     offline_reason: str = ""
+    busy_s: float = 0.0  # wall seconds of ops in the driver
+    sim_busy_s: float = 0.0  # simulated seconds of those ops
     parked: list = field(default_factory=list)  # (ctx, size, run) of allocations waiting for memory
 
     def start_host(self, kernel_address: str, shm_dir: str, curve: str | None) -> None:

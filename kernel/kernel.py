@@ -340,6 +340,8 @@ class Kernel:
         dev.inflight = None
         try:
             if isinstance(msg, proto.DOk):
+                dev.busy_s += msg.wall_s
+                dev.sim_busy_s += msg.sim_s
                 work.done(msg, frames[2:])
             else:
                 work.fail(Errno(msg.errno) if msg.errno in Errno._value2member_map_ else Errno.EIO, msg.message)

@@ -18,6 +18,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "llmos.kernel.builtin",
     "llmos.services.scheduler.plugin",
     "llmos.drivers.cpu",
+    "llmos.drivers.cuda",
+    "llmos.drivers.mocktpu",
     "llmos.userland.programs",
 )
 

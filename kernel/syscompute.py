@@ -44,8 +44,7 @@ def sys_compute(k: Kernel, c: CallCtx) -> None:
                 f"{req.op} gives {dtype} {list(shape)} on {dev.name}",
             )
         msg = proto.DOp(seq=dev.next_seq(), op=req.op, inputs=descs, out=out.desc(), params=params)
-        ref = tensor_ref(req.out, out)
-        work = Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(ref), fail=c.fail)
+        work = Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(tensor_ref(req.out, out, ok)), fail=c.fail)
     else:
         t = new_tensor(k, dev, c.proc, list(shape), dtype)
         msg = proto.DOp(seq=dev.next_seq(), op=req.op, inputs=descs, out=t.desc(), params=params, new_out=True)

@@ -29,6 +29,9 @@ def device_info(dev: Device) -> m.DeviceInfo:
         driver_os_pid=dev.os_pid,
         restarts=dev.restarts,
         queued=len(dev.queue),
+        simulated=spec.simulated if spec else False,
+        busy_s=dev.busy_s,
+        sim_busy_s=dev.sim_busy_s,
     )
 
 

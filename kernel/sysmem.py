@@ -81,7 +81,7 @@ def created(k: Kernel, c: CallCtx, t: Tensor, ok: proto.DOk) -> None:
         k.free_tensor(t)
         return
     t.holders[c.proc.pid] += 1
-    c.reply(tensor_ref(c.proc.add_handle(t.tid), t))
+    c.reply(tensor_ref(c.proc.add_handle(t.tid), t, ok))
 
 
 def not_created(k: Kernel, c: CallCtx, t: Tensor, errno: Errno, message: str) -> None:
@@ -94,9 +94,10 @@ def not_created(k: Kernel, c: CallCtx, t: Tensor, errno: Errno, message: str) ->
     c.fail(errno, message)
 
 
-def tensor_ref(handle: int, t: Tensor) -> m.TensorRef:
-    """The reply that names a tensor by the caller's handle."""
-    return m.TensorRef(handle=handle, device=t.device, shape=t.shape, dtype=t.dtype, nbytes=t.nbytes)
+def tensor_ref(handle: int, t: Tensor, ok: proto.DOk | None = None) -> m.TensorRef:
+    """The reply that names a tensor by the caller's handle (with the op's times, after compute)."""
+    wall, sim = (ok.wall_s, ok.sim_s) if ok is not None else (0.0, 0.0)
+    return m.TensorRef(handle=handle, device=t.device, shape=t.shape, dtype=t.dtype, nbytes=t.nbytes, wall_s=wall, sim_s=sim)
 
 
 def sys_alloc(k: Kernel, c: CallCtx) -> None:

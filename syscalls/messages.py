@@ -36,13 +36,20 @@ class Error(Reply):
 
 
 class TensorRef(Reply):
-    """A tensor in the caller's handle table."""
+    """A tensor in the caller's handle table.
+
+    After `compute`: `wall_s` is how long the op ran in the driver, and
+    `sim_s` the device time a simulated device's cost model gives it (0 on
+    real devices).
+    """
 
     handle: int
     device: str
     shape: list[int]
     dtype: str
     nbytes: int
+    wall_s: float = 0.0
+    sim_s: float = 0.0
 
 
 # ---- process --------------------------------------------------------------------------
@@ -187,6 +194,9 @@ class DeviceInfo(Reply):
     driver_os_pid: int
     restarts: int
     queued: int
+    simulated: bool = False
+    busy_s: float = 0.0  # wall time the driver spent running ops
+    sim_busy_s: float = 0.0  # simulated device time of those ops (simulated devices)
 
 
 class Devices(Reply):

@@ -157,3 +157,11 @@ def test_async_client_runs_calls_concurrently(kernel):
     pid = asyncio.run(main())
     with Client(kernel.address) as c:
         assert all(p.pid != pid for p in c.ps())  # the async client exited cleanly
+
+
+def test_compute_reports_device_time_and_devices_add_it_up(client):
+    x = client.put(torch.randn(64, 64))
+    before = client.device("cpu0").busy_s
+    out = client.compute("matmul", x.handle, x.handle)
+    assert out.wall_s > 0 and out.sim_s == 0  # a real device: no simulated time
+    assert client.device("cpu0").busy_s >= before + out.wall_s

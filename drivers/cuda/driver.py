@@ -1,0 +1,69 @@
+"""The CUDA driver: device `cudaN` is torch's `cuda:N`, with real results and real time.
+
+Its memory is not host-visible: the kernel moves tensor bytes through this
+process (DWrite/DRead), which copies them to and from the GPU. Capacity is the
+GPU memory free when the host starts (`torch.cuda.mem_get_info`), or less when
+the option `capacity_bytes` says so; the cap is enforced by torch's caching
+allocator (`torch.cuda.set_per_process_memory_fraction`), whose out-of-memory
+error the driver reports as ENOMEM. On a machine without a GPU `count()` is 0:
+the host of `cuda0` says so in its Hello and the kernel marks the kind absent. Each op waits for the GPU to finish, so
+an op's failure is reported by that op and the host's `wall_s` is the GPU's
+time.
+"""
+
+import torch
+
+from llmos.syscalls.driver import DeviceSpec, TensorDesc
+from llmos.syscalls.dtypes import ITEMSIZE
+from llmos.syscalls.ops import OPS
+
+from ..base import TorchDriver
+
+
+class CudaDriver(TorchDriver):
+    """One NVIDIA GPU as an llmos device."""
+
+    kind = "cuda"
+
+    def __init__(self, index: int, options: dict | None = None):
+        super().__init__(index, options)
+        self.device = f"cuda:{index}"
+        self.capacity = self.cap_memory() if index < self.count(options) else 0
+
+    def cap_memory(self) -> int:
+        """The bytes this device offers (free GPU memory, or `capacity_bytes` if less); caps torch's allocator there."""
+        free, total = torch.cuda.mem_get_info(self.index)
+        capacity = min(free, int(self.options.get("capacity_bytes", free)))
+        torch.cuda.set_per_process_memory_fraction(capacity / total, self.index)
+        return capacity
+
+    @classmethod
+    def count(cls, options: dict | None = None) -> int:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+    def dtypes(self) -> list[str]:
+        names = list(ITEMSIZE)
+        return names if torch.cuda.is_bf16_supported() else [n for n in names if n != "bfloat16"]
+
+    def spec(self) -> DeviceSpec:
+        props = torch.cuda.get_device_properties(self.index)
+        return DeviceSpec(
+            description=(
+                f"{props.name} (compute capability {props.major}.{props.minor}, {props.multi_processor_count} SMs, "
+                f"{props.total_memory / (1 << 30):.1f} GiB, CUDA {torch.version.cuda}, torch {torch.__version__})"
+            ),
+            capacity_bytes=self.capacity,
+            dtypes=self.dtypes(),
+            ops=sorted(OPS),
+        )
+
+    def run_op(self, op: str, inputs: list[TensorDesc], out: TensorDesc, params: dict) -> float:
+        """Run the op on the GPU and wait for it: real time, so no simulated seconds."""
+        seconds = super().run_op(op, inputs, out, params)
+        torch.cuda.synchronize(self.device)
+        return seconds
+
+    def close(self) -> None:
+        super().close()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

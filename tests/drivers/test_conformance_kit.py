@@ -1,0 +1,80 @@
+"""The conformance kit catches broken drivers: each check fails on a driver that breaks its rule."""
+
+import os
+import pathlib
+
+import pytest
+from testdrivers import (
+    ClaimsSimulated,
+    DropsParams,
+    GoodDriver,
+    IgnoresWrites,
+    KeepsFreed,
+    NoCapacity,
+    ReportsTimeButReal,
+    RunsUndeclaredOps,
+    SecretlyBfloat16,
+    TakesAnyDtype,
+    Unlimited,
+    WrongSub,
+)
+
+from llmos.drivers.conformance import checks, kernelchecks
+from llmos.userland import Client
+
+
+BROKEN = [
+    (WrongSub, checks.check_ops, "sub("),
+    (DropsParams, checks.check_ops, "softmax("),
+    (SecretlyBfloat16, checks.check_ops, "max abs error"),
+    (Unlimited, checks.check_capacity, "no error, expected DriverError(ENOMEM)"),
+    (KeepsFreed, checks.check_freed_tensor_is_gone, "read of a freed tensor: no error"),
+    (RunsUndeclaredOps, checks.check_bad_requests, "which the device does not declare: no error"),
+    (TakesAnyDtype, checks.check_bad_requests, "alloc of bfloat16, which the device does not declare"),
+    (ClaimsSimulated, checks.check_reported_time, "simulated seconds"),
+    (ReportsTimeButReal, checks.check_reported_time, "a real device returns 0.0"),
+    (IgnoresWrites, checks.check_round_trip, "read back"),
+]
+
+
+def run_check(cls, check):
+    h = checks.Harness(cls(0, {}))
+    if check is checks.check_ops:
+        check(h, {})
+    else:
+        check(h)
+
+
+@pytest.mark.parametrize("check", sorted({c for _, c, _ in BROKEN}, key=lambda c: c.__name__))
+def test_a_good_driver_passes(check):
+    run_check(GoodDriver, check)
+
+
+@pytest.mark.parametrize(("cls", "check", "says"), BROKEN, ids=[cls.__name__ for cls, _, _ in BROKEN])
+def test_a_broken_driver_fails(cls, check, says):
+    with pytest.raises(AssertionError, match=None) as err:
+        run_check(cls, check)
+    assert says in str(err.value)
+
+
+def test_a_bad_spec_fails():
+    with pytest.raises(AssertionError, match="capacity_bytes is 0"):
+        checks.check_spec(NoCapacity, {}, NoCapacity(0).spec())
+    checks.check_spec(GoodDriver, {}, GoodDriver(0).spec())
+
+
+def test_bfloat16_compute_passes_when_declared():
+    checks.check_ops(checks.Harness(SecretlyBfloat16(0)), {"float32": "bfloat16", "float64": "bfloat16",
+                                                          "float16": "bfloat16"})
+
+
+def test_the_kernel_checks_catch_a_wrong_result(runtime_dir):
+    with pytest.MonkeyPatch.context() as mp:
+        here = str(pathlib.Path(__file__).parent)
+        mp.setenv("PYTHONPATH", os.pathsep.join([here, os.environ["PYTHONPATH"]]))  # for the kernel's processes
+        with kernelchecks.booted("wrongsub", {}, plugin="testdrivers") as kp, Client(kp.address) as c:
+            spec = GoodDriver(0).spec()
+            kernelchecks.check_device(c, "wrongsub0", spec)
+            with pytest.raises(AssertionError) as err:
+                kernelchecks.check_ops(c, "wrongsub0", spec, {})
+    assert "sub(" in str(err.value) and "add(" not in str(err.value)
