@@ -82,6 +82,9 @@ HANDLERS = {
     Sys.MEMSTAT: sysmem.sys_memstat,
     Sys.SCHED_GET: syssched.sys_sched_get,
     Sys.SCHED_SET: syssched.sys_sched_set,
+    Sys.DRIVER_LIST: sysdev.sys_driver_list,
+    Sys.DRIVER_LOAD: sysdev.sys_driver_load,
+    Sys.DRIVER_UNLOAD: sysdev.sys_driver_unload,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

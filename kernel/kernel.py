@@ -38,6 +38,7 @@ from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
 from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
 from .proc import KERNEL_PID, Process, ProcessTable
+from .sysdev import driver_list
 from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
 
@@ -59,6 +60,8 @@ class Kernel:
         self.kv_tensors: dict[tuple[str, str], Tensor] = {}  # (device, pool) -> the pool's device memory
         self.next_kvseq = 1
         self.devices: dict[str, Device] = {}
+        self.drivers: dict = {}  # kind -> DriverEntry, from the plugins
+        self.loading: dict[str, list[CallCtx]] = {}  # driver_load calls waiting for their devices
         self.driver_idents: dict[bytes, Device] = {}
         self.programs = plugins.programs(self.pm)
         self.policies = plugins.policies(self.pm)
@@ -129,12 +132,30 @@ class Kernel:
         self.auth, self.curve_env = curve_server(self.ctx, self.sock, self.config.keys_dir)
 
     def _start_drivers(self) -> None:
-        entries = plugins.drivers(self.pm)
-        kinds = self.config.drivers if self.config.drivers is not None else list(entries)
+        self.drivers = plugins.drivers(self.pm)
+        kinds = self.config.drivers if self.config.drivers is not None else list(self.drivers)
         for kind in kinds:
-            if kind not in entries:
-                raise ValueError(f"no driver of kind {kind!r}; plugins provide {sorted(entries)}")
-            self._add_device(entries[kind], 0)
+            self.load_driver(kind)
+
+    def load_driver(self, kind: str) -> None:
+        """Start the first device of a driver kind (its host says how many more there are)."""
+        if kind not in self.drivers:
+            raise ValueError(f"no driver of kind {kind!r}; plugins provide {', '.join(sorted(self.drivers))}")
+        self._add_device(self.drivers[kind], 0)
+
+    def unload_driver(self, kind: str) -> list[str]:
+        """Stop every device of a kind: its work fails and its tensors are lost. Returns the device names."""
+        names = [d.name for d in self.devices.values() if d.kind == kind]
+        for name in names:
+            dev = self.devices.pop(name)
+            dev.kill_host()
+            self.driver_idents.pop(dev.ident, None)
+            if dev.state != ABSENT:
+                self._lose_device(dev, f"device {name} was unloaded")
+            self.log.info("device.unloaded", device=name)
+        for ctx in self.loading.pop(kind, []):
+            ctx.fail(Errno.EIO, f"driver {kind} was unloaded while loading")
+        return names
 
     def _add_device(self, entry, index: int) -> Device:
         name = f"{entry.kind}{index}"
@@ -373,7 +394,14 @@ class Kernel:
                 if f"{dev.kind}{index}" not in self.devices:
                     self._add_device(dev.entry, index)
         self._check_ready()
+        self._answer_loads(dev.kind)
         self.pump(dev)
+
+    def _answer_loads(self, kind: str) -> None:
+        """Answer driver_load calls once no device of the kind is still starting."""
+        if kind in self.loading and all(d.state != STARTING for d in self.devices.values() if d.kind == kind):
+            for ctx in self.loading.pop(kind):
+                ctx.reply(driver_list(self))
 
     def _check_ready(self) -> None:
         if not self.ready and all(d.state in (ONLINE, ABSENT, OFFLINE) for d in self.devices.values()):
@@ -417,12 +445,23 @@ class Kernel:
 
     def device_offline(self, dev: Device, reason: str) -> None:
         """The driver host died or hangs: fail its work, lose its tensors, plan a restart."""
+        if dev.state == STARTING and dev.kind in self.loading:  # a driver_load that never came up
+            self.log.warning("device.load_failed", device=dev.name, reason=reason)
+            for ctx in self.loading.pop(dev.kind):
+                ctx.fail(Errno.EIO, f"driver {dev.kind} did not come up: {reason}")
+            self.unload_driver(dev.kind)
+            return
         dev.kill_host()
         self.driver_idents.pop(dev.ident, None)
         dev.state = OFFLINE
         dev.offline_reason = reason
         self.log.warning("device.offline", device=dev.name, reason=reason)
-        message = f"device {dev.name} went offline: {reason}"
+        self._lose_device(dev, f"device {dev.name} went offline: {reason}")
+        dev.schedule_restart(*self.config.restart_backoff_s)
+        self._check_ready()
+
+    def _lose_device(self, dev: Device, message: str) -> None:
+        """Everything on a device is gone: fail its work and parked calls, mark its tensors lost."""
         self._fail_device_work(dev, message)
         for t in self.tensors.on_device(dev.name):
             t.lost = message
@@ -434,8 +473,6 @@ class Kernel:
             ctx.fail(Errno.EIO, message)
         dev.parked.clear()
         dev.memory = None
-        dev.schedule_restart(*self.config.restart_backoff_s)
-        self._check_ready()
 
     def device(self, name: str) -> Device:
         """The device called `name` (or the first of kind `name`), usable now; else ENODEV."""

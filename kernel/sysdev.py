@@ -1,12 +1,15 @@
-"""Device syscalls: dev_list, dev_info."""
+"""Device syscalls: dev_list, dev_info, driver_list, driver_load, driver_unload."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llmos.syscalls import Errno
 from llmos.syscalls import messages as m
 
+from . import plugins
 from .devices import ABSENT, Device
+from .errors import SysError
 
 if TYPE_CHECKING:
     from .dispatch import CallCtx
@@ -43,3 +46,45 @@ def sys_dev_list(k: Kernel, c: CallCtx) -> None:
 def sys_dev_info(k: Kernel, c: CallCtx) -> None:
     """One device, by name or by kind."""
     c.reply(device_info(k.device(c.req.device)))
+
+
+def driver_list(k: Kernel) -> m.Drivers:
+    """Every driver kind and the devices it runs."""
+    rows = []
+    for kind, entry in sorted(k.drivers.items()):
+        devices = [d.name for d in k.devices.values() if d.kind == kind]
+        rows.append(m.DriverInfo(kind=kind, target=entry.target, help=entry.help, loaded=bool(devices), devices=devices))
+    return m.Drivers(drivers=rows)
+
+
+def _admin(c: CallCtx, what: str) -> None:
+    if not c.proc.admin:
+        raise SysError(Errno.EPERM, f"only the kernel's owner may {what} drivers (attach with the admin key)")
+
+
+def sys_driver_list(k: Kernel, c: CallCtx) -> None:
+    """The drivers the plugins provide, loaded or not."""
+    k.drivers = plugins.drivers(k.pm)
+    c.reply(driver_list(k))
+
+
+def sys_driver_load(k: Kernel, c: CallCtx) -> None:
+    """Start a driver's devices; answer once they are online (or absent)."""
+    _admin(c, "load")
+    k.pm.load_setuptools_entrypoints(plugins.ENTRY_POINT_GROUP)  # packages installed since boot
+    k.drivers = plugins.drivers(k.pm)
+    if any(d.kind == c.req.kind for d in k.devices.values()):
+        raise SysError(Errno.EINVAL, f"driver {c.req.kind} is already loaded")
+    try:
+        k.load_driver(c.req.kind)
+    except ValueError as exc:
+        raise SysError(Errno.EINVAL, str(exc)) from None
+    k.loading.setdefault(c.req.kind, []).append(c)
+
+
+def sys_driver_unload(k: Kernel, c: CallCtx) -> None:
+    """Stop a driver's devices; work on them fails with EIO, handles on them are lost."""
+    _admin(c, "unload")
+    if not k.unload_driver(c.req.kind):
+        raise SysError(Errno.EINVAL, f"driver {c.req.kind} is not loaded")
+    c.reply(driver_list(k))

@@ -440,3 +440,38 @@ class SchedInfo(Reply):
     policy: str
     policies: list[str]
     queued: int
+
+
+# ---- drivers ------------------------------------------------------------------------
+
+
+class DriverList(Call, tag=int(Sys.DRIVER_LIST)):
+    """Every driver the plugins provide, and the devices each runs now."""
+
+
+class DriverInfo(msgspec.Struct, kw_only=True):
+    """One driver kind: where its class lives, whether it is loaded, its devices."""
+
+    kind: str
+    target: str
+    help: str
+    loaded: bool
+    devices: list[str]
+
+
+class Drivers(Reply):
+    """Reply of driver_list, driver_load and driver_unload."""
+
+    drivers: list[DriverInfo]
+
+
+class DriverLoad(Call, tag=int(Sys.DRIVER_LOAD)):
+    """Start a driver's devices on a running kernel (admin). Newly installed packages are found too."""
+
+    kind: str
+
+
+class DriverUnload(Call, tag=int(Sys.DRIVER_UNLOAD)):
+    """Stop a driver's devices (admin): their work fails with EIO, their tensors are lost."""
+
+    kind: str

@@ -46,3 +46,7 @@ class Sys(enum.IntEnum):
     # scheduling
     SCHED_GET = 25
     SCHED_SET = 26
+    # drivers
+    DRIVER_LIST = 27
+    DRIVER_LOAD = 28
+    DRIVER_UNLOAD = 29

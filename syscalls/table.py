@@ -61,6 +61,9 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.MEMSTAT, "memory", m.MemStat, m.MemMap),
     Syscall(Sys.SCHED_GET, "sched", m.SchedGet, m.SchedInfo),
     Syscall(Sys.SCHED_SET, "sched", m.SchedSet, m.SchedInfo),
+    Syscall(Sys.DRIVER_LIST, "device", m.DriverList, m.Drivers),
+    Syscall(Sys.DRIVER_LOAD, "device", m.DriverLoad, m.Drivers),
+    Syscall(Sys.DRIVER_UNLOAD, "device", m.DriverUnload, m.Drivers),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

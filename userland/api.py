@@ -83,6 +83,18 @@ class SyscallApi:
         """One device, by name (`cpu0`) or kind (`cpu`)."""
         return self._run(one_call(m.DevInfo(device=name)))
 
+    def drivers(self):
+        """Every driver the kernel's plugins provide, and the devices each runs (list of DriverInfo)."""
+        return self._run(_field(m.DriverList(), "drivers"))
+
+    def driver_load(self, kind: str):
+        """Start a driver's devices on the running kernel (admin); returns the driver list once they are up."""
+        return self._run(_field(m.DriverLoad(kind=kind), "drivers"))
+
+    def driver_unload(self, kind: str):
+        """Stop a driver's devices (admin): work on them fails with EIO, their tensors are lost."""
+        return self._run(_field(m.DriverUnload(kind=kind), "drivers"))
+
     # ---- memory ------------------------------------------------------------------------
 
     def alloc(self, device: str, shape: list[int], dtype: str = "float32", wait: bool = False):

@@ -18,7 +18,7 @@ RELEASED = [
     "null", "attach", "exit", "spawn", "wait", "kill", "getpid", "ps", "dev_list", "dev_info",
     "alloc", "free", "write", "read", "share", "compute", "yield", "stat",
     "kv_pool", "kv_alloc", "kv_append", "kv_fork", "kv_free", "kv_table", "memstat",
-    "sched_get", "sched_set",
+    "sched_get", "sched_set", "driver_list", "driver_load", "driver_unload",
 ]  # fmt: skip
 
 

@@ -15,7 +15,7 @@ def llmos(*args: str, check: bool = True, timeout: float = 120) -> subprocess.Co
 
 def test_help_lists_every_command():
     out = llmos("--help").stdout
-    for command in ("boot", "run", "ps", "kill", "devices", "keygen", "mem", "sched", "sim", "bench", "demo"):
+    for command in ("boot", "run", "ps", "kill", "devices", "driver", "keygen", "mem", "sched", "sim", "bench", "demo"):
         assert command in out
     assert "syscall" in llmos("bench", "--help").stdout
 
