@@ -142,6 +142,19 @@ def _apply_quota(proc: Process, pool: KVCache) -> None:
         pool.set_quota(proc.pid, proc.kv_quota)
 
 
+def _open_seq(k: Kernel, c: CallCtx, pool: KVCache, create) -> None:
+    """Create a sequence under a fresh id with `create(seq_id)` and give the caller a handle on it."""
+    seq_id = k.next_kvseq
+    k.next_kvseq += 1
+    try:
+        create(seq_id)
+    except KVError as exc:
+        raise kv_errors(exc) from None
+    handle = c.proc.new_handle()
+    c.proc.kvseqs[handle] = (pool.device, pool.layout, seq_id)
+    _reply_seq(c, handle, pool, seq_id)
+
+
 def sys_kv_alloc(k: Kernel, c: CallCtx) -> None:
     """A new KV sequence; token ids let it share cached prefix blocks."""
     req: m.KVAlloc = c.req
@@ -153,15 +166,7 @@ def sys_kv_alloc(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.ENOMEM, f"{req.pool} on {req.device} can never hold {tokens if isinstance(tokens, int) else len(tokens)} tokens for process {c.proc.pid} (pool or quota too small)")
     if verdict is Admission.LATER:
         raise SysError(Errno.EAGAIN, f"{req.pool} on {req.device} has {pool.num_free_blocks} free blocks now; retry after others free")
-    seq_id = k.next_kvseq
-    k.next_kvseq += 1
-    try:
-        pool.allocate(seq_id, c.proc.pid, tokens)
-    except KVError as exc:
-        raise kv_errors(exc) from None
-    handle = c.proc.new_handle()
-    c.proc.kvseqs[handle] = (pool.device, pool.layout, seq_id)
-    _reply_seq(c, handle, pool, seq_id)
+    _open_seq(k, c, pool, lambda seq_id: pool.allocate(seq_id, c.proc.pid, tokens))
 
 
 def sys_kv_append(k: Kernel, c: CallCtx) -> None:
@@ -186,16 +191,8 @@ def sys_kv_append(k: Kernel, c: CallCtx) -> None:
 
 def sys_kv_fork(k: Kernel, c: CallCtx) -> None:
     """A new handle on a sequence sharing all the parent's blocks."""
-    pool, seq_id = _seq(k, c.proc, c.req.seq)
-    child = k.next_kvseq
-    k.next_kvseq += 1
-    try:
-        pool.fork(seq_id, child)
-    except KVError as exc:
-        raise kv_errors(exc) from None
-    handle = c.proc.new_handle()
-    c.proc.kvseqs[handle] = (pool.device, pool.layout, child)
-    _reply_seq(c, handle, pool, child)
+    pool, parent = _seq(k, c.proc, c.req.seq)
+    _open_seq(k, c, pool, lambda child: pool.fork(parent, child))
 
 
 def sys_kv_free(k: Kernel, c: CallCtx) -> None:

@@ -11,8 +11,6 @@ kernel stops answering.
 """
 
 import asyncio
-import itertools
-import os
 
 import zmq
 import zmq.asyncio
@@ -24,34 +22,16 @@ from llmos.syscalls import messages as m
 from .api import Program, SyscallApi, one_call
 from .client import HEARTBEAT_TIMEOUT_S
 from .errors import LlmosError
-from .wire import admin_key, curve_keys, decode_reply, kernel_address
+from .wire import decode_reply
 
 
 class AsyncClient(SyscallApi):
-    """A process attached to a kernel, calling it from asyncio. Use `async with`."""
+    """A process attached to a kernel, calling it from asyncio. Use `async with` (arguments: see SyscallApi)."""
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        name: str = "",
-        claim: str | None = None,
-        keys_dir: str | None = None,
-        timeout_s: float = 120.0,
-        kernel: str | None = None,
-        admin: bool = False,
-    ):
-        self.address = address or kernel_address(kernel)
-        self._admin = admin_key(kernel) if admin else ""
-        self.name = name or os.environ.get("LLMOS_PROGRAM", "")
-        self.claim = os.environ.get("LLMOS_CLAIM", "") if claim is None else claim
-        self.timeout_s = timeout_s
-        self._keys = curve_keys(keys_dir)
-        self._rids = itertools.count(1)
+    def __init__(self, address: str | None = None, **options):
+        super().__init__(address, **options)
         self._pending: dict[int, tuple[asyncio.Future, type, object]] = {}
         self._tasks: list[asyncio.Task] = []
-        self.token = b""
-        self.pid = 0
 
     async def open(self) -> "AsyncClient":
         """Connect and attach."""
@@ -63,7 +43,7 @@ class AsyncClient(SyscallApi):
         self._sock.connect(self.address)
         self._tasks.append(asyncio.create_task(self._reader()))
         try:
-            attached = await self._run(one_call(m.Attach(name=self.name, os_pid=os.getpid(), claim=self.claim, admin=self._admin)))
+            attached = await self._run(one_call(self._attach))
         except BaseException:
             await self._shutdown()
             raise

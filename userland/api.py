@@ -7,13 +7,15 @@ result; the asyncio client runs it in a coroutine. So `c.alloc(...)` is a
 value with `Client` and an awaitable with `AsyncClient`, from one definition.
 """
 
+import itertools
+import os
 from collections.abc import Callable, Generator
 
 import torch
 
 from llmos.syscalls import messages as m
 
-from .wire import dtype_name, from_bytes, tensor_bytes
+from .wire import admin_key, curve_keys, dtype_name, from_bytes, kernel_address, tensor_bytes
 
 Step = tuple[m.Call, tuple, Callable | None]
 Program = Generator[Step, tuple, object]
@@ -25,7 +27,39 @@ def one_call(call: m.Call, bulk: tuple = (), on_partial: Callable | None = None)
 
 
 class SyscallApi:
-    """Every syscall as a method. Subclasses provide `_run(program)`."""
+    """Every syscall as a method, and where to attach. Subclasses provide `_run(program)`.
+
+    `address`: the kernel's address (default: $LLMOS_KERNEL or the local kernel
+    named `kernel`, $LLMOS_NAME or default). `name`: the process name (default:
+    $LLMOS_PROGRAM). `claim`: the token of a spawned program (default:
+    $LLMOS_CLAIM). `keys_dir`: CurveZMQ keys for tcp:// (`llmos keygen`).
+    `timeout_s`: how long one call may take. `admin`: prove ownership of the
+    local kernel with its admin key (may kill any process, load drivers).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        name: str = "",
+        claim: str | None = None,
+        keys_dir: str | None = None,
+        timeout_s: float = 120.0,
+        kernel: str | None = None,
+        admin: bool = False,
+    ):
+        self.address = address or kernel_address(kernel)
+        self.timeout_s = timeout_s
+        self._keys = curve_keys(keys_dir)
+        self._attach = m.Attach(
+            name=name or os.environ.get("LLMOS_PROGRAM", ""),
+            os_pid=os.getpid(),
+            claim=os.environ.get("LLMOS_CLAIM", "") if claim is None else claim,
+            admin=admin_key(kernel) if admin else "",
+        )
+        self._rids = itertools.count(1)
+        self.token = b""
+        self.pid = 0
 
     def _run(self, program: Program):
         raise NotImplementedError

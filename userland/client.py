@@ -9,7 +9,6 @@ the program computes, and notices when the kernel stops answering.
 """
 
 import itertools
-import os
 import threading
 import time
 
@@ -21,7 +20,7 @@ from llmos.syscalls import messages as m
 
 from .api import Program, SyscallApi, one_call
 from .errors import LlmosError
-from .wire import admin_key, curve_keys, decode_reply, kernel_address
+from .wire import decode_reply
 
 HEARTBEAT_TIMEOUT_S = 5.0
 POLL_MS = 1000  # how often a waiting call looks at the heartbeat's verdict and its deadline
@@ -38,40 +37,16 @@ def _socket(ctx: zmq.Context, address: str, keys) -> zmq.Socket:
 
 
 class Client(SyscallApi):
-    """A process attached to a kernel, calling it synchronously.
+    """A process attached to a kernel, calling it synchronously (arguments: see SyscallApi)."""
 
-    `address`: the kernel's address (default: $LLMOS_KERNEL or the local kernel
-    named `kernel`, $LLMOS_NAME or default). `claim`: the token of a spawned
-    program (default: $LLMOS_CLAIM). `timeout_s`: how long one call may take.
-    `admin`: prove ownership of the local kernel with its admin key (may kill
-    any process).
-    """
-
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        name: str = "",
-        claim: str | None = None,
-        keys_dir: str | None = None,
-        timeout_s: float = 120.0,
-        kernel: str | None = None,
-        admin: bool = False,
-    ):
-        self.address = address or kernel_address(kernel)
-        self._admin = admin_key(kernel) if admin else ""
-        self.timeout_s = timeout_s
-        self._keys = curve_keys(keys_dir)
+    def __init__(self, address: str | None = None, **options):
+        super().__init__(address, **options)
         self._ctx = zmq.Context()
         self._sock = _socket(self._ctx, self.address, self._keys)
-        self._rids = itertools.count(1)
-        self.token = b""
         self._lost = ""
         self._stop = threading.Event()
-        claim = os.environ.get("LLMOS_CLAIM", "") if claim is None else claim
         try:
-            call = m.Attach(name=name or os.environ.get("LLMOS_PROGRAM", ""), os_pid=os.getpid(), claim=claim, admin=self._admin)
-            attached = self._run(one_call(call))
+            attached = self._run(one_call(self._attach))
         except BaseException:
             self._close_sockets()
             raise
