@@ -26,3 +26,4 @@ bench: $(STAMP)
 	$(BIN)/llmos bench syscall
 	$(BIN)/llmos bench memory
 	$(BIN)/llmos bench sched
+	$(BIN)/llmos bench restart

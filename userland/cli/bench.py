@@ -9,7 +9,7 @@ import argparse
 import importlib
 import json
 
-BENCHMARKS = ("syscall", "memory", "sched")
+BENCHMARKS = ("syscall", "memory", "sched", "restart")
 
 
 def add_parser(sub) -> None:
@@ -21,12 +21,7 @@ def add_parser(sub) -> None:
     )
     names = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
     for name in BENCHMARKS:
-        try:
-            module = importlib.import_module(f"llmos.benchmarks.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"llmos.benchmarks.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"llmos.benchmarks.{name}")
         p = names.add_parser(name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__)
         p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
         module.add_arguments(p)
