@@ -50,6 +50,16 @@ def llmos_device_queue(device: str, policy):
     """
 
 
+@hookspec(firstresult=True)
+def llmos_pick_device(devices: list) -> str | None:
+    """Choose the device a call naming `auto` runs on.
+
+    Called on every call that names device `auto`, with the `DeviceInfo` of
+    each online device. firstresult: the first plugin to answer a device name
+    decides; None passes to the next plugin.
+    """
+
+
 @hookspec
 def llmos_scheduler_policies() -> dict[str, type]:
     """Name the scheduling policies this plugin provides: policy name -> class.

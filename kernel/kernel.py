@@ -38,7 +38,7 @@ from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
 from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
 from .proc import KERNEL_PID, Process, ProcessTable
-from .sysdev import driver_list
+from .sysdev import device_info, driver_list
 from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
 
@@ -475,7 +475,10 @@ class Kernel:
         dev.memory = None
 
     def device(self, name: str) -> Device:
-        """The device called `name` (or the first of kind `name`), usable now; else ENODEV."""
+        """The device called `name` (the first of kind `name`, or the plugins' pick for `auto`); else ENODEV."""
+        if name == "auto":
+            online = [device_info(d) for d in self.devices.values() if d.state == ONLINE]
+            name = self.pm.hook.llmos_pick_device(devices=online) or "auto"
         dev = self.devices.get(name) or self.devices.get(f"{name}0")
         if dev is None or dev.state == ABSENT:
             known = ", ".join(d.name for d in self.devices.values() if d.state != ABSENT) or "none"

@@ -33,6 +33,7 @@ def device_info(dev: Device) -> m.DeviceInfo:
         restarts=dev.restarts,
         queued=len(dev.queue),
         simulated=spec.simulated if spec else False,
+        peak_flops=spec.peak_flops if spec else 0.0,
         busy_s=dev.busy_s,
         sim_busy_s=dev.sim_busy_s,
     )

@@ -195,6 +195,7 @@ class DeviceInfo(Reply):
     restarts: int
     queued: int
     simulated: bool = False
+    peak_flops: float = 0.0  # from the driver's cost figures, where it gives them
     busy_s: float = 0.0  # wall time the driver spent running ops
     sim_busy_s: float = 0.0  # simulated device time of those ops (simulated devices)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from llmos.services.memory.admission import Admission
+
 
 class BlockSpace(Protocol):
     """KV memory of one device, counted in fixed-size blocks of `block_size` tokens."""
@@ -134,3 +136,64 @@ class CountingBlockSpace:
         self._tokens[rid] = tokens
         self._host_used -= blocks
         self._used += blocks
+
+
+class PagedBlockSpace:
+    """A `BlockSpace` over the memory service's paged KV cache (`services/memory/kv.py`).
+
+    Sequence ids are the scheduler's request ids; `owner_of(rid)` names the
+    process each one is charged to, so the cache's per-process quotas apply.
+    The cache keeps real block tables, so what the scheduler decides is what
+    a driver would be told to do with the blocks.
+    """
+
+    def __init__(self, kv, owner_of) -> None:
+        """Adapt `kv` (a KVCache); `owner_of(rid)` gives a request's pid."""
+        self.kv = kv
+        self.owner_of = owner_of
+        self.block_size = kv.block_size
+        self.total = kv.num_blocks
+
+    def free(self) -> int:
+        """Device blocks not held by any sequence (cached ones are evictable, so free)."""
+        return self.kv.num_free_blocks
+
+    def held(self, rid: int) -> int:
+        """Device blocks of `rid` (0 when it has none or is swapped out)."""
+        if rid not in self.kv or self.kv.sequence_info(rid)["swapped"]:
+            return 0
+        return len(self.kv.block_table(rid))
+
+    def can_grow(self, rid: int, tokens: int) -> bool:
+        """Whether `rid` can store `tokens` more tokens on the device now."""
+        if rid in self.kv:
+            return self.kv.can_append([(rid, tokens)]) is Admission.OK
+        return self.kv.can_allocate(tokens, owner=self.owner_of(rid)) is Admission.OK
+
+    def grow(self, rid: int, tokens: int) -> None:
+        """Allocate or extend `rid`; the cache raises MemoryError and changes nothing if it cannot."""
+        if rid in self.kv:
+            self.kv.append(rid, tokens)
+        else:
+            self.kv.allocate(rid, self.owner_of(rid), tokens)
+
+    def release(self, rid: int) -> None:
+        """Free `rid`'s blocks, on the device or the host."""
+        if rid in self.kv:
+            self.kv.free(rid)
+
+    def can_swap_out(self, rid: int) -> bool:
+        """Whether the host pool has room for `rid`'s blocks."""
+        return self.kv.can_swap_out([rid]) is Admission.OK
+
+    def swap_out(self, rid: int) -> None:
+        """Move `rid`'s blocks to the host pool."""
+        self.kv.swap_out([rid])
+
+    def can_swap_in(self, rid: int) -> bool:
+        """Whether the device has room for `rid`'s blocks again."""
+        return self.kv.can_swap_in([rid]) is Admission.OK
+
+    def swap_in(self, rid: int) -> None:
+        """Move `rid`'s blocks back to the device."""
+        self.kv.swap_in([rid])

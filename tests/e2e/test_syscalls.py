@@ -22,6 +22,10 @@ def test_devices_and_info(client):
     assert cpu.name == "cpu0" and cpu.state == "online" and cpu.host_visible
     assert cpu.capacity_bytes > 1 << 20 and "matmul" in cpu.ops and "bfloat16" in cpu.dtypes
     assert client.device("cpu").name == "cpu0"  # a kind names its first device
+    assert client.device("auto").name == "cpu0"  # the only device, so the best one
+    ref = client.alloc("auto", [2])
+    assert ref.device == "cpu0"
+    client.free(ref.handle)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64, torch.bool, torch.float16])

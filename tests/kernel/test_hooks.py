@@ -34,6 +34,23 @@ def test_every_hook_is_documented_in_docs():
         assert f"`{name}" in doc, f"{name} is missing from docs/plugins.md"
 
 
+def test_auto_prefers_real_accelerators_then_the_cpu():
+    from llmos.syscalls.messages import DeviceInfo
+
+    def dev(name, simulated=False, host_visible=False, peak=0.0):
+        return DeviceInfo(name=name, kind=name[:-1], state="online", description="", capacity_bytes=1, used_bytes=0,
+                          dtypes=[], ops=[], host_visible=host_visible, driver_os_pid=1, restarts=0, queued=0,
+                          simulated=simulated, peak_flops=peak)  # fmt: skip
+
+    pm = plugins.plugin_manager()
+    cpu, tpu = dev("cpu0", host_visible=True), dev("mocktpu0", simulated=True, peak=2.75e14)
+    gpus = [dev("cuda0", peak=1e14), dev("cuda1", peak=9e14)]
+    assert pm.hook.llmos_pick_device(devices=[cpu, tpu, *gpus]) == "cuda1"
+    assert pm.hook.llmos_pick_device(devices=[tpu, cpu]) == "cpu0"
+    assert pm.hook.llmos_pick_device(devices=[tpu]) == "mocktpu0"
+    assert pm.hook.llmos_pick_device(devices=[]) is None
+
+
 def test_builtin_plugins_answer_every_hook():
     pm = plugins.plugin_manager()
     assert {"cpu"} <= set(plugins.drivers(pm))

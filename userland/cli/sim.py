@@ -19,7 +19,8 @@ from llmos.drivers import costmodel
 from llmos.services.scheduler import sim as simulator
 from llmos.services.scheduler import workload
 from llmos.services.scheduler.batching import Budget, Preemption, Scheduler
-from llmos.services.scheduler.blocks import CountingBlockSpace
+from llmos.services.memory.kv import KVCache
+from llmos.services.scheduler.blocks import PagedBlockSpace
 from llmos.services.scheduler.plugin import llmos_scheduler_policies
 from llmos.services.scheduler.policies import Policy
 
@@ -95,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
                                      priorities=args.priorities)
     spec = costmodel.device(args.device)
     model = costmodel.ModelShape()
-    blocks = CountingBlockSpace(args.blocks, args.block_size,
-                                args.swap_blocks if args.preempt == "swap" else 0)
+    # the memory service's paged KV cache holds the sequences' blocks, as in the kernel
+    owners = {r.rid: r.pid for r in requests}
+    kv = KVCache(args.blocks, args.block_size, host_blocks=args.swap_blocks if args.preempt == "swap" else 0, watermark=0.0)
+    blocks = PagedBlockSpace(kv, owners.__getitem__)
     scheduler = Scheduler(load_policy(args.policy)(), blocks, Budget(args.token_budget, args.max_seqs),
                           args.preempt)
     try:
