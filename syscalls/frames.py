@@ -19,7 +19,6 @@ from .table import Request
 ABI_VERSION = 1
 
 FINAL, PARTIAL, ERROR = 0, 1, 2
-KIND_NAMES = {FINAL: "FINAL", PARTIAL: "PARTIAL", ERROR: "ERROR"}
 
 MAX_HEADER_BYTES = 1 << 20  # frame 0 of a request; larger is E2BIG
 TOKEN_BYTES = 16
