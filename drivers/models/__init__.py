@@ -1,0 +1,34 @@
+"""Model architectures that run on the device side: tinygpt, its tokenizer, sampling, training, checkpoints.
+
+Driver host processes run model steps, so the model code lives with the
+drivers. `architectures()` describes what this package provides in a form a
+plugin hook can register: an architecture name mapped to its model class and
+config class (a config class has `to_dict` / `from_dict`; a model is built as
+`model_class(config_class.from_dict(d))`).
+"""
+
+from typing import NamedTuple
+
+from .tinygpt import PagedKV, TinyGPT, TinyGPTConfig
+
+
+class Architecture(NamedTuple):
+    """One model architecture: its registry name, model class and config class."""
+
+    name: str
+    model_class: type
+    config_class: type
+
+
+def architectures() -> dict[str, Architecture]:
+    """The architectures this package provides, by name."""
+    return {"tinygpt": Architecture("tinygpt", TinyGPT, TinyGPTConfig)}
+
+
+def build_model(arch: str, config: dict):
+    """A fresh model of architecture `arch` from a config dict (KeyError for an unknown name)."""
+    a = architectures()[arch]
+    return a.model_class(a.config_class.from_dict(config))
+
+
+__all__ = ["Architecture", "PagedKV", "TinyGPT", "TinyGPTConfig", "architectures", "build_model"]

@@ -1,0 +1,118 @@
+"""Choosing the next token from logits, and cutting generated text at stop strings.
+
+Sampling is deterministic: each sequence owns a `torch.Generator` seeded from
+its request's seed, so the same seed gives the same tokens whatever else is in
+the batch. Temperature 0 is greedy (argmax, no randomness used). Otherwise
+the logits are divided by the temperature, cut to the `top_k` most likely
+tokens, then to the smallest set whose probability reaches `top_p` (nucleus),
+and one token is drawn.
+
+Stop strings are text, not tokens: with a byte-level tokenizer a stop string
+can end in the middle of a token stream and a character can span several
+tokens. `StopStream` turns the token stream of one sequence into text pieces
+safe to show: it holds back incomplete UTF-8 characters and any tail that
+might be the start of a stop string, and ends the text just before a stop
+string once one appears.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .tokenizer import ByteTokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens for one request: temperature 0 is greedy; top_k 0 and top_p 1.0 disable the cuts."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError("temperature and top_k must be >= 0 and top_p in (0, 1]")
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch generator on `device` seeded with `seed`: one per sequence."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """`logits` [V] with every token outside the top-k and the top-p nucleus set to -inf."""
+    logits = logits.clone()
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[-1]
+        logits[logits < kth] = float("-inf")
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens before it already reach top_p (the most likely one always stays)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        logits[order[drop]] = float("-inf")
+    return logits
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> int:
+    """One token id from `logits` [V] under `params`; `generator` is needed unless greedy."""
+    if params.temperature == 0.0:
+        return int(torch.argmax(logits))
+    if generator is None:
+        raise ValueError("sampling with a temperature needs the sequence's generator")
+    scaled = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
+    return int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator))
+
+
+def sample_batch(
+    logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
+) -> list[int]:
+    """The next token of each sequence of a step: row `s` of `logits` [S, V] with `params[s]`, `generators[s]`."""
+    if all(p.temperature == 0.0 for p in params):
+        return torch.argmax(logits, dim=-1).tolist()
+    return [sample(row, p, g) for row, p, g in zip(logits, params, generators)]
+
+
+class StopStream:
+    """Token ids of one generated sequence in, text safe to show out, ending before the first stop string."""
+
+    def __init__(self, stop: Sequence[str] = (), tokenizer: ByteTokenizer | None = None):
+        self.stop = [s for s in stop if s]
+        self.tokenizer = tokenizer or ByteTokenizer()
+        self._decoder = self.tokenizer.incremental_decoder()
+        self._pending = ""  # decoded text not yet shown: it may begin a stop string
+        self.text = ""  # all text shown so far
+        self.stopped = False
+
+    def feed(self, token: int) -> str:
+        """Add one generated token; return the new text that is now safe to show (may be "")."""
+        if self.stopped:
+            return ""
+        if token == self.tokenizer.eos_id:
+            return self.finish()
+        self._pending += self._decoder.decode(self.tokenizer.decode_bytes([token]))
+        for s in self.stop:
+            at = self._pending.find(s)
+            if at >= 0:
+                self.stopped = True
+                return self._emit(self._pending[:at])
+        hold = max((n for s in self.stop for n in range(len(s) - 1, 0, -1) if self._pending.endswith(s[:n])), default=0)
+        return self._emit(self._pending[: len(self._pending) - hold])
+
+    def finish(self) -> str:
+        """End the stream (EOS or max tokens): return the held-back text, flushed."""
+        if self.stopped:
+            return ""
+        self.stopped = True
+        return self._emit(self._pending + self._decoder.decode(b"", final=True))
+
+    def _emit(self, piece: str) -> str:
+        """Move `piece` (a prefix of the pending text) to the shown text."""
+        self._pending = self._pending[len(piece) :]
+        self.text += piece
+        return piece

@@ -1,0 +1,136 @@
+"""tinygpt: the paged KV step gives the plain forward's logits, whatever the batching and block layout."""
+
+import random
+
+import pytest
+import torch
+from llmos.drivers.models import TinyGPT, TinyGPTConfig, architectures, build_model
+from llmos.drivers.models.reference import greedy_contiguous, greedy_paged
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return TinyGPT(TinyGPTConfig(d_model=32, n_layers=2, n_heads=4, max_len=64)).eval()
+
+
+def scattered_tables(n_seqs, blocks_each, num_blocks, seed):
+    """Disjoint block tables made of shuffled, non-contiguous block ids."""
+    ids = list(range(num_blocks))
+    random.Random(seed).shuffle(ids)
+    return [ids[i * blocks_each : (i + 1) * blocks_each] for i in range(n_seqs)]
+
+
+def run_schedule(model, kv, seqs, tables, chunk, seed):
+    """Feed every sequence through `step` in a random interleaving; return {(seq, position): logits}."""
+    rng = random.Random(seed)
+    pos = [0] * len(seqs)
+    got = {}
+    while any(p < len(s) for p, s in zip(pos, seqs)):
+        live = [i for i in range(len(seqs)) if pos[i] < len(seqs[i])]
+        batch = rng.sample(live, rng.randint(1, len(live)))  # a random subset, in a random order
+        feeds = [seqs[i][pos[i] : pos[i] + rng.randint(1, chunk)] for i in batch]
+        logits = model.step(kv, feeds, [pos[i] for i in batch], [tables[i] for i in batch])
+        assert logits.shape == (len(batch), model.config.vocab_size)
+        for row, i, f in zip(logits, batch, feeds):
+            pos[i] += len(f)
+            got[(i, pos[i] - 1)] = row
+    return got
+
+
+def assert_matches_forward(model, seqs, got):
+    for i, s in enumerate(seqs):
+        full = model(torch.tensor([s]))[0]
+        for (j, p), row in got.items():
+            if j == i:
+                torch.testing.assert_close(row, full[p], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_interleaved_paged_steps_match_forward(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+    seqs = [torch.randint(0, 256, (n,), generator=gen).tolist() for n in (23, 9, 40, 17)]
+    kv = model.new_kv(num_blocks=64, block_size=4)
+    tables = scattered_tables(len(seqs), 10, 64, seed)
+    got = run_schedule(model, kv, seqs, tables, chunk=7, seed=seed)
+    assert len(got) > len(seqs)  # more than one step per sequence
+    assert_matches_forward(model, seqs, got)
+
+
+def test_prefill_then_decode_batched(model):
+    seqs = [list(range(10, 30)), list(range(50, 55)), list(range(100, 137))]
+    kv = model.new_kv(num_blocks=30, block_size=5)
+    tables = scattered_tables(3, 8, 30, seed=7)
+    prompt = [12, 3, 30]
+    got = {}
+    logits = model.step(kv, [s[:n] for s, n in zip(seqs, prompt)], [0, 0, 0], tables)
+    for i, n in enumerate(prompt):
+        got[(i, n - 1)] = logits[i]
+    pos = list(prompt)
+    while any(p < len(s) for p, s in zip(pos, seqs)):  # one decode token each, sequences at different positions
+        live = [i for i in range(3) if pos[i] < len(seqs[i])]
+        logits = model.step(kv, [[seqs[i][pos[i]]] for i in live], [pos[i] for i in live], [tables[i] for i in live])
+        for i, row in zip(live, logits):
+            got[(i, pos[i])] = row
+            pos[i] += 1
+    assert len(got) == sum(map(len, seqs)) - sum(prompt) + 3
+    assert_matches_forward(model, seqs, got)
+
+
+def test_copy_on_write_fork_matches_forward(model):
+    """A fork shares the parent's full blocks; its partial last block is copied to a fresh id before it diverges."""
+    bs = 4
+    kv = model.new_kv(num_blocks=16, block_size=bs)
+    prefix = list(range(60, 70))  # 10 tokens: blocks 0 and 1 full, block 2 half filled
+    parent_table = [9, 2, 13, 5]
+    model.step(kv, [prefix], [0], [parent_table])
+    kv.copy_blocks([(13, 7)])  # copy-on-write of the shared partial block
+    child_table = [9, 2, 7, 11]
+    parent = prefix + [1, 2, 3, 4]
+    child = prefix + [200, 201, 202, 203]
+    logits = model.step(kv, [child[10:], parent[10:]], [10, 10], [child_table, parent_table])
+    torch.testing.assert_close(logits[0], model(torch.tensor([child]))[0, -1], atol=ATOL, rtol=0)
+    torch.testing.assert_close(logits[1], model(torch.tensor([parent]))[0, -1], atol=ATOL, rtol=0)
+    # the parent's own block kept the parent's data: the child wrote to the copy
+    assert not torch.equal(kv.data[13], kv.data[7])
+
+
+def test_step_rejects_a_table_too_short(model):
+    kv = model.new_kv(num_blocks=4, block_size=4)
+    with pytest.raises(ValueError, match="cannot hold"):
+        model.step(kv, [list(range(9))], [0], [[0, 1]])
+
+
+def test_greedy_loops_agree_with_full_recompute(model):
+    prompts = torch.randint(0, 256, (3, 8), generator=torch.Generator().manual_seed(3))
+    seq = prompts.clone()
+    for _ in range(12):
+        seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    expected = seq[:, 8:].tolist()
+    assert greedy_contiguous(model, prompts, 12).tolist() == expected
+    assert greedy_paged(model, prompts.tolist(), 12, block_size=3) == expected
+
+
+def test_untied_head_and_log_probs():
+    torch.manual_seed(1)
+    m = TinyGPT(TinyGPTConfig(d_model=16, n_layers=1, n_heads=2, max_len=16, tie_weights=False)).eval()
+    assert m.head is not None
+    tokens = torch.randint(0, 256, (2, 10))
+    lp = m.log_probs(tokens)
+    assert lp.shape == (2, 9) and (lp <= 0).all()
+    expected = torch.log_softmax(m(tokens[:, :-1]), -1)[0, 4, tokens[0, 5]]
+    torch.testing.assert_close(lp[0, 4], expected)
+
+
+def test_config_round_trip_and_registry():
+    cfg = TinyGPTConfig(d_model=24, n_heads=3, tie_weights=False)
+    assert TinyGPTConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError):
+        TinyGPTConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError):
+        TinyGPTConfig(d_model=10, n_heads=3)
+    arch = architectures()["tinygpt"]
+    assert arch.model_class is TinyGPT and arch.config_class is TinyGPTConfig
+    assert isinstance(build_model("tinygpt", cfg.to_dict()), TinyGPT)
