@@ -152,7 +152,7 @@ class Kernel:
             self.driver_idents.pop(dev.ident, None)
             if dev.state != ABSENT:
                 self._lose_device(dev, f"device {name} was unloaded")
-            self.log.info("device.unloaded", device=name)
+            self.log.info("device.unloaded", device=name, t=time.monotonic())
         for ctx in self.loading.pop(kind, []):
             ctx.fail(Errno.EIO, f"driver {kind} was unloaded while loading")
         return names
@@ -303,7 +303,7 @@ class Kernel:
                     ident, env.rid, Errno.E2BIG, f"bulk frame of {len(frame)} bytes; the limit is {self.config.max_bulk_bytes}"
                 )
         self.counts[row.nr] += 1
-        self.log.debug("syscall", pid=proc.pid if proc else None, syscall=row.name, rid=env.rid)
+        self.log.debug("syscall", pid=proc.pid if proc else None, syscall=row.name, rid=env.rid, t=time.monotonic())
         ctx = CallCtx(self, ident, env.rid, proc, env.call, bulk, row)
         try:
             handler(self, ctx)
@@ -359,6 +359,15 @@ class Kernel:
         if work is None or work.msg is None or work.msg.seq != msg.seq:
             return  # an answer to work already failed (the host was declared hung)
         dev.inflight = None
+        self.log.debug(
+            "device.idle",
+            device=dev.name,
+            pid=work.owner,
+            work=work.msg.__struct_config__.tag,
+            op=getattr(work.msg, "op", None),
+            ok=isinstance(msg, proto.DOk),
+            t=time.monotonic(),
+        )
         try:
             if isinstance(msg, proto.DOk):
                 dev.busy_s += msg.wall_s
@@ -387,7 +396,12 @@ class Kernel:
             dev.state = ONLINE
             dev.up_since = time.monotonic()
             self.log.info(
-                "device.online", device=dev.name, capacity=hello.spec.capacity_bytes, restarts=dev.restarts, os_pid=hello.os_pid
+                "device.online",
+                device=dev.name,
+                capacity=hello.spec.capacity_bytes,
+                restarts=dev.restarts,
+                os_pid=hello.os_pid,
+                t=time.monotonic(),
             )
         if dev.index == 0:
             for index in range(1, hello.count):
@@ -427,13 +441,23 @@ class Kernel:
             if work.cancelled:
                 continue
             if work.local is not None:
+                self.log.debug("device.busy", device=dev.name, pid=work.owner, work="copy", t=time.monotonic())
                 try:
                     work.local()
                 except SysError as exc:
                     work.fail(exc.errno, exc.message)
+                self.log.debug("device.idle", device=dev.name, pid=work.owner, work="copy", t=time.monotonic())
                 continue
             dev.inflight = work
             dev.inflight_since = time.monotonic()
+            self.log.debug(
+                "device.busy",
+                device=dev.name,
+                pid=work.owner,
+                work=work.msg.__struct_config__.tag,
+                op=getattr(work.msg, "op", None),
+                t=dev.inflight_since,
+            )
             self.send_driver(dev, work.msg, work.bulk)
 
     def _fail_device_work(self, dev: Device, reason: str) -> None:
@@ -455,7 +479,7 @@ class Kernel:
         self.driver_idents.pop(dev.ident, None)
         dev.state = OFFLINE
         dev.offline_reason = reason
-        self.log.warning("device.offline", device=dev.name, reason=reason)
+        self.log.warning("device.offline", device=dev.name, reason=reason, t=time.monotonic())
         self._lose_device(dev, f"device {dev.name} went offline: {reason}")
         dev.schedule_restart(*self.config.restart_backoff_s)
         self._check_ready()
@@ -523,6 +547,7 @@ class Kernel:
             return
         dev = self.devices[t.device]
         dev.memory.release(t.tid)
+        self.log.debug("mem.free", device=dev.name, pid=t.owner, bytes=t.nbytes, used=dev.memory.used, t=time.monotonic())
         self.submit(dev, Work(owner=KERNEL_PID, msg=proto.DFree(seq=dev.next_seq(), tid=t.tid), always=True))
         self.unpark(dev)
 
@@ -572,7 +597,7 @@ class Kernel:
             proc.popen.kill()
         for child in self.procs.children(proc.pid):
             child.ppid = 0
-        self.log.info("process.exit", pid=proc.pid, name=proc.name, status=status, reason=reason)
+        self.log.info("process.exit", pid=proc.pid, name=proc.name, status=status, reason=reason, t=time.monotonic())
         self.pm.hook.llmos_process_exit(pid=proc.pid, name=proc.name, status=status, reason=reason)
         self.reap()
 
@@ -607,6 +632,7 @@ class Kernel:
         if dev.state == OFFLINE:
             if now >= dev.restart_at:
                 dev.restarts += 1
+                self.log.info("device.restart", device=dev.name, restarts=dev.restarts, t=now)
                 self._start_host(dev)
             return
         if dev.state == ABSENT:

@@ -55,7 +55,7 @@ def sys_attach(k: Kernel, c: CallCtx) -> None:
             except psutil.Error:
                 proc.watch = None
     proc.last_seen = time.monotonic()
-    k.log.info("process.attach", pid=proc.pid, name=proc.name, os_pid=proc.os_pid)
+    k.log.info("process.attach", pid=proc.pid, name=proc.name, os_pid=proc.os_pid, t=time.monotonic())
     c.reply(m.Attached(pid=proc.pid, token=proc.token, lease_s=k.config.lease_s, abi=ABI_VERSION, kernel=k.config.name))
 
 
@@ -97,7 +97,7 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
         k.procs.remove(child)
         raise SysError(Errno.EIO, f"could not start {req.program}: {exc}") from exc
     child.os_pid = child.popen.pid
-    k.log.info("process.spawn", pid=child.pid, name=child.name, ppid=c.proc.pid, os_pid=child.os_pid)
+    k.log.info("process.spawn", pid=child.pid, name=child.name, ppid=c.proc.pid, os_pid=child.os_pid, t=time.monotonic())
     c.reply(m.Spawned(pid=child.pid, os_pid=child.os_pid, log=child.log))
 
 

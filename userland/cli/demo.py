@@ -24,6 +24,19 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+class Indented:
+    """Prints streamed text with every line indented (chunks may end mid-line)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.at_line_start = True
+
+    def __call__(self, text: str) -> None:
+        for piece in text.splitlines(keepends=True):
+            print((self.prefix if self.at_line_start else "") + piece, end="", flush=True)
+            self.at_line_start = piece.endswith("\n")
+
+
 def say(text: str) -> None:
     """A progress line."""
     print(f"[llmos demo] {text}", flush=True)
@@ -41,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 say(f"device {d.name}: {d.description}, {d.capacity_bytes / 2**30:.1f} GiB")
             child = c.spawn("matmul", ["--device", args.device, "-n", str(args.n)])
             say(f"spawned program 'matmul' as pid {child.pid} (os pid {child.os_pid}); its output:")
-            exited = c.wait(child.pid, on_output=lambda text: print("    " + text, end="", flush=True))
+            exited = c.wait(child.pid, on_output=Indented("    "))
             say(f"pid {exited.pid} ended: {exited.reason}")
             stat = c.stat()
             say(f"the kernel served {stat.syscalls} syscalls ({stat.errors} errors)")

@@ -69,6 +69,8 @@ def add_parser(sub) -> None:
     p.add_argument("--swap-blocks", type=int, default=64, help="host blocks for --preempt swap (default 64)")
     p.add_argument("-c", "--compute", action="store_true", help="print the answers")
     p.add_argument("--json", action="store_true", help="print the arguments and metrics as one JSON object")
+    p.add_argument("--trace", metavar="FILE", help="also write the run as Chrome/Perfetto trace-event JSON")
+    p.add_argument("--plot", metavar="FILE", help="also write a PNG: who ran when, and KV tokens held")
     p.add_argument("-q", "--quiet", action="store_true", help="no trace")
     p.add_argument("--trace-limit", type=int, default=60, help="ticks of trace to print (default 60)")
     p.set_defaults(func=run)
@@ -108,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a request whose KV can never fit in --blocks
         print(f"llmos sim: {exc} (raise --blocks or --block-size)", file=sys.stderr)
         return 2
-    shown = {k: v for k, v in vars(args).items() if k not in ("func", "command", "json", "compute", "quiet", "trace_limit")}
+    if args.trace or args.plot:
+        write_trace(result, f"{args.device}0", args.trace, args.plot)
+    hidden = ("func", "command", "json", "compute", "quiet", "trace_limit", "trace", "plot")
+    shown = {k: v for k, v in vars(args).items() if k not in hidden}
     if args.workload:
         for key in ("seed", "requests", "procs", "rate", "prompt_mean", "output_mean", "priorities"):
             shown.pop(key)
@@ -185,3 +190,16 @@ def format_answers(result: simulator.SimResult) -> str:
     between = f" (between p{pair[0]} and p{pair[1]})" if pair else " (no two processes were ever waiting together)"
     lines.append(f"Largest service gap between backlogged processes: {m['max_gap_tokens']:g}{between}")
     return "\n".join(lines)
+
+
+def write_trace(result, device: str, trace: str | None, plot: str | None) -> None:
+    """Write the run as a Perfetto trace and/or a PNG, like `llmos trace` does for a kernel."""
+    from llmos.userland.trace import from_sim, write_chrome
+
+    timeline = from_sim(result, device)
+    if trace:
+        write_chrome(timeline, trace)
+    if plot:
+        from llmos.userland.trace.plot import plot as draw
+
+        draw(timeline, plot)

@@ -1,0 +1,151 @@
+"""Traces and plots: a real kernel log and a simulator run, exported and checked against the trace-event format."""
+
+import itertools
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from conftest import start_kernel
+from llmos.drivers import costmodel
+from llmos.services.memory.kv import KVCache
+from llmos.services.scheduler import sim as simulator
+from llmos.services.scheduler import workload
+from llmos.services.scheduler.batching import Budget, Scheduler
+from llmos.services.scheduler.blocks import PagedBlockSpace
+from llmos.services.scheduler.policies.rr import RoundRobin
+from llmos.userland import Client
+from llmos.userland.errors import LlmosError
+from llmos.userland.trace import from_sim, to_chrome
+from llmos.userland.trace.timeline import Slice, lanes
+
+LLMOS = [sys.executable, "-m", "llmos.userland.cli.main"]
+PHASES = {"X", "i", "C", "M"}
+METADATA = {"process_name", "process_sort_index", "thread_name"}
+
+
+@pytest.fixture(scope="module")
+def kernel_log(runtime_dir, tmp_path_factory):
+    """A debug log of two processes sharing cpu0 (matmuls), one of them failing a call."""
+    log = tmp_path_factory.mktemp("trace") / "kernel.log"
+    kp = start_kernel(runtime_dir, "traced", log_level="debug", log_file=str(log))
+    pids = {}
+
+    def work(name: str, n: int) -> None:
+        with Client(kp.address, name=name) as c:
+            pids[name] = c.pid
+            a = c.put(torch.randn(n, n)).handle
+            for _ in range(3):
+                c.free(c.compute("matmul", a, a).handle)
+            if name == "mm0":
+                with pytest.raises(LlmosError):
+                    c.free(999)
+
+    try:
+        threads = [threading.Thread(target=work, args=(f"mm{i}", 200 + 100 * i)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        assert kp.stop() == 0
+    return log, pids
+
+
+def check_trace_events(trace: dict) -> None:
+    """The trace-event format (JSON object form) as Perfetto and chrome://tracing read it."""
+    assert isinstance(trace["traceEvents"], list) and trace["traceEvents"]
+    json.loads(json.dumps(trace, allow_nan=False))  # plain JSON: no NaN or infinity
+    by_thread: dict[tuple[int, int], list[dict]] = {}
+    for e in trace["traceEvents"]:
+        assert e["ph"] in PHASES, e
+        assert isinstance(e["name"], str) and isinstance(e["pid"], int), e
+        if e["ph"] == "M":
+            assert e["name"] in METADATA and isinstance(e["args"], dict), e
+            continue
+        assert isinstance(e["ts"], (int, float)) and e["ts"] >= 0, e
+        if e["ph"] == "X":
+            assert isinstance(e["dur"], (int, float)) and e["dur"] >= 0 and isinstance(e["tid"], int), e
+            by_thread.setdefault((e["pid"], e["tid"]), []).append(e)
+        elif e["ph"] == "C":
+            assert e["args"] and all(isinstance(v, (int, float)) for v in e["args"].values()), e
+        elif e["ph"] == "i":
+            assert e["s"] in ("g", "p", "t"), e
+    for slices in by_thread.values():  # complete events on one thread must not partially overlap
+        slices.sort(key=lambda e: e["ts"])
+        for a, b in itertools.pairwise(slices):
+            assert b["ts"] >= a["ts"] + a["dur"] - 1e-3 or b["ts"] + b["dur"] <= a["ts"] + a["dur"], (a, b)
+
+
+def names(trace: dict, key: str) -> dict[int, str]:
+    return {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M" and e["name"] == key}
+
+
+def test_kernel_log_has_timed_events(kernel_log):
+    log, pids = kernel_log
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds = {e["event"] for e in events if "t" in e}
+    assert {"syscall", "syscall.exit", "device.busy", "device.idle", "mem.alloc", "mem.free", "process.exit"} <= kinds
+    busy = [e for e in events if e["event"] == "device.busy" and e.get("op") == "matmul"]
+    assert {e["pid"] for e in busy} == set(pids.values())
+    failed = [e for e in events if e["event"] == "syscall.exit" and e.get("errno")]
+    assert [(e["pid"], e["syscall"], e["errno"]) for e in failed] == [(pids["mm0"], "free", "EBADF")]
+
+
+def test_export_has_a_track_per_device_and_process(kernel_log, tmp_path):
+    log, pids = kernel_log
+    out = tmp_path / "trace.json"
+    subprocess.run([*LLMOS, "trace", "export", str(log), "-o", str(out)], check=True, capture_output=True, timeout=60)
+    trace = json.loads(out.read_text())
+    check_trace_events(trace)
+    procs = names(trace, "process_name")
+    assert "device cpu0" in procs.values()
+    assert procs[pids["mm0"]] == f"pid {pids['mm0']} mm0" and procs[pids["mm1"]] == f"pid {pids['mm1']} mm1"
+    device = next(pid for pid, name in procs.items() if name == "device cpu0")
+    events = trace["traceEvents"]
+    matmuls = [e for e in events if e["ph"] == "X" and e["pid"] == device and e["name"] == "matmul"]
+    assert len(matmuls) == 6 and {e["args"]["pid"] for e in matmuls} == set(pids.values())
+    calls = {(e["pid"], e["name"]) for e in events if e["ph"] == "X" and e["cat"] == "syscall"}
+    assert {(pid, "compute") for pid in pids.values()} <= calls
+    exits = [e for e in events if e["ph"] == "i" and e["name"] == "exit"]
+    assert {e["pid"] for e in exits} >= set(pids.values())
+    memory = [e["args"]["used"] for e in events if e["ph"] == "C" and e["pid"] == device]
+    assert max(memory) >= 300 * 300 * 4 and memory[-1] == 0
+
+
+def test_plot_writes_a_png(kernel_log, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plot.png"
+    subprocess.run([*LLMOS, "trace", "plot", str(kernel_log[0]), "-o", str(out)], check=True, capture_output=True, timeout=60)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sim_result_becomes_the_same_trace(tmp_path):
+    requests = workload.generate(8, procs=2, seed=3, rate=1000, prompt_mean=24, output_mean=6, max_len=512, priorities=1)
+    owners = {r.rid: r.pid for r in requests}
+    blocks = PagedBlockSpace(KVCache(64, 16, watermark=0.0), owners.__getitem__)
+    scheduler = Scheduler(RoundRobin(), blocks, Budget(32, 2), "recompute")
+    spec, model = costmodel.device("mocktpu"), costmodel.ModelShape()
+    result = simulator.Simulator(scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests).run()
+    tl = from_sim(result, "mocktpu0")
+    trace = to_chrome(tl)
+    check_trace_events(trace)
+    served = sum(len(t.served) for t in result.ticks)
+    assert len(tl.work) == served and tl.unit == "simulated s"
+    for tick in result.ticks:  # a batch's shares of the device add up to all of it
+        shares = [s.share for s in tl.work if s.args["tick"] == tick.tick]
+        assert shares[0][0] == 0.0 and shares[-1][1] == pytest.approx(1.0)
+    assert {s.name for s in tl.calls} == {f"r{r.rid}" for r in requests}
+    assert tl.memory["mocktpu0"][-1][1] == 0  # every request finished and freed its KV
+    pytest.importorskip("matplotlib")
+    from llmos.userland.trace.plot import plot
+
+    plot(tl, tmp_path / "sim.png")
+    assert (tmp_path / "sim.png").stat().st_size > 0
+
+
+def test_lanes_keep_overlapping_slices_apart():
+    slices = [Slice(0, 10, 1, "a"), Slice(2, 3, 1, "b"), Slice(5, 12, 1, "c"), Slice(10, 11, 1, "d")]
+    assert lanes(slices) == [0, 1, 1, 0]

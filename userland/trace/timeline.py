@@ -1,0 +1,85 @@
+"""The timeline: who ran on which device when, each process's calls, memory over time.
+
+Times are seconds from the start of the recording (`Timeline.unit` says
+whether they are wall seconds or simulated ones). A device slice may share
+its time with others (a batched tick of the simulator): `share` is the part
+of the device it had, as a (low, high) fraction, so a plot can stack them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Slice:
+    """Something that took time on a track: device work (`device` set) or a call of process `pid`."""
+
+    start: float
+    end: float
+    pid: int
+    name: str
+    device: str | None = None
+    args: dict = field(default_factory=dict)
+    share: tuple[float, float] = (0.0, 1.0)
+
+
+@dataclass
+class Instant:
+    """A moment on a device's track (`device` set) or a process's: an exit, a restart, a preemption."""
+
+    t: float
+    name: str
+    pid: int | None = None
+    device: str | None = None
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class Timeline:
+    """Everything a trace or a plot shows, from a kernel log or a simulator run."""
+
+    unit: str = "s"  # "s" for wall seconds, "simulated s" for the simulator's virtual time
+    title: str = "llmos"
+    processes: dict[int, str] = field(default_factory=dict)  # pid -> name
+    devices: list[str] = field(default_factory=list)
+    work: list[Slice] = field(default_factory=list)  # device work
+    calls: list[Slice] = field(default_factory=list)  # process tracks: syscalls (or a simulated request's life)
+    instants: list[Instant] = field(default_factory=list)
+    memory: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # device -> (t, used)
+    memory_unit: str = "bytes"
+    capacity: dict[str, int] = field(default_factory=dict)
+
+    def process_name(self, pid: int) -> str:
+        """How a process is called in traces and legends: `pid 3 matmul`, `kernel` for pid 0."""
+        if pid == 0:
+            return "kernel"
+        name = self.processes.get(pid)
+        return f"pid {pid} {name}" if name else f"pid {pid}"
+
+    def end(self) -> float:
+        """The time of the last thing on the timeline."""
+        times = [s.end for s in self.work + self.calls] + [i.t for i in self.instants]
+        times += [t for points in self.memory.values() for t, _ in points]
+        return max(times, default=0.0)
+
+
+def lanes(slices: list[Slice]) -> list[int]:
+    """A lane number (0, 1, ...) per slice, so that slices in one lane never overlap.
+
+    Trace viewers need the slices of one thread properly nested; calls of one
+    process can overlap (a client's heartbeat thread calls while the main one
+    waits), so overlapping ones go to further lanes.
+    """
+    order = sorted(range(len(slices)), key=lambda i: (slices[i].start, -slices[i].end))
+    free_at: list[float] = []  # lane -> the end of its last slice
+    out = [0] * len(slices)
+    for i in order:
+        s = slices[i]
+        lane = next((n for n, end in enumerate(free_at) if end <= s.start), len(free_at))
+        if lane == len(free_at):
+            free_at.append(s.end)
+        else:
+            free_at[lane] = s.end
+        out[i] = lane
+    return out
