@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench setup
+.PHONY: demo test bench docs setup
 
 setup: $(STAMP)
 
@@ -27,3 +27,6 @@ bench: $(STAMP)
 	$(BIN)/llmos bench memory
 	$(BIN)/llmos bench sched
 	$(BIN)/llmos bench restart
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build

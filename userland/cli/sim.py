@@ -3,7 +3,7 @@
 In the manner of the OSTEP homework simulators: the run prints its arguments,
 then a trace of every tick, then either asks you to compute the results (the
 default) or prints them (`-c`). Nothing is booted: the scheduler service runs
-in this process against a counting KV block space, and each tick lasts what
+in this process on the memory service's paged KV cache, and each tick lasts what
 the device cost model (llmos.drivers.costmodel) says the batch would take.
 Simulated time is labelled as such.
 """
