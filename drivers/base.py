@@ -6,13 +6,15 @@ methods. Methods raise `DriverError` with an errno for failures the kernel
 should pass on to the caller.
 """
 
+import importlib
 import warnings
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from llmos.syscalls import Errno
-from llmos.syscalls.driver import DeviceSpec, TensorDesc
+from llmos.syscalls.driver import DeviceSpec, ModelDesc, SeqStep, TensorDesc
 from llmos.syscalls.dtypes import ITEMSIZE
 from llmos.syscalls.ops import OPS
 
@@ -75,8 +77,37 @@ class Driver:
         """Copy whole blocks (source, destination) inside one tensor of `block_bytes`-byte blocks."""
         raise NotImplementedError
 
+    def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int) -> ModelDesc:
+        """Build (or read from `checkpoint`) model `mid` of the architecture `target` names, with its KV storage."""
+        raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
+
+    def model_free(self, mid: int) -> None:
+        """Drop a model and its KV storage."""
+        raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
+
+    def model_step(self, mid: int, seqs: list[SeqStep]) -> list[int]:
+        """One paged-KV generation step; the sampled next token of each sequence."""
+        raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
+
+    def model_logprobs(self, mid: int, tokens: list[int]) -> list[float]:
+        """Log-probability of each token after the first given the ones before it."""
+        raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
+
+    def model_save(self, mid: int, path: str) -> None:
+        """Write the model as a safetensors checkpoint."""
+        raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
+
     def close(self) -> None:
         """Release everything (the host is stopping)."""
+
+
+class LoadedModel:
+    """A model on a torch device: its architecture name, module and paged KV storage."""
+
+    def __init__(self, arch: str, model: torch.nn.Module, kv):
+        self.arch = arch
+        self.model = model
+        self.kv = kv
 
 
 class TorchDriver(Driver):
@@ -87,6 +118,7 @@ class TorchDriver(Driver):
     def __init__(self, index: int, options: dict | None = None):
         super().__init__(index, options)
         self.tensors: dict[int, torch.Tensor] = {}
+        self.models: dict[int, LoadedModel] = {}
 
     def dtypes(self) -> list[str]:
         """The ABI dtypes this device supports."""
@@ -153,5 +185,87 @@ class TorchDriver(Driver):
         src, dst = zip(*pairs) if pairs else ((), ())
         blocks[list(dst)] = blocks[list(src)]
 
+    def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int) -> ModelDesc:
+        from .models.checkpoint import load_checkpoint
+
+        if mid in self.models:
+            raise DriverError(Errno.EINVAL, f"model {mid} already exists on this device")
+        module, _, name = target.partition(":")
+        arch = getattr(importlib.import_module(module), name)()
+        ckpt = None
+        try:
+            if checkpoint:
+                ckpt = load_checkpoint(checkpoint, self.device)
+                if ckpt.arch != arch.name:
+                    raise ValueError(f"{checkpoint} holds a {ckpt.arch} model, not {arch.name}")
+                if {**ckpt.config, **config} != ckpt.config:
+                    raise ValueError(f"config {config} disagrees with the checkpoint's {ckpt.config}")
+                config = ckpt.config
+            model = arch.model_class(arch.config_class.from_dict(config))
+            if ckpt is not None:
+                model.load_state_dict(ckpt.model_state)
+        except (ValueError, TypeError, RuntimeError, OSError) as exc:
+            raise DriverError(Errno.EINVAL, f"cannot load {arch.name}: {exc}") from exc
+        try:
+            model = model.to(device=self.device, dtype=torch_dtype(dtype)).eval()
+            kv = model.new_kv(kv_blocks, block_size)
+        except (RuntimeError, ValueError) as exc:
+            raise DriverError(Errno.ENOMEM, f"the device could not hold the model: {exc}") from exc
+        self.models[mid] = LoadedModel(arch.name, model, kv)
+        params = sum(p.numel() for p in model.parameters())
+        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        kv_bytes = kv.data.numel() * kv.data.element_size()
+        return ModelDesc(config=model.config.to_dict(), params=params, param_bytes=param_bytes, kv_bytes=kv_bytes)
+
+    def model(self, mid: int) -> LoadedModel:
+        """The loaded model with this id, or EINVAL."""
+        try:
+            return self.models[mid]
+        except KeyError:
+            raise DriverError(Errno.EINVAL, f"no model {mid} on this device") from None
+
+    def model_free(self, mid: int) -> None:
+        self.model(mid)
+        del self.models[mid]
+
+    def model_step(self, mid: int, seqs: list[SeqStep]) -> list[int]:
+        from .models.decoding import SamplingParams
+        from .models.sampling import make_generator, sample_batch
+
+        m = self.model(mid)
+        try:
+            logits = m.model.step(m.kv, [s.tokens for s in seqs], [s.position for s in seqs], [s.table for s in seqs])
+            params = [SamplingParams(s.temperature, s.top_k, s.top_p, s.seed) for s in seqs]
+        except ValueError as exc:
+            raise DriverError(Errno.EINVAL, f"step failed: {exc}") from exc
+        # one generator per token drawn, seeded by (seed, position): the same draw whatever the batch
+        gens = [
+            None if p.temperature == 0.0 else make_generator(hash((p.seed, s.position + len(s.tokens))) & (2**63 - 1), logits.device)
+            for p, s in zip(params, seqs)
+        ]
+        return sample_batch(logits.float(), params, gens)
+
+    def model_logprobs(self, mid: int, tokens: list[int]) -> list[float]:
+        m = self.model(mid)
+        if len(tokens) < 2:
+            return []
+        try:
+            with torch.no_grad():
+                ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+                logp = F.log_softmax(m.model(ids[:, :-1]).double(), dim=-1)
+                return logp.gather(-1, ids[:, 1:, None]).flatten().tolist()
+        except (ValueError, IndexError, RuntimeError) as exc:
+            raise DriverError(Errno.EINVAL, f"logprobs failed: {exc}") from exc
+
+    def model_save(self, mid: int, path: str) -> None:
+        from .models.checkpoint import save_checkpoint
+
+        m = self.model(mid)
+        try:
+            save_checkpoint(path, m.model, arch=m.arch)
+        except OSError as exc:
+            raise DriverError(Errno.EINVAL, f"cannot write {path}: {exc}") from exc
+
     def close(self) -> None:
         self.tensors.clear()
+        self.models.clear()

@@ -56,6 +56,23 @@ class Host:
                 case proto.DRead():
                     data = self.driver.read(msg.tid)
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), data]
+                case proto.DModelLoad():
+                    desc = self.driver.model_load(
+                        msg.model, msg.target, msg.config, msg.dtype, msg.checkpoint, msg.kv_blocks, msg.block_size
+                    )
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(desc)]
+                case proto.DModelFree():
+                    self.driver.model_free(msg.model)
+                case proto.DModelStep():
+                    start = time.perf_counter()
+                    tokens = self.driver.model_step(msg.model, msg.seqs)
+                    ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
+                    return [proto.encoder.encode(ok), proto.encoder.encode(tokens)]
+                case proto.DLogProbs():
+                    values = self.driver.model_logprobs(msg.model, msg.tokens)
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(values)]
+                case proto.DModelSave():
+                    self.driver.model_save(msg.model, msg.path)
                 case proto.DOp():
                     shm = self.driver.alloc(msg.out) if msg.new_out else ""
                     start = time.perf_counter()

@@ -1,7 +1,7 @@
 """The dispatch table: syscall number -> `sys_<name>` handler, one place.
 
 Handlers live in small modules grouped by family (sysproc, sysdev, sysmem,
-syskv, syscompute, syssched, sysmisc), xv6-style. A handler takes the kernel and the call's
+syskv, syscompute, syssched, sysmisc, sysmodel), xv6-style. A handler takes the kernel and the call's
 context, checks arguments, and either answers at once (`c.reply`), raises
 `errors.SysError` (the dispatcher turns it into an ERROR reply), or hands work to a
 device whose callbacks answer later.
@@ -17,7 +17,7 @@ from llmos.syscalls import frames as fr
 from llmos.syscalls import messages as m
 from llmos.syscalls.table import TABLE, Syscall
 
-from . import syscompute, sysdev, syskv, sysmem, sysmisc, sysproc, syssched
+from . import syscompute, sysdev, syskv, sysmem, sysmisc, sysmodel, sysproc, syssched
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -97,6 +97,11 @@ HANDLERS = {
     Sys.DRIVER_LIST: sysdev.sys_driver_list,
     Sys.DRIVER_LOAD: sysdev.sys_driver_load,
     Sys.DRIVER_UNLOAD: sysdev.sys_driver_unload,
+    Sys.MODEL_LOAD: sysmodel.sys_model_load,
+    Sys.MODEL_FREE: sysmodel.sys_model_free,
+    Sys.GENERATE: sysmodel.sys_generate,
+    Sys.LOGPROBS: sysmodel.sys_logprobs,
+    Sys.MODEL_SAVE: sysmodel.sys_model_save,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

@@ -29,6 +29,18 @@ def llmos_programs() -> list[ProgramEntry]:
     """
 
 
+@hookspec
+def llmos_models() -> dict[str, str]:
+    """Name the model architectures this plugin provides: name -> "module:function".
+
+    Called on every model_load, to check the architecture asked for and find
+    its target. Every plugin's dicts are merged; for a name given twice, the
+    plugin registered last wins. The function returns the architecture's
+    `llmos.drivers.models.Architecture` entry and is only imported in driver
+    host processes, never in the kernel.
+    """
+
+
 @hookspec(firstresult=True)
 def llmos_memory_service(device: str, capacity: int, default_quota: int | None):
     """Make the tensor memory accounting of one device.

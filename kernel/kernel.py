@@ -32,7 +32,7 @@ from llmos.syscalls.table import BY_NR
 
 from llmos.syscalls import runtime
 
-from . import plugins
+from . import plugins, sysmodel
 from .config import KernelConfig
 from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
 from .dispatch import DISPATCH, CallCtx
@@ -59,6 +59,8 @@ class Kernel:
         self.kv = KVPools()
         self.kv_tensors: dict[tuple[str, str], Tensor] = {}  # (device, pool) -> the pool's device memory
         self.next_kvseq = 1
+        self.models: dict[int, sysmodel.Model] = {}  # model id -> a model loaded on a device
+        self.next_model = 1
         self.devices: dict[str, Device] = {}
         self.drivers: dict = {}  # kind -> DriverEntry, from the plugins
         self.loading: dict[str, list[CallCtx]] = {}  # driver_load calls waiting for their devices
@@ -76,6 +78,7 @@ class Kernel:
         self.sock: zmq.Socket | None = None
         self.dir = runtime.kernel_dir(config.name, config.runtime_dir)
         self.shm = runtime.shm_dir(config.name)
+        self.storage = config.storage_dir or os.path.join(self.dir, "storage")
         self.address = ""
         self.curve_env: str | None = None
         self.auth = None
@@ -95,6 +98,7 @@ class Kernel:
             )
         runtime.ensure_private(os.path.join(self.dir, "procs"))
         runtime.ensure_private(self.shm)
+        os.makedirs(self.storage, mode=0o700, exist_ok=True)
         runtime.write_secret(self.dir, runtime.ADMIN_KEY_FILE, self.admin_key)
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -493,6 +497,7 @@ class Kernel:
         for key in [key for key in self.kv_tensors if key[0] == dev.name]:
             self.kv.remove(*key)
             self.tensors.drop(self.kv_tensors.pop(key))
+        sysmodel.lose_models(self, dev, message)
         for ctx, _, _ in dev.parked:
             ctx.fail(Errno.EIO, message)
         dev.parked.clear()
@@ -590,6 +595,7 @@ class Kernel:
         self.kv.free_owner(proc.pid)
         self.kv.forget_owner(proc.pid)
         proc.kvseqs.clear()
+        sysmodel.free_models(self, proc)
         for dev in self.devices.values():
             if dev.memory is not None:
                 dev.memory.forget_owner(proc.pid)

@@ -20,6 +20,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "llmos.drivers.cpu",
     "llmos.drivers.cuda",
     "llmos.drivers.mocktpu",
+    "llmos.drivers.archs",
     "llmos.userland.programs",
 )
 
@@ -55,3 +56,8 @@ def programs(pm: pluggy.PluginManager) -> dict[str, ProgramEntry]:
 def policies(pm: pluggy.PluginManager) -> dict[str, type]:
     """Every scheduling policy the plugins provide (the last registered wins a clash)."""
     return {name: cls for answer in reversed(pm.hook.llmos_scheduler_policies()) for name, cls in answer.items()}
+
+
+def models(pm: pluggy.PluginManager) -> dict[str, str]:
+    """Every model architecture the plugins provide, name -> target (the last registered wins a clash)."""
+    return {name: target for answer in reversed(pm.hook.llmos_models()) for name, target in answer.items()}

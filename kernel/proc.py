@@ -37,6 +37,7 @@ class Process:
     handles: dict[int, int] = field(default_factory=dict)  # handle -> tensor id
     kvseqs: dict[int, tuple[str, str, int]] = field(default_factory=dict)  # handle -> (device, pool, sequence id)
     kv_quota: int | None = None  # KV blocks per pool, set at spawn
+    models: dict[int, int] = field(default_factory=dict)  # handle -> the kernel's model id
     next_handle: int = 1
     syscalls: int = 0
     admin: bool = False  # proved it holds the kernel's admin key

@@ -82,6 +82,75 @@ class DCopyBlocks(ToDriver, tag="copy_blocks"):
     pairs: list[tuple[int, int]]  # (source block, destination block)
 
 
+class DModelLoad(ToDriver, tag="model_load"):
+    """Build model `model` of `arch` ("module:function" `target` gives its Architecture) with a PagedKV.
+
+    With `checkpoint` (an absolute path), weights and config come from it and
+    `config` may only repeat the checkpoint's. Ok is followed by one frame:
+    the encoded `ModelDesc`.
+    """
+
+    model: int
+    arch: str
+    target: str
+    kv_blocks: int
+    block_size: int
+    config: dict = {}
+    dtype: str = "float32"
+    checkpoint: str = ""
+
+
+class ModelDesc(msgspec.Struct, kw_only=True):
+    """A loaded model as the driver sees it: full config, parameter count, bytes of weights and KV."""
+
+    config: dict
+    params: int
+    param_bytes: int
+    kv_bytes: int
+
+
+class DModelFree(ToDriver, tag="model_free"):
+    """Drop a model and its KV storage."""
+
+    model: int
+
+
+class SeqStep(msgspec.Struct, kw_only=True):
+    """One sequence of a generation step: new tokens from `position`, its block table, how to sample."""
+
+    tokens: list[int]
+    position: int
+    table: list[int]
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+class DModelStep(ToDriver, tag="model_step"):
+    """One paged-KV step over a batch; Ok is followed by one frame, the encoded list of sampled token ids.
+
+    The draw of a sampled token depends only on its sequence's seed and position.
+    """
+
+    model: int
+    seqs: list[SeqStep]
+
+
+class DLogProbs(ToDriver, tag="logprobs"):
+    """Log-probabilities of `tokens`; Ok is followed by one frame, the encoded list of floats, one per token after the first."""
+
+    model: int
+    tokens: list[int]
+
+
+class DModelSave(ToDriver, tag="model_save"):
+    """Write the model as a safetensors checkpoint at `path` (absolute)."""
+
+    model: int
+    path: str
+
+
 class DPing(ToDriver, tag="ping"):
     """Heartbeat: answer Ok at once."""
 
@@ -121,7 +190,9 @@ class DFail(FromDriver, tag="fail"):
     message: str
 
 
-ToDriverUnion = DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DPing
+ToDriverUnion = (
+    DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DModelLoad | DModelFree | DModelStep | DLogProbs | DModelSave | DPing
+)
 FromDriverUnion = DHello | DOk | DFail
 
 encoder = msgspec.msgpack.Encoder()

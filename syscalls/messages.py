@@ -476,3 +476,89 @@ class DriverUnload(Call, tag=int(Sys.DRIVER_UNLOAD)):
     """Stop a driver's devices (admin): their work fails with EIO, their tensors are lost."""
 
     kind: str
+
+
+# ---- models --------------------------------------------------------------------------
+
+
+class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
+    """Load a model of architecture `arch` on a device, with its own paged KV pool of `kv_blocks` blocks.
+
+    `checkpoint`: a safetensors checkpoint under the kernel's storage directory
+    (its config wins; `config` may only repeat it). Memory is charged to the caller.
+    """
+
+    device: str
+    arch: str
+    config: dict[str, int | float | str | bool] = {}
+    checkpoint: str = ""
+    kv_blocks: int = 256
+    block_size: int = 16
+    dtype: str = "float32"
+
+
+class ModelInfo(Reply):
+    """A loaded model: its handle, device, full config, parameter count and bytes charged."""
+
+    model: int
+    device: str
+    arch: str
+    config: dict[str, int | float | str | bool]
+    params: int
+    bytes: int
+
+
+class ModelFree(Call, tag=int(Sys.MODEL_FREE)):
+    """Free a model and its KV pool."""
+
+    model: int
+
+
+class Generate(Call, tag=int(Sys.GENERATE)):
+    """Continue `prompt` (text) or `tokens` (ids); streams Generated chunks, ends with Completion."""
+
+    model: int
+    prompt: str = ""
+    tokens: list[int] = []
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: list[str] = []
+
+
+class Generated(Reply):
+    """A PARTIAL reply of generate: text now safe to show."""
+
+    text: str
+
+
+class Completion(Reply):
+    """The FINAL reply of generate: the whole text, how many tokens were generated, and times."""
+
+    text: str
+    tokens: int
+    finish: str  # "stop" (a stop string or EOS) or "length" (max_tokens)
+    wall_s: float = 0.0  # from the call to the last token
+    device_s: float = 0.0  # the device's own time for the steps
+
+
+class LogProbs(Call, tag=int(Sys.LOGPROBS)):
+    """Log-probability of each token given the ones before it."""
+
+    model: int
+    tokens: list[int]
+
+
+class TokenLogProbs(Reply):
+    """One log-probability per token after the first."""
+
+    logprobs: list[float]
+
+
+class ModelSave(Call, tag=int(Sys.MODEL_SAVE)):
+    """Write the model's weights as a safetensors checkpoint at `path` under the storage directory."""
+
+    model: int
+    path: str

@@ -50,3 +50,9 @@ class Sys(enum.IntEnum):
     DRIVER_LIST = 27
     DRIVER_LOAD = 28
     DRIVER_UNLOAD = 29
+    # models
+    MODEL_LOAD = 30
+    MODEL_FREE = 31
+    GENERATE = 32
+    LOGPROBS = 33
+    MODEL_SAVE = 34

@@ -64,6 +64,11 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.DRIVER_LIST, "device", m.DriverList, m.Drivers),
     Syscall(Sys.DRIVER_LOAD, "device", m.DriverLoad, m.Drivers),
     Syscall(Sys.DRIVER_UNLOAD, "device", m.DriverUnload, m.Drivers),
+    Syscall(Sys.MODEL_LOAD, "model", m.ModelLoad, m.ModelInfo),
+    Syscall(Sys.MODEL_FREE, "model", m.ModelFree, m.Done),
+    Syscall(Sys.GENERATE, "model", m.Generate, m.Completion, streams=True, partial=m.Generated),
+    Syscall(Sys.LOGPROBS, "model", m.LogProbs, m.TokenLogProbs),
+    Syscall(Sys.MODEL_SAVE, "model", m.ModelSave, m.Done),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

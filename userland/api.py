@@ -218,6 +218,37 @@ class SyscallApi:
         """Run `op` on tensor handles; the result goes to `out` or a new handle (TensorRef)."""
         return self._run(one_call(m.Compute(op=op, inputs=list(inputs), out=out, params=params)))
 
+    # ---- models ------------------------------------------------------------------------
+
+    def model_load(self, device: str, arch: str, config: dict | None = None, checkpoint: str = "", kv_blocks: int = 256,
+                   block_size: int = 16, dtype: str = "float32"):  # fmt: skip
+        """Load a model on `device`, from a checkpoint under the kernel's storage or fresh (ModelInfo)."""
+        call = m.ModelLoad(device=device, arch=arch, config=config or {}, checkpoint=checkpoint, kv_blocks=kv_blocks,
+                           block_size=block_size, dtype=dtype)  # fmt: skip
+        return self._run(one_call(call))
+
+    def model_free(self, model: int):
+        """Free a model and its KV memory."""
+        return self._run(one_call(m.ModelFree(model=model)))
+
+    def generate(self, model: int, prompt: str | list[int], max_tokens: int = 64, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: list[str] | None = None,
+                 on_text: Callable[[str], None] | None = None):  # fmt: skip
+        """Continue a prompt (text or token ids); `on_text` receives each streamed piece (Completion)."""
+        text, ids = (prompt, []) if isinstance(prompt, str) else ("", list(prompt))
+        call = m.Generate(model=model, prompt=text, tokens=ids, max_tokens=max_tokens, temperature=temperature,
+                          top_k=top_k, top_p=top_p, seed=seed, stop=list(stop or []))  # fmt: skip
+        partial = None if on_text is None else (lambda piece: on_text(piece.text))
+        return self._run(one_call(call, (), partial))
+
+    def logprobs(self, model: int, tokens: list[int]) -> list[float]:
+        """Log-probability of each token after the first, given the ones before it."""
+        return self._run(_field(m.LogProbs(model=model, tokens=list(tokens)), "logprobs"))
+
+    def model_save(self, model: int, path: str):
+        """Write the model as a safetensors checkpoint at `path` under the kernel's storage directory."""
+        return self._run(one_call(m.ModelSave(model=model, path=path)))
+
 
 def _tokens(tokens: list[int] | int) -> tuple[list[int], int]:
     return ([], tokens) if isinstance(tokens, int) else (list(tokens), 0)

@@ -7,9 +7,8 @@ config class (a config class has `to_dict` / `from_dict`; a model is built as
 `model_class(config_class.from_dict(d))`).
 """
 
+import importlib
 from typing import NamedTuple
-
-from .tinygpt import PagedKV, TinyGPT, TinyGPTConfig
 
 
 class Architecture(NamedTuple):
@@ -22,7 +21,14 @@ class Architecture(NamedTuple):
 
 def architectures() -> dict[str, Architecture]:
     """The architectures this package provides, by name."""
+    from .tinygpt import TinyGPT, TinyGPTConfig
+
     return {"tinygpt": Architecture("tinygpt", TinyGPT, TinyGPTConfig)}
+
+
+def tinygpt_architecture() -> Architecture:
+    """The tinygpt registry entry (the target the `llmos_models` hook names for "tinygpt")."""
+    return architectures()["tinygpt"]
 
 
 def build_model(arch: str, config: dict):
@@ -31,4 +37,12 @@ def build_model(arch: str, config: dict):
     return a.model_class(a.config_class.from_dict(config))
 
 
-__all__ = ["Architecture", "PagedKV", "TinyGPT", "TinyGPTConfig", "architectures", "build_model"]
+__all__ = ["Architecture", "PagedKV", "TinyGPT", "TinyGPTConfig", "architectures", "build_model", "tinygpt_architecture"]
+
+
+def __getattr__(name: str):
+    """The model classes load on first use, so the torch-free modules here (tokenizer,
+    decoding) can be imported by the kernel without torch."""
+    if name in ("PagedKV", "TinyGPT", "TinyGPTConfig"):
+        return getattr(importlib.import_module(".tinygpt", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

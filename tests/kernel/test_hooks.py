@@ -126,3 +126,31 @@ def test_entry_points_and_the_disable_variable(tmp_path, disable):
     code = "from llmos.kernel import plugins; print('fake' in plugins.programs(plugins.plugin_manager()))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(not disable)
+
+
+def test_model_architectures_come_from_the_hook_and_a_later_plugin_wins():
+    class Arch:
+        @hookimpl
+        def llmos_models(self):
+            return {"tinygpt": "mypkg:other", "mygpt": "mypkg:mygpt"}
+
+    pm = plugins.plugin_manager()
+    assert plugins.models(pm)["tinygpt"] == "llmos.drivers.models:tinygpt_architecture"
+    pm.register(Arch())
+    assert plugins.models(pm) == {"tinygpt": "mypkg:other", "mygpt": "mypkg:mygpt"}
+    from llmos.drivers.models import TinyGPT, tinygpt_architecture
+
+    assert tinygpt_architecture().model_class is TinyGPT
+
+
+def test_the_kernel_and_its_plugins_load_without_torch():
+    """The kernel process stays small: torch only loads in driver hosts and clients."""
+    code = (
+        "import sys; from llmos.kernel import kernel, plugins; pm = plugins.plugin_manager();"
+        "plugins.drivers(pm); plugins.programs(pm); plugins.policies(pm); plugins.models(pm);"
+        "import llmos.drivers.models.decoding, llmos.drivers.models.tokenizer;"
+        "print('torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LLMOS_PLUGINS"}  # the test programs plugin uses torch
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

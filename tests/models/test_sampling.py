@@ -2,14 +2,8 @@
 
 import pytest
 import torch
-from llmos.drivers.models.sampling import (
-    SamplingParams,
-    StopStream,
-    filter_logits,
-    make_generator,
-    sample,
-    sample_batch,
-)
+from llmos.drivers.models.decoding import SamplingParams, StopStream
+from llmos.drivers.models.sampling import filter_logits, make_generator, sample, sample_batch
 from llmos.drivers.models.tokenizer import EOS, ByteTokenizer
 
 

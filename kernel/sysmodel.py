@@ -1,0 +1,295 @@
+"""Model syscalls: model_load, model_free, generate, logprobs, model_save.
+
+A model lives in its device's driver host (weights and a paged KV storage);
+the kernel keeps its record, charges its bytes to the loading process, and
+keeps the books of its KV blocks with a private `KVCache` of the memory
+service. `generate` is driven by the kernel: every step is one `Work` item on
+the device queue, so other processes' work interleaves by the device's
+scheduling policy. Text is cut into safe pieces and at stop strings by
+`StopStream`; it and the tokenizer need no torch (drivers/models/decoding.py),
+so the kernel process stays torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from llmos.services.memory.admission import Admission
+from llmos.services.memory.kv import KVCache
+from llmos.services.memory.kv_errors import KVError
+from llmos.syscalls import Errno
+from llmos.syscalls import driver as proto
+from llmos.syscalls import messages as m
+
+from . import plugins
+from .devices import Device, Work
+from .errors import SysError
+from .syskv import kv_errors
+from .sysmem import admit, check_dtype
+
+if TYPE_CHECKING:
+    from .dispatch import CallCtx
+    from .kernel import Kernel
+    from .proc import Process
+
+_desc_decoder = msgspec.msgpack.Decoder(proto.ModelDesc)
+_ints_decoder = msgspec.msgpack.Decoder(list[int])
+_floats_decoder = msgspec.msgpack.Decoder(list[float])
+
+
+@dataclass(eq=False)
+class Model:
+    """A model loaded on a device: who holds it, what it is, its bytes and its KV books."""
+
+    mid: int
+    device: str
+    owner: int
+    arch: str
+    config: dict
+    params: int
+    nbytes: int
+    kv: KVCache
+    lost: str = ""  # why the model is gone (its device went offline), else ""
+    freed: bool = False
+
+    @property
+    def alloc_id(self) -> int:
+        """The id its bytes are charged under in the device's memory service (negative: never a tensor id)."""
+        return -self.mid
+
+
+def storage_path(k: Kernel, path: str) -> str:
+    """The absolute path of `path` under the kernel's storage directory; EPERM if it escapes it."""
+    if not path:
+        raise SysError(Errno.EINVAL, "an empty checkpoint path")
+    root = os.path.realpath(k.storage)
+    full = os.path.realpath(os.path.join(root, path))
+    if os.path.commonpath([root, full]) != root:
+        raise SysError(Errno.EPERM, f"{path!r} is outside the kernel's storage directory")
+    return full
+
+
+def model_info(handle: int, model: Model) -> m.ModelInfo:
+    """The reply that describes a model by the caller's handle."""
+    return m.ModelInfo(
+        model=handle, device=model.device, arch=model.arch, config=model.config, params=model.params, bytes=model.nbytes
+    )
+
+
+def _model(k: Kernel, proc: Process, handle: int) -> Model:
+    """The live model behind one of the caller's handles; else EBADF or EIO."""
+    mid = proc.models.get(handle)
+    if mid is None:
+        raise SysError(Errno.EBADF, f"handle {handle} is not a model open in process {proc.pid}")
+    model = k.models[mid]
+    if model.lost:
+        raise SysError(Errno.EIO, f"handle {handle}: model lost, {model.lost}")
+    return model
+
+
+def _drop(k: Kernel, model: Model) -> None:
+    """Forget a model: give its memory back and free it on its device, in queue order."""
+    model.freed = True
+    del k.models[model.mid]
+    if model.lost:
+        return
+    dev = k.devices[model.device]
+    dev.memory.release(model.alloc_id)
+    k.log.debug("mem.free", device=dev.name, pid=model.owner, bytes=model.nbytes, used=dev.memory.used, t=time.monotonic())
+    k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=model.mid), always=True))
+    k.unpark(dev)
+
+
+def free_models(k: Kernel, proc: Process) -> None:
+    """A process is gone: free every model it held (and so their KV)."""
+    for mid in proc.models.values():
+        _drop(k, k.models[mid])
+    proc.models.clear()
+
+
+def lose_models(k: Kernel, dev: Device, message: str) -> None:
+    """A device went offline: its models are lost (their handles answer EIO until freed)."""
+    for model in k.models.values():
+        if model.device == dev.name:
+            model.lost = message
+
+
+def sys_model_load(k: Kernel, c: CallCtx) -> None:
+    """Build a model on a device (from a checkpoint under storage, or fresh); charge it to the caller."""
+    req: m.ModelLoad = c.req
+    dev = k.device(req.device)
+    if dev.spec is None:
+        raise SysError(Errno.EAGAIN, f"{dev.name} is still starting; retry in a moment")
+    archs = plugins.models(k.pm)
+    if req.arch not in archs:
+        raise SysError(Errno.EINVAL, f"unknown architecture {req.arch!r}; known: {', '.join(sorted(archs)) or 'none'}")
+    check_dtype(dev, req.dtype)
+    if req.kv_blocks < 1 or req.block_size < 1:
+        raise SysError(Errno.EINVAL, f"kv_blocks and block_size must be at least 1 ({req.kv_blocks}, {req.block_size})")
+    path = storage_path(k, req.checkpoint) if req.checkpoint else ""
+    if path and not os.path.isfile(path):
+        raise SysError(Errno.EINVAL, f"no checkpoint {req.checkpoint!r} in the storage directory")
+    mid = k.next_model
+    k.next_model += 1
+    msg = proto.DModelLoad(
+        seq=dev.next_seq(), model=mid, arch=req.arch, target=archs[req.arch], kv_blocks=req.kv_blocks,
+        block_size=req.block_size, config=dict(req.config), dtype=req.dtype, checkpoint=path,
+    )  # fmt: skip
+
+    def loaded(ok: proto.DOk, frames) -> None:
+        desc = _desc_decoder.decode(frames[0].buffer)
+        size = desc.param_bytes + desc.kv_bytes
+        try:
+            if c.proc.state == "exited":
+                raise SysError(Errno.ESRCH, "the caller left")
+            admit(dev, c.proc.pid, size)
+        except SysError as exc:  # refused: the driver already built it, so drop it there
+            k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=mid), always=True))
+            return c.fail(exc.errno, exc.message)
+        kv = KVCache(req.kv_blocks, req.block_size, default_quota=k.config.kv_quota, device=dev.name, layout=f"model{mid}")
+        model = Model(mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, size, kv)
+        dev.memory.charge(model.alloc_id, c.proc.pid, size)
+        k.log.debug("mem.alloc", device=dev.name, pid=c.proc.pid, bytes=size, used=dev.memory.used, t=time.monotonic())
+        k.models[mid] = model
+        handle = c.proc.new_handle()
+        c.proc.models[handle] = mid
+        c.reply(model_info(handle, model))
+
+    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=loaded, fail=c.fail))
+
+
+def sys_model_free(k: Kernel, c: CallCtx) -> None:
+    """Close a model handle: free the model, its KV, and its memory (a lost model can still be closed)."""
+    mid = c.proc.models.pop(c.req.model, None)
+    if mid is None:
+        raise SysError(Errno.EBADF, f"handle {c.req.model} is not a model open in process {c.proc.pid}")
+    _drop(k, k.models[mid])
+    c.reply(m.Done())
+
+
+class _Generation:
+    """One generate call in progress: its KV sequence, text stream and counters."""
+
+    def __init__(self, k: Kernel, c: CallCtx, model: Model, prompt: list[int], max_tokens: int, stream):
+        self.k, self.c, self.model = k, c, model
+        self.dev = k.devices[model.device]
+        self.sid = k.next_kvseq
+        k.next_kvseq += 1
+        self.max_tokens = max_tokens
+        self.stream = stream
+        self.generated = 0
+        self.started = time.monotonic()
+        self.device_s = 0.0
+        model.kv.allocate(self.sid, c.proc.pid, len(prompt))
+        self.submit(prompt, 0)
+
+    def submit(self, tokens: list[int], position: int) -> None:
+        """Queue one step feeding `tokens` from `position`."""
+        req: m.Generate = self.c.req
+        seq = proto.SeqStep(
+            tokens=tokens, position=position, table=self.model.kv.block_table(self.sid),
+            temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, seed=req.seed,
+        )  # fmt: skip
+        msg = proto.DModelStep(seq=self.dev.next_seq(), model=self.model.mid, seqs=[seq])
+        work = Work(owner=self.c.proc.pid, msg=msg, done=lambda ok, frames: self.stepped(ok, frames, position + len(tokens)), fail=self.failed)
+        self.k.submit(self.dev, work)
+
+    def stepped(self, ok: proto.DOk, frames, position: int) -> None:
+        """A step came back: stream its text, then stop or queue the next step."""
+        if self.c.proc.state == "exited":
+            return  # its model and KV went with it
+        if self.model.freed:
+            return self.c.fail(Errno.EBADF, "the model was freed during generate")
+        (token,) = _ints_decoder.decode(frames[0].buffer)
+        self.device_s += ok.wall_s
+        self.generated += 1
+        piece = self.stream.feed(token)
+        if self.stream.stopped:
+            return self.finish(piece, "stop")
+        if self.generated == self.max_tokens:
+            return self.finish(piece + self.stream.finish(), "length")
+        if piece:
+            self.c.partial(m.Generated(text=piece))
+        try:
+            self.model.kv.append(self.sid, 1)
+        except KVError as exc:
+            self.model.kv.free(self.sid)
+            err = kv_errors(exc)
+            return self.c.fail(err.errno, err.message)
+        self.submit([token], position)
+
+    def finish(self, piece: str, why: str) -> None:
+        """Send the last piece and the Completion; free the sequence's blocks."""
+        self.model.kv.free(self.sid)
+        if piece:
+            self.c.partial(m.Generated(text=piece))
+        self.c.reply(
+            m.Completion(
+                text=self.stream.text, tokens=self.generated, finish=why,
+                wall_s=time.monotonic() - self.started, device_s=self.device_s,
+            )
+        )  # fmt: skip
+
+    def failed(self, errno: Errno, message: str) -> None:
+        """A step failed (the device went away or refused): free the blocks, fail the call."""
+        if not self.model.freed and self.sid in self.model.kv:
+            self.model.kv.free(self.sid)
+        self.c.fail(errno, message)
+
+
+def sys_generate(k: Kernel, c: CallCtx) -> None:
+    """Generate from a prompt, one device step per token, streaming text as PARTIAL replies."""
+    from llmos.drivers.models.decoding import SamplingParams, StopStream
+    from llmos.drivers.models.tokenizer import ByteTokenizer
+
+    req: m.Generate = c.req
+    model = _model(k, c.proc, req.model)
+    if bool(req.prompt) == bool(req.tokens):
+        raise SysError(Errno.EINVAL, "give a prompt (text) or tokens (ids), one of them")
+    tok = ByteTokenizer()
+    prompt = tok.encode(req.prompt) if req.prompt else list(req.tokens)
+    vocab, max_len = model.config["vocab_size"], model.config["max_len"]
+    if any(not 0 <= t < vocab for t in prompt):
+        raise SysError(Errno.EINVAL, f"token ids must be in 0..{vocab - 1}")
+    if len(prompt) >= max_len:
+        raise SysError(Errno.EINVAL, f"a prompt of {len(prompt)} tokens leaves no room in max_len {max_len}")
+    if req.max_tokens < 1:
+        raise SysError(Errno.EINVAL, f"max_tokens must be at least 1, not {req.max_tokens}")
+    try:
+        SamplingParams(req.temperature, req.top_k, req.top_p, req.seed)
+    except ValueError as exc:
+        raise SysError(Errno.EINVAL, str(exc)) from None
+    max_tokens = min(req.max_tokens, max_len - len(prompt) + 1)  # the last token is never fed back
+    need = model.kv.blocks_for(len(prompt) + max_tokens - 1)
+    if need > min(model.kv.num_blocks, model.kv.quota(c.proc.pid) or model.kv.num_blocks):
+        raise SysError(Errno.ENOMEM, f"{need} KV blocks needed; the model's pool can never give {c.proc.pid} that many")
+    if model.kv.can_allocate(len(prompt), owner=c.proc.pid) is not Admission.OK:
+        raise SysError(Errno.EAGAIN, f"the model's KV pool has {model.kv.num_free_blocks} free blocks now; retry later")
+    _Generation(k, c, model, prompt, max_tokens, StopStream(req.stop, tok))
+
+
+def sys_logprobs(k: Kernel, c: CallCtx) -> None:
+    """Log-probability of each token given the ones before it (one forward on the device)."""
+    model = _model(k, c.proc, c.req.model)
+    dev = k.devices[model.device]
+    msg = proto.DLogProbs(seq=dev.next_seq(), model=model.mid, tokens=list(c.req.tokens))
+
+    def done(ok: proto.DOk, frames) -> None:
+        c.reply(m.TokenLogProbs(logprobs=_floats_decoder.decode(frames[0].buffer)))
+
+    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=done, fail=c.fail))
+
+
+def sys_model_save(k: Kernel, c: CallCtx) -> None:
+    """Write the model as a safetensors checkpoint under the storage directory."""
+    model = _model(k, c.proc, c.req.model)
+    path = storage_path(k, c.req.path)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    dev = k.devices[model.device]
+    msg = proto.DModelSave(seq=dev.next_seq(), model=model.mid, path=path)
+    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(m.Done()), fail=c.fail))

@@ -1,0 +1,121 @@
+"""Model syscalls end to end: load, generate, logprobs, save, free, and reclaim on kill."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from llmos.drivers.models import TinyGPT, TinyGPTConfig
+from llmos.drivers.models.checkpoint import save_checkpoint
+from llmos.drivers.models.reference import greedy_contiguous
+from llmos.drivers.models.tokenizer import ByteTokenizer
+from llmos.syscalls import Errno
+from llmos.userland import Client, LlmosError
+
+from conftest import start_kernel, until
+
+CONFIG = dict(d_model=32, n_layers=2, n_heads=2, max_len=64)
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("storage"))
+
+
+@pytest.fixture(scope="module")
+def weights(storage):
+    torch.manual_seed(0)
+    model = TinyGPT(TinyGPTConfig(**CONFIG)).eval()
+    save_checkpoint(os.path.join(storage, "tiny.safetensors"), model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def mkernel(runtime_dir, storage, weights):
+    kp = start_kernel(runtime_dir, "models", drivers=["cpu", "mocktpu"], storage_dir=storage)
+    yield kp
+    assert kp.stop() == 0
+
+
+@pytest.fixture
+def mc(mkernel):
+    with Client(mkernel.address, name="models") as c:
+        yield c
+
+
+@pytest.mark.parametrize("device", ["cpu", "mocktpu"])
+def test_greedy_generate_matches_the_in_process_model(mc, weights, device):
+    info = mc.model_load(device, "tinygpt", checkpoint="tiny.safetensors", kv_blocks=16, block_size=4)
+    assert info.device == f"{device}0" and info.params == sum(p.numel() for p in weights.parameters())
+    prompt = "hello"
+    ids = ByteTokenizer().encode(prompt)
+    want = greedy_contiguous(weights, torch.tensor([ids]), 20)[0].tolist()
+    pieces = []
+    done = mc.generate(info.model, prompt, max_tokens=20, on_text=pieces.append)
+    assert done.tokens == 20 and done.finish == "length"
+    assert "".join(pieces) == done.text == ByteTokenizer().decode(want)
+    assert mc.generate(info.model, ids, max_tokens=20).text == done.text  # token ids in, same text
+    mc.model_free(info.model)
+
+
+def test_sampling_is_deterministic_with_a_seed_and_stops_at_stop_strings(mc):
+    info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=32)
+    runs = [mc.generate(info.model, "ab", max_tokens=30, temperature=1.0, top_k=50, top_p=0.9, seed=s).text for s in (1, 1, 2)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    full = runs[0]
+    stop = full[5:7]
+    cut = mc.generate(info.model, "ab", max_tokens=30, temperature=1.0, top_k=50, top_p=0.9, seed=1, stop=[stop])
+    assert cut.finish == "stop" and cut.text == full[: full.find(stop)]
+    mc.model_free(info.model)
+
+
+def test_logprobs_and_save_load_round_trip(mc, weights):
+    info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors")
+    ids = ByteTokenizer().encode("the quick brown fox")
+    got = mc.logprobs(info.model, ids)
+    want = weights.log_probs(torch.tensor([ids]))[0].tolist()
+    assert got == pytest.approx(want, abs=1e-5)
+    fresh = mc.model_load("cpu", "tinygpt", config=CONFIG)
+    mc.model_save(fresh.model, "sub/fresh.safetensors")
+    again = mc.model_load("cpu", "tinygpt", checkpoint="sub/fresh.safetensors")
+    assert again.config == fresh.config
+    assert mc.logprobs(again.model, ids) == mc.logprobs(fresh.model, ids)
+    assert mc.generate(again.model, "x", max_tokens=8).text == mc.generate(fresh.model, "x", max_tokens=8).text
+    for h in (info.model, fresh.model, again.model):
+        mc.model_free(h)
+
+
+def test_bad_input(mc):
+    def errno(fn, *args, **kw):
+        with pytest.raises(LlmosError) as err:
+            fn(*args, **kw)
+        return err.value.errno
+
+    assert errno(mc.model_load, "cpu", "nosuch") == Errno.EINVAL
+    assert errno(mc.model_load, "cpu", "tinygpt", config={"d_model": 33, "n_heads": 2}) == Errno.EINVAL
+    assert errno(mc.model_load, "cpu", "tinygpt", checkpoint="../../etc/passwd") == Errno.EPERM
+    assert errno(mc.generate, 999, "hi") == Errno.EBADF
+    info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=2, block_size=4)
+    assert errno(mc.model_save, info.model, "/tmp/outside.safetensors") == Errno.EPERM
+    assert errno(mc.generate, info.model, "hello", max_tokens=20) == Errno.ENOMEM  # 24 positions > 8
+    mc.model_free(info.model)
+    assert errno(mc.model_free, info.model) == Errno.EBADF
+
+
+def test_a_killed_process_gives_its_model_memory_back(mkernel, mc):
+    before = {d.device: d.used for d in mc.memstat()}["cpu0"]
+    code = (
+        "import sys, time\nfrom llmos.userland import Client\n"
+        f"c = Client({mkernel.address!r}, name='holder')\n"
+        f"c.model_load('cpu', 'tinygpt', config={CONFIG!r})\nprint('loaded', flush=True)\ntime.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "loaded"
+        assert {d.device: d.used for d in mc.memstat()}["cpu0"] > before
+    finally:
+        proc.kill()
+        proc.wait()
+    until(lambda: {d.device: d.used for d in mc.memstat()}["cpu0"] == before, timeout=20)
