@@ -1,0 +1,247 @@
+"""Device supervision, MINIX reincarnation-server style: the kernel's side of every driver host.
+
+Starting driver hosts and matching their answers to the work in flight
+(`on_driver`), feeding each device one work item at a time from its queue
+(`submit`, `pump`), pinging idle hosts and declaring dead or hung ones
+offline (`_watch_device`, `device_offline`): their work fails with EIO,
+their tensors are lost, and a new host starts after a capped exponential
+backoff. Drivers are loaded and unloaded here too (hot swap). `Kernel`
+inherits these methods; they use its tables.
+"""
+
+import time
+
+import msgspec
+
+from llmos.syscalls import Errno
+from llmos.syscalls import driver as proto
+
+from . import sysmodel
+from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
+from .errors import SysError
+from .proc import KERNEL_PID
+from .sysdev import device_info, driver_list
+
+START_TIMEOUT_S = 60.0  # a host that has not said hello by then is replaced
+
+
+class DeviceSupervision:
+    """The device half of the kernel: driver hosts, device queues, restarts, hot swap."""
+
+    def load_driver(self, kind: str) -> None:
+        """Start the first device of a driver kind (its host says how many more there are)."""
+        if kind not in self.drivers:
+            raise ValueError(f"no driver of kind {kind!r}; plugins provide {', '.join(sorted(self.drivers))}")
+        self._add_device(self.drivers[kind], 0)
+
+    def unload_driver(self, kind: str) -> list[str]:
+        """Stop every device of a kind: its work fails and its tensors are lost. Returns the device names."""
+        names = [d.name for d in self.devices.values() if d.kind == kind]
+        for name in names:
+            dev = self.devices.pop(name)
+            dev.kill_host()
+            self.driver_idents.pop(dev.ident, None)
+            if dev.state != ABSENT:
+                self._lose_device(dev, f"device {name} was unloaded")
+            self.log.info("device.unloaded", device=name, t=time.monotonic())
+        for ctx in self.loading.pop(kind, []):
+            ctx.fail(Errno.EIO, f"driver {kind} was unloaded while loading")
+        return names
+
+    def _add_device(self, entry, index: int) -> Device:
+        name = f"{entry.kind}{index}"
+        queue = self.pm.hook.llmos_device_queue(device=name, policy=self.new_policy(self.config.policies.get(name, self.config.policy)))
+        dev = Device(name, entry.kind, index, entry, queue, dict(self.config.driver_options.get(entry.kind, {})))
+        self.devices[name] = dev
+        self._start_host(dev)
+        return dev
+
+    def _start_host(self, dev: Device) -> None:
+        dev.start_host(self.address, self.shm, self.curve_env)
+        self.driver_idents[dev.ident] = dev
+        self.log.info("device.starting", device=dev.name, driver=dev.entry.target, os_pid=dev.os_pid)
+
+    def send_driver(self, dev: Device, msg: proto.ToDriver, bulk: tuple = ()) -> None:
+        """Send one message to a device's driver host."""
+        self.sock.send_multipart([dev.ident, proto.encoder.encode(msg), *bulk], copy=False)
+
+    def on_driver(self, dev: Device, frames: list) -> None:
+        """One message from a driver host."""
+        try:
+            msg = proto.from_driver_decoder.decode(frames[1].buffer)
+        except (msgspec.DecodeError, msgspec.ValidationError, IndexError):
+            self.log.error("device.bad_message", device=dev.name)
+            return
+        dev.last_heard = time.monotonic()
+        if isinstance(msg, proto.DHello):
+            return self._on_hello(dev, msg)
+        work = dev.inflight
+        if work is None or work.msg is None or work.msg.seq != msg.seq:
+            return  # an answer to work already failed (the host was declared hung)
+        dev.inflight = None
+        self.log.debug(
+            "device.idle",
+            device=dev.name,
+            pid=work.owner,
+            work=work.msg.__struct_config__.tag,
+            op=getattr(work.msg, "op", None),
+            ok=isinstance(msg, proto.DOk),
+            t=time.monotonic(),
+        )
+        try:
+            if isinstance(msg, proto.DOk):
+                dev.busy_s += msg.wall_s
+                dev.sim_busy_s += msg.sim_s
+                work.done(msg, frames[2:])
+            else:
+                work.fail(Errno(msg.errno) if msg.errno in Errno._value2member_map_ else Errno.EIO, msg.message)
+        except Exception:
+            self.log.exception("kernel.bug", device=dev.name)
+        self.pump(dev)
+
+    def _on_hello(self, dev: Device, hello: proto.DHello) -> None:
+        if hello.secret != dev.secret:
+            self.log.error("device.bad_secret", device=dev.name)
+            return
+        if hello.spec is None:
+            dev.state = ABSENT
+            self.log.info("device.absent", device=dev.name, reason="the driver found no device")
+        else:
+            dev.spec = hello.spec
+            dev.os_pid = hello.os_pid
+            dev.memory = self.pm.hook.llmos_memory_service(
+                device=dev.name, capacity=hello.spec.capacity_bytes, default_quota=self.config.default_quota
+            )
+            dev.memory.set_quota(KERNEL_PID, hello.spec.capacity_bytes)  # KV pools are the kernel's
+            dev.state = ONLINE
+            dev.up_since = time.monotonic()
+            self.log.info(
+                "device.online",
+                device=dev.name,
+                capacity=hello.spec.capacity_bytes,
+                restarts=dev.restarts,
+                os_pid=hello.os_pid,
+                t=time.monotonic(),
+            )
+        if dev.index == 0:
+            for index in range(1, hello.count):
+                if f"{dev.kind}{index}" not in self.devices:
+                    self._add_device(dev.entry, index)
+        self._check_ready()
+        self._answer_loads(dev.kind)
+        self.pump(dev)
+
+    def _answer_loads(self, kind: str) -> None:
+        """Answer driver_load calls once no device of the kind is still starting."""
+        if kind in self.loading and all(d.state != STARTING for d in self.devices.values() if d.kind == kind):
+            for ctx in self.loading.pop(kind):
+                ctx.reply(driver_list(self))
+
+    def submit(self, dev: Device, work: Work) -> None:
+        """Queue device work; it runs when it reaches the head of the device's queue."""
+        dev.queue.push(work, time.monotonic())
+        self.pump(dev)
+
+    def pump(self, dev: Device) -> None:
+        """Start queued work while the device is online and idle."""
+        while dev.state == ONLINE and dev.inflight is None:
+            work = dev.queue.pop(time.monotonic())
+            if work is None:
+                return
+            if work.cancelled:
+                continue
+            if work.local is not None:
+                self.log.debug("device.busy", device=dev.name, pid=work.owner, work="copy", t=time.monotonic())
+                try:
+                    work.local()
+                except SysError as exc:
+                    work.fail(exc.errno, exc.message)
+                self.log.debug("device.idle", device=dev.name, pid=work.owner, work="copy", t=time.monotonic())
+                continue
+            dev.inflight = work
+            dev.inflight_since = time.monotonic()
+            self.log.debug(
+                "device.busy",
+                device=dev.name,
+                pid=work.owner,
+                work=work.msg.__struct_config__.tag,
+                op=getattr(work.msg, "op", None),
+                t=dev.inflight_since,
+            )
+            self.send_driver(dev, work.msg, work.bulk)
+
+    def _fail_device_work(self, dev: Device, reason: str) -> None:
+        items = ([dev.inflight] if dev.inflight else []) + dev.queue.drain()
+        dev.inflight = None
+        for work in items:
+            if not work.cancelled:
+                work.fail(Errno.EIO, reason)
+
+    def device_offline(self, dev: Device, reason: str) -> None:
+        """The driver host died or hangs: fail its work, lose its tensors, plan a restart."""
+        if dev.state == STARTING and dev.kind in self.loading:  # a driver_load that never came up
+            self.log.warning("device.load_failed", device=dev.name, reason=reason)
+            for ctx in self.loading.pop(dev.kind):
+                ctx.fail(Errno.EIO, f"driver {dev.kind} did not come up: {reason}")
+            self.unload_driver(dev.kind)
+            return
+        dev.kill_host()
+        self.driver_idents.pop(dev.ident, None)
+        dev.state = OFFLINE
+        dev.offline_reason = reason
+        self.log.warning("device.offline", device=dev.name, reason=reason, t=time.monotonic())
+        self._lose_device(dev, f"device {dev.name} went offline: {reason}")
+        dev.schedule_restart(*self.config.restart_backoff_s)
+        self._check_ready()
+
+    def _lose_device(self, dev: Device, message: str) -> None:
+        """Everything on a device is gone: fail its work and parked calls, mark its tensors lost."""
+        self._fail_device_work(dev, message)
+        for t in self.tensors.on_device(dev.name):
+            t.lost = message
+            t.unmap()
+        for key in [key for key in self.kv_tensors if key[0] == dev.name]:
+            self.kv.remove(*key)
+            self.tensors.drop(self.kv_tensors.pop(key))
+        sysmodel.lose_models(self, dev, message)
+        for ctx, _, _ in dev.parked:
+            ctx.fail(Errno.EIO, message)
+        dev.parked.clear()
+        dev.memory = None
+
+    def device(self, name: str) -> Device:
+        """The device called `name` (the first of kind `name`, or the plugins' pick for `auto`); else ENODEV."""
+        if name == "auto":
+            online = [device_info(d) for d in self.devices.values() if d.state == ONLINE]
+            name = self.pm.hook.llmos_pick_device(devices=online) or "auto"
+        dev = self.devices.get(name) or self.devices.get(f"{name}0")
+        if dev is None or dev.state == ABSENT:
+            known = ", ".join(d.name for d in self.devices.values() if d.state != ABSENT) or "none"
+            raise SysError(Errno.ENODEV, f"no device {name!r}; devices: {known}")
+        if dev.state == OFFLINE:
+            wait = max(0.0, dev.restart_at - time.monotonic())
+            raise SysError(Errno.ENODEV, f"device {dev.name} is offline ({dev.offline_reason}); restarting in {wait:.1f} s")
+        return dev
+
+    def _watch_device(self, dev: Device, now: float) -> None:
+        if dev.state == OFFLINE:
+            if now >= dev.restart_at:
+                dev.restarts += 1
+                self.log.info("device.restart", device=dev.name, restarts=dev.restarts, t=now)
+                self._start_host(dev)
+            return
+        if dev.state == ABSENT:
+            return
+        rc = dev.popen.poll() if dev.popen else None
+        if rc is not None:
+            return self.device_offline(dev, f"driver host exited with status {rc}")
+        if dev.state == STARTING:
+            if now - dev.last_heard > START_TIMEOUT_S:
+                self.device_offline(dev, f"driver host did not say hello within {START_TIMEOUT_S:.0f} s")
+            return
+        if dev.inflight is not None:
+            limit = self.config.hang_s if isinstance(dev.inflight.msg, proto.DPing) else self.config.op_timeout_s
+            if now - dev.inflight_since > limit:
+                self.device_offline(dev, f"driver host hung: no answer for {limit:.0f} s")
+        elif len(dev.queue) == 0 and now - dev.last_heard > self.config.ping_s:
+            self.submit(dev, Work(owner=KERNEL_PID, msg=proto.DPing(seq=dev.next_seq()), always=True))
