@@ -97,7 +97,7 @@ def test_killing_another_process_needs_permission(kernel, client):
 
 
 def test_process_that_stops_answering_loses_its_lease(runtime_dir):
-    kp = start_kernel(runtime_dir, "lease", lease_s=1.0)
+    kp = start_kernel(runtime_dir, "lease", lease_s=2.0)
     try:
         with Client(kp.address, name="watcher") as watcher:
             proc, pid = start_holder(kp.address)
