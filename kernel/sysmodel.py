@@ -3,9 +3,10 @@
 A model lives in its device's driver host (weights and a paged KV storage);
 the kernel keeps its record, charges its bytes to the loading process, and
 keeps the books of its KV blocks with a private `KVCache` of the memory
-service. `generate` is driven by the kernel: every step is one `Work` item on
-the device queue, so other processes' work interleaves by the device's
-scheduling policy. Text is cut into safe pieces and at stop strings by
+service. `generate` is driven by the kernel with continuous batching: every
+generation in progress on a model joins the model's next step (one `Work`
+item on the device queue), so concurrent generate calls of any processes
+share each step. Text is cut into safe pieces and at stop strings by
 `StopStream`; it and the tokenizer need no torch (drivers/models/decoding.py),
 so the kernel process stays torch-free.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -29,6 +30,7 @@ from llmos.syscalls import messages as m
 from . import plugins
 from .devices import Device, Work
 from .errors import SysError
+from .proc import KERNEL_PID
 from .syskv import kv_errors
 from .sysmem import admit, check_dtype
 
@@ -56,6 +58,8 @@ class Model:
     kv: KVCache
     lost: str = ""  # why the model is gone (its device went offline), else ""
     freed: bool = False
+    ready: list = field(default_factory=list)  # generations waiting for their next step: (gen, tokens, position)
+    stepping: bool = False  # a batched step of this model is queued or running on the device
 
     @property
     def alloc_id(self) -> int:
@@ -103,6 +107,7 @@ def _drop(k: Kernel, model: Model) -> None:
     k.log.debug("mem.free", device=dev.name, pid=model.owner, bytes=model.nbytes, used=dev.memory.used, t=time.monotonic())
     k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=model.mid), always=True))
     k.unpark(dev)
+    step_batch(k, model)  # generations waiting for a step fail now
 
 
 def free_models(k: Kernel, proc: Process) -> None:
@@ -117,6 +122,7 @@ def lose_models(k: Kernel, dev: Device, message: str) -> None:
     for model in k.models.values():
         if model.device == dev.name:
             model.lost = message
+            step_batch(k, model)  # generations waiting for a step fail now
 
 
 def sys_model_load(k: Kernel, c: CallCtx) -> None:
@@ -183,30 +189,32 @@ class _Generation:
         self.max_tokens = max_tokens
         self.stream = stream
         self.generated = 0
+        self.shared_steps = 0  # steps that carried other sequences too (continuous batching)
         self.started = time.monotonic()
         self.device_s = 0.0
         model.kv.allocate(self.sid, c.proc.pid, len(prompt))
         self.submit(prompt, 0)
 
     def submit(self, tokens: list[int], position: int) -> None:
-        """Queue one step feeding `tokens` from `position`."""
+        """Ask for one step feeding `tokens` from `position`; it joins the model's next batched step."""
+        self.model.ready.append((self, tokens, position))
+        step_batch(self.k, self.model)
+
+    def seq_step(self, tokens: list[int], position: int) -> proto.SeqStep:
+        """This generation's part of a batched step."""
         req: m.Generate = self.c.req
-        seq = proto.SeqStep(
+        return proto.SeqStep(
             tokens=tokens, position=position, table=self.model.kv.block_table(self.sid),
             temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, seed=req.seed,
         )  # fmt: skip
-        msg = proto.DModelStep(seq=self.dev.next_seq(), model=self.model.mid, seqs=[seq])
-        work = Work(owner=self.c.proc.pid, msg=msg, done=lambda ok, frames: self.stepped(ok, frames, position + len(tokens)), fail=self.failed)
-        self.k.submit(self.dev, work)
 
-    def stepped(self, ok: proto.DOk, frames, position: int) -> None:
-        """A step came back: stream its text, then stop or queue the next step."""
+    def stepped(self, token: int, wall_s: float, position: int) -> None:
+        """A step came back with this generation's next token: stream its text, then stop or ask again."""
         if self.c.proc.state == "exited":
             return  # its model and KV went with it
         if self.model.freed:
             return self.c.fail(Errno.EBADF, "the model was freed during generate")
-        (token,) = _ints_decoder.decode(frames[0].buffer)
-        self.device_s += ok.wall_s
+        self.device_s += wall_s
         self.generated += 1
         piece = self.stream.feed(token)
         if self.stream.stopped:
@@ -231,7 +239,7 @@ class _Generation:
         self.c.reply(
             m.Completion(
                 text=self.stream.text, tokens=self.generated, finish=why,
-                wall_s=time.monotonic() - self.started, device_s=self.device_s,
+                wall_s=time.monotonic() - self.started, device_s=self.device_s, shared_steps=self.shared_steps,
             )
         )  # fmt: skip
 
@@ -242,8 +250,51 @@ class _Generation:
         self.c.fail(errno, message)
 
 
+MAX_BATCH = 32  # sequences in one batched step
+
+
+def step_batch(k: Kernel, model: Model) -> None:
+    """Continuous batching: when the model has no step on the device, send one for every ready generation.
+
+    Generations of any process join whichever step comes next (prefills and
+    decodes together), one token each per step, so a long generation never
+    holds the device for others. The step is one work item in the device's
+    queue.
+    """
+    if model.freed or model.lost:
+        waiting, model.ready = model.ready, []
+        for gen, _, _ in waiting:
+            gen.failed(Errno.EBADF if model.freed else Errno.EIO, model.lost or "the model was freed during generate")
+        return
+    if model.stepping or not model.ready:
+        return
+    batch, model.ready = model.ready[:MAX_BATCH], model.ready[MAX_BATCH:]
+    batch = [(gen, tokens, position) for gen, tokens, position in batch if gen.c.proc.state != "exited"]
+    if not batch:
+        return step_batch(k, model)
+    dev = k.devices[model.device]
+    msg = proto.DModelStep(seq=dev.next_seq(), model=model.mid, seqs=[gen.seq_step(t, p) for gen, t, p in batch])
+
+    def done(ok: proto.DOk, frames) -> None:
+        model.stepping = False
+        tokens = _ints_decoder.decode(frames[0].buffer)
+        for (gen, fed, position), token in zip(batch, tokens):
+            gen.shared_steps += len(batch) > 1
+            gen.stepped(token, ok.wall_s / len(batch), position + len(fed))
+        step_batch(k, model)
+
+    def failed(errno: Errno, message: str) -> None:
+        model.stepping = False
+        for gen, _, _ in batch:
+            gen.failed(errno, message)
+        step_batch(k, model)
+
+    model.stepping = True
+    k.submit(dev, Work(owner=KERNEL_PID, msg=msg, done=done, fail=failed, always=True))
+
+
 def sys_generate(k: Kernel, c: CallCtx) -> None:
-    """Generate from a prompt, one device step per token, streaming text as PARTIAL replies."""
+    """Generate from a prompt, one token per batched device step, streaming text as PARTIAL replies."""
     from llmos.drivers.models.decoding import SamplingParams, StopStream
     from llmos.drivers.models.tokenizer import ByteTokenizer
 

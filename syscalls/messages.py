@@ -541,7 +541,8 @@ class Completion(Reply):
     tokens: int
     finish: str  # "stop" (a stop string or EOS) or "length" (max_tokens)
     wall_s: float = 0.0  # from the call to the last token
-    device_s: float = 0.0  # the device's own time for the steps
+    device_s: float = 0.0  # the device's own time for the steps (its share of batched steps)
+    shared_steps: int = 0  # steps batched together with other sequences (continuous batching)
 
 
 class LogProbs(Call, tag=int(Sys.LOGPROBS)):

@@ -119,3 +119,25 @@ def test_a_killed_process_gives_its_model_memory_back(mkernel, mc):
         proc.kill()
         proc.wait()
     until(lambda: {d.device: d.used for d in mc.memstat()}["cpu0"] == before, timeout=20)
+
+
+def test_concurrent_generates_share_batched_steps_and_keep_their_output(mkernel, mc):
+    import asyncio
+
+    from llmos.userland import AsyncClient
+
+    prompts = ["alpha", "be", "gamma ray", "d"]
+    info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=32, block_size=4)
+    solo = [mc.generate(info.model, p, max_tokens=12, temperature=0.8, seed=i).text for i, p in enumerate(prompts)]
+    mc.model_free(info.model)
+
+    async def together():
+        async with AsyncClient(mkernel.address, name="batcher") as c:
+            model = (await c.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=32, block_size=4)).model
+            return await asyncio.gather(
+                *(c.generate(model, p, max_tokens=12, temperature=0.8, seed=i) for i, p in enumerate(prompts))
+            )
+
+    results = asyncio.run(together())
+    assert [r.text for r in results] == solo  # batching changes nothing a sequence sees
+    assert all(r.shared_steps > 0 for r in results)  # ...but they did share steps
