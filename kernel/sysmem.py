@@ -20,6 +20,7 @@ from llmos.syscalls.dtypes import ITEMSIZE, nbytes
 
 from .devices import Device, Work
 from .errors import SysError
+from . import sysmodel
 
 if TYPE_CHECKING:
     from .dispatch import CallCtx
@@ -178,13 +179,16 @@ def sys_read(k: Kernel, c: CallCtx) -> None:
 
 
 def sys_share(k: Kernel, c: CallCtx) -> None:
-    """Open a handle on the same tensor in another process's table."""
-    t = k.tensor(c.proc, c.req.handle)
+    """Open a handle on the same tensor (or loaded model) in another process's table."""
     target = k.procs.by_pid.get(c.req.pid)
     if target is None or target.state != "running":
         raise SysError(Errno.ESRCH, f"no running process {c.req.pid}")
-    t.holders[target.pid] += 1
-    c.reply(m.Shared(handle=target.add_handle(t.tid)))
+    theirs = sysmodel.share_model(k, c.proc, c.req.handle, target)
+    if theirs is None:
+        t = k.tensor(c.proc, c.req.handle)
+        t.holders[target.pid] += 1
+        theirs = target.add_handle(t.tid)
+    c.reply(m.Shared(handle=theirs))
 
 
 def sys_memstat(k: Kernel, c: CallCtx) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ class Model:
     kv: KVCache
     lost: str = ""  # why the model is gone (its device went offline), else ""
     freed: bool = False
+    holders: Counter = field(default_factory=Counter)  # pid -> handles open on it (share gives more)
     ready: list = field(default_factory=list)  # generations waiting for their next step: (gen, tokens, position)
     stepping: bool = False  # a batched step of this model is queued or running on the device
 
@@ -110,10 +112,36 @@ def _drop(k: Kernel, model: Model) -> None:
     step_batch(k, model)  # generations waiting for a step fail now
 
 
+def release_model(k: Kernel, pid: int, model: Model) -> None:
+    """One handle on `model` was closed by `pid`: free it when nobody holds it, else move its charge on."""
+    model.holders[pid] -= 1
+    if model.holders[pid] <= 0:
+        del model.holders[pid]
+    if not model.holders:
+        return _drop(k, model)
+    if model.owner == pid and pid not in model.holders:
+        new_owner = min(model.holders)
+        if not model.lost:
+            k.devices[model.device].memory.transfer(model.alloc_id, new_owner)
+        model.owner = new_owner
+
+
+def share_model(k: Kernel, proc: Process, handle: int, target: Process) -> int | None:
+    """Give `target` a handle on the caller's model `handle`; None if `handle` is not a model."""
+    mid = proc.models.get(handle)
+    if mid is None:
+        return None
+    model = _model(k, proc, handle)
+    theirs = target.new_handle()
+    target.models[theirs] = mid
+    model.holders[target.pid] += 1
+    return theirs
+
+
 def free_models(k: Kernel, proc: Process) -> None:
-    """A process is gone: free every model it held (and so their KV)."""
+    """A process is gone: close every model handle it held (a model nobody holds is freed, with its KV)."""
     for mid in proc.models.values():
-        _drop(k, k.models[mid])
+        release_model(k, proc.pid, k.models[mid])
     proc.models.clear()
 
 
@@ -159,6 +187,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
             return c.fail(exc.errno, exc.message)
         kv = KVCache(req.kv_blocks, req.block_size, default_quota=k.config.kv_quota, device=dev.name, layout=f"model{mid}")
         model = Model(mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, size, kv)
+        model.holders[c.proc.pid] = 1
         dev.memory.charge(model.alloc_id, c.proc.pid, size)
         k.log.debug("mem.alloc", device=dev.name, pid=c.proc.pid, bytes=size, used=dev.memory.used, t=time.monotonic())
         k.models[mid] = model
@@ -174,7 +203,7 @@ def sys_model_free(k: Kernel, c: CallCtx) -> None:
     mid = c.proc.models.pop(c.req.model, None)
     if mid is None:
         raise SysError(Errno.EBADF, f"handle {c.req.model} is not a model open in process {c.proc.pid}")
-    _drop(k, k.models[mid])
+    release_model(k, c.proc.pid, k.models[mid])
     c.reply(m.Done())
 
 

@@ -61,7 +61,7 @@ def test_greedy_generate_matches_the_in_process_model(mc, weights, device):
 
 
 def test_sampling_is_deterministic_with_a_seed_and_stops_at_stop_strings(mc):
-    info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=32)
+    info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=32)  # fixed weights: a fixed text
     runs = [mc.generate(info.model, "ab", max_tokens=30, temperature=1.0, top_k=50, top_p=0.9, seed=s).text for s in (1, 1, 2)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
     full = runs[0]
@@ -141,3 +141,38 @@ def test_concurrent_generates_share_batched_steps_and_keep_their_output(mkernel,
     results = asyncio.run(together())
     assert [r.text for r in results] == solo  # batching changes nothing a sequence sees
     assert all(r.shared_steps > 0 for r in results)  # ...but they did share steps
+
+
+def test_a_shared_model_batches_generations_of_several_processes(mkernel, mc):
+    import asyncio
+
+    from llmos.userland import AsyncClient
+
+    before = mc.device("cpu0").used_bytes
+    info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=32, block_size=4)
+    solo = mc.generate(info.model, "shared", max_tokens=10).text
+
+    async def two_processes():
+        async with AsyncClient(mkernel.address, name="p1") as a, AsyncClient(mkernel.address, name="p2") as b:
+            ha, hb = mc.share(info.model, a.pid), mc.share(info.model, b.pid)
+            ra, rb = await asyncio.gather(a.generate(ha, "shared", max_tokens=10), b.generate(hb, "shared", max_tokens=10))
+            return ra, rb
+
+    ra, rb = asyncio.run(two_processes())
+    assert ra.text == rb.text == solo and ra.shared_steps > 0 and rb.shared_steps > 0
+    mc.model_free(info.model)  # the last holder: the model and its memory are gone
+    assert mc.device("cpu0").used_bytes == before
+    with pytest.raises(LlmosError) as err:
+        mc.generate(info.model, "x")
+    assert err.value.errno == Errno.EBADF
+
+
+def test_a_shared_model_outlives_its_loader_and_its_charge_moves(mkernel, mc):
+    before = mc.device("cpu0").used_bytes
+    with Client(mkernel.address, name="heir") as heir:
+        info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=8, block_size=4)
+        theirs = mc.share(info.model, heir.pid)
+        mc.model_free(info.model)
+        assert heir.generate(theirs, "still here", max_tokens=3).tokens == 3
+        assert [p for p in heir.ps() if p.pid == heir.pid][0].mem_bytes == info.bytes
+    assert mc.device("cpu0").used_bytes == before  # the heir's exit freed it
