@@ -28,12 +28,16 @@ async def completion_order(address: str, heavy_ops: int = 60, light_ops: int = 4
     async with AsyncClient(address, name="heavy") as heavy, AsyncClient(address, name="light") as light:
         x = await heavy.put(torch.randn(160, 160))
         y = await light.put(torch.randn(160, 160))
+        big = await heavy.put(torch.randn(1000, 1000))
 
         async def op(c, h, who):
             await c.compute("matmul", h, h)
             order.append(who)
 
-        flood = [asyncio.create_task(op(heavy, x.handle, "heavy")) for _ in range(heavy_ops)]
+        # a long op first keeps the device busy while the flood queues up behind it, so the heavy
+        # process's stream never runs dry before the light one arrives
+        flood = [asyncio.create_task(heavy.compute("matmul", big.handle, big.handle))]
+        flood += [asyncio.create_task(op(heavy, x.handle, "heavy")) for _ in range(heavy_ops)]
         await asyncio.sleep(0.005)  # the flood is queued on the device
         late = [asyncio.create_task(op(light, y.handle, "light")) for _ in range(light_ops)]
         await asyncio.gather(*flood, *late)
@@ -49,7 +53,9 @@ def test_policy_orders_device_work_between_processes(client, kernel, policy):
         client.sched_set("cpu0", "fcfs")
     last_light = max(i for i, who in enumerate(order) if who == "light")
     heavy_after = len(order) - 1 - last_light
+    # (a loaded machine may let the heavy stream run dry for a moment, and under FCFS a stream
+    # that refills queues behind the light one: so "nearly all", not "all")
     if policy == "fcfs":
-        assert heavy_after == 0, order  # the light process waits behind the whole flood
+        assert heavy_after <= 5, order  # the light process waits behind (nearly) the whole flood
     else:
-        assert heavy_after >= 10, order  # vtc: served by turns as soon as it arrives, mid-flood
+        assert heavy_after >= 30, order  # vtc: served by turns as soon as it arrives, early in the flood
