@@ -9,7 +9,6 @@ device whose callbacks answer later.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from llmos.syscalls import Errno, Sys
@@ -42,10 +41,12 @@ class CallCtx:
     def reply(self, body: m.Reply, bulk: tuple = ()) -> None:
         """Send the FINAL reply (with bulk frames, if the call returns any)."""
         self.finished = True
-        self.kernel.log.debug(
-            "syscall.exit", pid=self.proc.pid if self.proc else None, syscall=self.row.name, rid=self.rid, t=time.monotonic()
-        )
+        if self.kernel.tracing:
+            self._exit_event()
         self.kernel.send_reply(self.ident, self.rid, fr.FINAL, body, bulk)
+
+    def _exit_event(self, **extra) -> None:
+        self.kernel.trace("syscall.exit", pid=self.proc.pid if self.proc else None, syscall=self.row.name, rid=self.rid, **extra)
 
     def partial(self, body: m.Reply) -> None:
         """Send one PARTIAL reply of a streaming call."""
@@ -55,14 +56,8 @@ class CallCtx:
         """Send the ERROR reply that ends the call."""
         self.finished = True
         self.kernel.errors += 1
-        self.kernel.log.debug(
-            "syscall.exit",
-            pid=self.proc.pid if self.proc else None,
-            syscall=self.row.name,
-            rid=self.rid,
-            errno=errno.name,
-            t=time.monotonic(),
-        )
+        if self.kernel.tracing:
+            self._exit_event(errno=errno.name)
         self.kernel.send_reply(self.ident, self.rid, fr.ERROR, m.Error(errno=int(errno), message=message))
 
 

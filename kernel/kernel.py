@@ -70,6 +70,7 @@ class Kernel(DeviceSupervision):
         self.counts: Counter = Counter()
         self.errors = 0
         self.started = time.monotonic()
+        self.tracing = config.log_level == "debug"  # timeline events cost nothing unless they are logged
         self.stopping = False
         self.ready = False
         self.next_tick = 0.0
@@ -220,6 +221,17 @@ class Kernel(DeviceSupervision):
                 pass
         self.log.info("kernel.stopped")
 
+    # ---- timeline events ---------------------------------------------------------------
+
+    def trace(self, event: str, **fields) -> None:
+        """A timeline event (debug level, with the monotonic time `t`); nothing unless logging at debug."""
+        if self.tracing:
+            self.log.debug(event, t=time.monotonic(), **fields)
+
+    def trace_mem(self, event: str, dev: Device, pid: int, nbytes: int) -> None:
+        """A memory event (mem.alloc / mem.free) on a device, with its usage after it."""
+        self.trace(event, device=dev.name, pid=pid, bytes=nbytes, used=dev.memory.used)
+
     # ---- sending -------------------------------------------------------------------------
 
     def send_reply(self, ident: bytes, rid: int, kind: int, body: m.Reply, bulk: tuple = ()) -> None:
@@ -269,7 +281,8 @@ class Kernel(DeviceSupervision):
                     ident, env.rid, Errno.E2BIG, f"bulk frame of {len(frame)} bytes; the limit is {self.config.max_bulk_bytes}"
                 )
         self.counts[row.nr] += 1
-        self.log.debug("syscall", pid=proc.pid if proc else None, syscall=row.name, rid=env.rid, t=time.monotonic())
+        if self.tracing:
+            self.trace("syscall", pid=proc.pid if proc else None, syscall=row.name, rid=env.rid)
         ctx = CallCtx(self, ident, env.rid, proc, env.call, bulk, row)
         try:
             handler(self, ctx)
@@ -356,7 +369,7 @@ class Kernel(DeviceSupervision):
             return
         dev = self.devices[t.device]
         dev.memory.release(t.tid)
-        self.log.debug("mem.free", device=dev.name, pid=t.owner, bytes=t.nbytes, used=dev.memory.used, t=time.monotonic())
+        self.trace_mem("mem.free", dev, t.owner, t.nbytes)
         self.submit(dev, Work(owner=KERNEL_PID, msg=proto.DFree(seq=dev.next_seq(), tid=t.tid), always=True))
         self.unpark(dev)
 

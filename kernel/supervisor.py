@@ -79,15 +79,7 @@ class DeviceSupervision:
         if work is None or work.msg is None or work.msg.seq != msg.seq:
             return  # an answer to work already failed (the host was declared hung)
         dev.inflight = None
-        self.log.debug(
-            "device.idle",
-            device=dev.name,
-            pid=work.owner,
-            work=work.msg.__struct_config__.tag,
-            op=getattr(work.msg, "op", None),
-            ok=isinstance(msg, proto.DOk),
-            t=time.monotonic(),
-        )
+        self._trace_work("device.idle", dev, work, ok=isinstance(msg, proto.DOk))
         try:
             if isinstance(msg, proto.DOk):
                 dev.busy_s += msg.wall_s
@@ -151,24 +143,23 @@ class DeviceSupervision:
             if work.cancelled:
                 continue
             if work.local is not None:
-                self.log.debug("device.busy", device=dev.name, pid=work.owner, work="copy", t=time.monotonic())
+                self._trace_work("device.busy", dev, work)
                 try:
                     work.local()
                 except SysError as exc:
                     work.fail(exc.errno, exc.message)
-                self.log.debug("device.idle", device=dev.name, pid=work.owner, work="copy", t=time.monotonic())
+                self._trace_work("device.idle", dev, work)
                 continue
             dev.inflight = work
             dev.inflight_since = time.monotonic()
-            self.log.debug(
-                "device.busy",
-                device=dev.name,
-                pid=work.owner,
-                work=work.msg.__struct_config__.tag,
-                op=getattr(work.msg, "op", None),
-                t=dev.inflight_since,
-            )
+            self._trace_work("device.busy", dev, work)
             self.send_driver(dev, work.msg, work.bulk)
+
+    def _trace_work(self, event: str, dev: Device, work: Work, **extra) -> None:
+        """device.busy / device.idle for one work item: whose, what kind (the kernel's own copies: "copy")."""
+        if self.tracing:
+            kind = "copy" if work.local is not None else work.msg.__struct_config__.tag
+            self.trace(event, device=dev.name, pid=work.owner, work=kind, op=getattr(work.msg, "op", None), **extra)
 
     def _fail_device_work(self, dev: Device, reason: str) -> None:
         items = ([dev.inflight] if dev.inflight else []) + dev.queue.drain()

@@ -8,7 +8,6 @@ sequences, and has the driver copy blocks when copy-on-write says so.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from llmos.services.memory.admission import Admission
@@ -76,7 +75,7 @@ def sys_kv_pool(k: Kernel, c: CallCtx) -> None:
     admit(dev, KERNEL_PID, req.blocks * block_bytes)
     t = k.tensors.create(dev.name, shape, "uint8", req.blocks * block_bytes, KERNEL_PID)
     dev.memory.charge(t.tid, KERNEL_PID, t.nbytes)
-    k.log.debug("mem.alloc", device=dev.name, pid=KERNEL_PID, bytes=t.nbytes, used=dev.memory.used, t=time.monotonic())
+    k.trace_mem("mem.alloc", dev, KERNEL_PID, t.nbytes)
 
     def created(ok: proto.DOk, frames) -> None:
         t.shm = ok.shm
@@ -91,7 +90,7 @@ def sys_kv_pool(k: Kernel, c: CallCtx) -> None:
         k.tensors.drop(t)
         if dev.memory is not None:
             dev.memory.release(t.tid)
-            k.log.debug("mem.free", device=dev.name, pid=KERNEL_PID, bytes=t.nbytes, used=dev.memory.used, t=time.monotonic())
+            k.trace_mem("mem.free", dev, KERNEL_PID, t.nbytes)
         c.fail(errno, message)
 
     k.submit(dev, Work(owner=c.proc.pid, msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()), done=created, fail=failed))

@@ -9,7 +9,6 @@ the device's queue order, after the caller's earlier work on that device.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from llmos.services.memory.admission import Admission
@@ -73,7 +72,7 @@ def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: s
     admit(dev, proc.pid, size)
     t = k.tensors.create(dev.name, shape, dtype, size, proc.pid)
     dev.memory.charge(t.tid, proc.pid, size)
-    k.log.debug("mem.alloc", device=dev.name, pid=proc.pid, bytes=size, used=dev.memory.used, t=time.monotonic())
+    k.trace_mem("mem.alloc", dev, proc.pid, size)
     return t
 
 
@@ -93,7 +92,7 @@ def not_created(k: Kernel, c: CallCtx, t: Tensor, errno: Errno, message: str) ->
     dev = k.devices[t.device]
     if dev.memory is not None:
         dev.memory.release(t.tid)
-        k.log.debug("mem.free", device=dev.name, pid=t.owner, bytes=t.nbytes, used=dev.memory.used, t=time.monotonic())
+        k.trace_mem("mem.free", dev, t.owner, t.nbytes)
         k.unpark(dev)
     c.fail(errno, message)
 

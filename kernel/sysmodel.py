@@ -106,7 +106,7 @@ def _drop(k: Kernel, model: Model) -> None:
         return
     dev = k.devices[model.device]
     dev.memory.release(model.alloc_id)
-    k.log.debug("mem.free", device=dev.name, pid=model.owner, bytes=model.nbytes, used=dev.memory.used, t=time.monotonic())
+    k.trace_mem("mem.free", dev, model.owner, model.nbytes)
     k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=model.mid), always=True))
     k.unpark(dev)
     step_batch(k, model)  # generations waiting for a step fail now
@@ -189,7 +189,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
         model = Model(mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, size, kv)
         model.holders[c.proc.pid] = 1
         dev.memory.charge(model.alloc_id, c.proc.pid, size)
-        k.log.debug("mem.alloc", device=dev.name, pid=c.proc.pid, bytes=size, used=dev.memory.used, t=time.monotonic())
+        k.trace_mem("mem.alloc", dev, c.proc.pid, size)
         k.models[mid] = model
         handle = c.proc.new_handle()
         c.proc.models[handle] = mid
