@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from llmos.syscalls import Errno
-from llmos.syscalls.driver import DeviceSpec, ModelDesc, SeqStep, TensorDesc
+from llmos.syscalls.driver import DeviceSpec, ModelDesc, SeqStep, TensorDesc, TrainOut
 from llmos.syscalls.dtypes import ITEMSIZE
 from llmos.syscalls.ops import OPS
 
@@ -94,7 +94,11 @@ class Driver:
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def model_save(self, mid: int, path: str) -> None:
-        """Write the model as a safetensors checkpoint."""
+        """Write the model (with its optimizer state and step, once trained) as a safetensors checkpoint."""
+        raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
+
+    def model_train_step(self, mid: int, tokens: list[list[int]], lr: float, weight_decay: float, clip: float) -> TrainOut:
+        """One optimizer step on a batch of token windows, the optimizer state kept on the device."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def close(self) -> None:
@@ -102,12 +106,19 @@ class Driver:
 
 
 class LoadedModel:
-    """A model on a torch device: its architecture name, module and paged KV storage."""
+    """A model on a torch device: its architecture name, module, paged KV storage and training state.
 
-    def __init__(self, arch: str, model: torch.nn.Module, kv):
+    The optimizer is made on the first training step, from `optimizer_state`
+    when the model came from a checkpoint that held one.
+    """
+
+    def __init__(self, arch: str, model: torch.nn.Module, kv, step: int = 0, optimizer_state: dict | None = None):
         self.arch = arch
         self.model = model
         self.kv = kv
+        self.step = step
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizer_state = optimizer_state
 
 
 class TorchDriver(Driver):
@@ -211,11 +222,14 @@ class TorchDriver(Driver):
             kv = model.new_kv(kv_blocks, block_size)
         except (RuntimeError, ValueError) as exc:
             raise DriverError(Errno.ENOMEM, f"the device could not hold the model: {exc}") from exc
-        self.models[mid] = LoadedModel(arch.name, model, kv)
+        step, optimizer_state = (ckpt.step, ckpt.optimizer_state) if ckpt is not None else (0, None)
+        self.models[mid] = LoadedModel(arch.name, model, kv, step, optimizer_state)
         params = sum(p.numel() for p in model.parameters())
         param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         kv_bytes = kv.data.numel() * kv.data.element_size()
-        return ModelDesc(config=model.config.to_dict(), params=params, param_bytes=param_bytes, kv_bytes=kv_bytes)
+        return ModelDesc(
+            config=model.config.to_dict(), params=params, param_bytes=param_bytes, kv_bytes=kv_bytes, step=step
+        )
 
     def model(self, mid: int) -> LoadedModel:
         """The loaded model with this id, or EINVAL."""
@@ -262,9 +276,27 @@ class TorchDriver(Driver):
 
         m = self.model(mid)
         try:
-            save_checkpoint(path, m.model, arch=m.arch)
+            save_checkpoint(path, m.model, m.optimizer, step=m.step, arch=m.arch)
         except OSError as exc:
             raise DriverError(Errno.EINVAL, f"cannot write {path}: {exc}") from exc
+
+    def model_train_step(self, mid: int, tokens: list[list[int]], lr: float, weight_decay: float, clip: float) -> TrainOut:
+        from .models.train import make_optimizer, set_hyperparams, train_step
+
+        m = self.model(mid)
+        try:
+            batch = torch.tensor(tokens, dtype=torch.long, device=self.device)
+            if m.optimizer is None:
+                m.optimizer = make_optimizer(m.model)
+                if m.optimizer_state is not None:
+                    m.optimizer.load_state_dict(m.optimizer_state)
+                    m.optimizer_state = None
+            set_hyperparams(m.optimizer, lr, weight_decay)
+            loss, norm = train_step(m.model, m.optimizer, batch, clip)
+        except (ValueError, IndexError, RuntimeError) as exc:
+            raise DriverError(Errno.EINVAL, f"training step failed: {exc}") from exc
+        m.step += 1
+        return TrainOut(loss=loss, grad_norm=norm, step=m.step)
 
     def close(self) -> None:
         self.tensors.clear()

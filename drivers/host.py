@@ -73,6 +73,11 @@ class Host:
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(values)]
                 case proto.DModelSave():
                     self.driver.model_save(msg.model, msg.path)
+                case proto.DTrainStep():
+                    start = time.perf_counter()
+                    out = self.driver.model_train_step(msg.model, msg.tokens, msg.lr, msg.weight_decay, msg.clip)
+                    ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
+                    return [proto.encoder.encode(ok), proto.encoder.encode(out)]
                 case proto.DOp():
                     shm = self.driver.alloc(msg.out) if msg.new_out else ""
                     start = time.perf_counter()

@@ -97,6 +97,7 @@ HANDLERS = {
     Sys.GENERATE: sysmodel.sys_generate,
     Sys.LOGPROBS: sysmodel.sys_logprobs,
     Sys.MODEL_SAVE: sysmodel.sys_model_save,
+    Sys.TRAIN_STEP: sysmodel.sys_train_step,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

@@ -1,4 +1,4 @@
-"""Model syscalls: model_load, model_free, generate, logprobs, model_save.
+"""Model syscalls: model_load, model_free, generate, logprobs, model_save, train_step.
 
 A model lives in its device's driver host (weights and a paged KV storage);
 the kernel keeps its record, charges its bytes to the loading process, and
@@ -9,10 +9,17 @@ item on the device queue), so concurrent generate calls of any processes
 share each step. Text is cut into safe pieces and at stop strings by
 `StopStream`; it and the tokenizer need no torch (drivers/models/decoding.py),
 so the kernel process stays torch-free.
+
+`train_step` is one `Work` item of the caller's on the device queue, so the
+device's scheduling policy places training between generation steps like
+any other work. The first step grows the model's memory charge by its
+optimizer state (gradients and AdamW's two moments: three times the weights),
+which then stays on the device with the model.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter
@@ -43,6 +50,10 @@ if TYPE_CHECKING:
 _desc_decoder = msgspec.msgpack.Decoder(proto.ModelDesc)
 _ints_decoder = msgspec.msgpack.Decoder(list[int])
 _floats_decoder = msgspec.msgpack.Decoder(list[float])
+_train_decoder = msgspec.msgpack.Decoder(proto.TrainOut)
+
+OPTIMIZER_COPIES = 3
+"""Training memory per weight byte: its gradient and AdamW's two moment estimates."""
 
 
 @dataclass(eq=False)
@@ -55,8 +66,11 @@ class Model:
     arch: str
     config: dict
     params: int
+    param_bytes: int
     nbytes: int
     kv: KVCache
+    step: int = 0  # optimizer steps taken
+    training: bool = False  # its optimizer state is charged (a train_step was sent)
     lost: str = ""  # why the model is gone (its device went offline), else ""
     freed: bool = False
     holders: Counter = field(default_factory=Counter)  # pid -> handles open on it (share gives more)
@@ -83,8 +97,9 @@ def storage_path(k: Kernel, path: str) -> str:
 def model_info(handle: int, model: Model) -> m.ModelInfo:
     """The reply that describes a model by the caller's handle."""
     return m.ModelInfo(
-        model=handle, device=model.device, arch=model.arch, config=model.config, params=model.params, bytes=model.nbytes
-    )
+        model=handle, device=model.device, arch=model.arch, config=model.config, params=model.params,
+        bytes=model.nbytes, step=model.step,
+    )  # fmt: skip
 
 
 def _model(k: Kernel, proc: Process, handle: int) -> Model:
@@ -186,7 +201,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
             k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=mid), always=True))
             return c.fail(exc.errno, exc.message)
         kv = KVCache(req.kv_blocks, req.block_size, default_quota=k.config.kv_quota, device=dev.name, layout=f"model{mid}")
-        model = Model(mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, size, kv)
+        model = Model(mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, desc.param_bytes, size, kv, desc.step)
         model.holders[c.proc.pid] = 1
         dev.memory.charge(model.alloc_id, c.proc.pid, size)
         k.trace_mem("mem.alloc", dev, c.proc.pid, size)
@@ -373,3 +388,53 @@ def sys_model_save(k: Kernel, c: CallCtx) -> None:
     dev = k.devices[model.device]
     msg = proto.DModelSave(seq=dev.next_seq(), model=model.mid, path=path)
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(m.Done()), fail=c.fail))
+
+
+def _check_batch(model: Model, req: m.TrainStep) -> None:
+    """EINVAL unless the batch is rectangular token windows the model can read, with sane settings."""
+    if not req.tokens:
+        raise SysError(Errno.EINVAL, "an empty training batch")
+    width = len(req.tokens[0])
+    if any(len(row) != width for row in req.tokens):
+        raise SysError(Errno.EINVAL, "every window of a training batch must have the same length")
+    if not 2 <= width <= model.config["max_len"] + 1:
+        raise SysError(Errno.EINVAL, f"windows must hold 2..{model.config['max_len'] + 1} tokens, not {width}")
+    vocab = model.config["vocab_size"]
+    if any(not 0 <= t < vocab for row in req.tokens for t in row):
+        raise SysError(Errno.EINVAL, f"token ids must be in 0..{vocab - 1}")
+    if not (math.isfinite(req.lr) and req.lr > 0):
+        raise SysError(Errno.EINVAL, f"lr must be a positive number, not {req.lr}")
+    if not (math.isfinite(req.weight_decay) and req.weight_decay >= 0 and math.isfinite(req.clip) and req.clip >= 0):
+        raise SysError(Errno.EINVAL, "weight_decay and clip must be numbers >= 0")
+
+
+def _charge_optimizer(k: Kernel, model: Model) -> None:
+    """Before the first training step: grow the model's charge by its optimizer state (ENOMEM/EAGAIN if it cannot)."""
+    dev = k.devices[model.device]
+    extra = OPTIMIZER_COPIES * model.param_bytes
+    admit(dev, model.owner, extra)
+    dev.memory.release(model.alloc_id)
+    dev.memory.charge(model.alloc_id, model.owner, model.nbytes + extra)
+    model.nbytes += extra
+    model.training = True
+    k.trace_mem("mem.alloc", dev, model.owner, extra)
+
+
+def sys_train_step(k: Kernel, c: CallCtx) -> None:
+    """One optimizer step of the model on the caller's batch: one work item on the device queue."""
+    req: m.TrainStep = c.req
+    model = _model(k, c.proc, req.model)
+    _check_batch(model, req)
+    if not model.training:
+        _charge_optimizer(k, model)
+    dev = k.devices[model.device]
+    msg = proto.DTrainStep(
+        seq=dev.next_seq(), model=model.mid, tokens=req.tokens, lr=req.lr, weight_decay=req.weight_decay, clip=req.clip
+    )
+
+    def done(ok: proto.DOk, frames) -> None:
+        out = _train_decoder.decode(frames[0].buffer)
+        model.step = out.step
+        c.reply(m.TrainResult(loss=out.loss, grad_norm=out.grad_norm, step=out.step, device_s=ok.wall_s))
+
+    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=done, fail=c.fail))

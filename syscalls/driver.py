@@ -107,6 +107,7 @@ class ModelDesc(msgspec.Struct, kw_only=True):
     params: int
     param_bytes: int
     kv_bytes: int
+    step: int = 0  # optimizer steps taken (from the checkpoint)
 
 
 class DModelFree(ToDriver, tag="model_free"):
@@ -145,10 +146,33 @@ class DLogProbs(ToDriver, tag="logprobs"):
 
 
 class DModelSave(ToDriver, tag="model_save"):
-    """Write the model as a safetensors checkpoint at `path` (absolute)."""
+    """Write the model (and its optimizer state and step, once trained) as a safetensors checkpoint at `path` (absolute)."""
 
     model: int
     path: str
+
+
+class DTrainStep(ToDriver, tag="train_step"):
+    """One AdamW step on a batch of token windows; Ok is followed by one frame, the encoded `TrainOut`.
+
+    The driver makes the model's optimizer on the first step (from the
+    checkpoint's optimizer state when the model was loaded from one) and keeps
+    it with the model.
+    """
+
+    model: int
+    tokens: list[list[int]]
+    lr: float
+    weight_decay: float
+    clip: float
+
+
+class TrainOut(msgspec.Struct, kw_only=True):
+    """What a training step reports: the loss before it, the gradient norm, the step count after it."""
+
+    loss: float
+    grad_norm: float
+    step: int
 
 
 class DPing(ToDriver, tag="ping"):
@@ -191,7 +215,8 @@ class DFail(FromDriver, tag="fail"):
 
 
 ToDriverUnion = (
-    DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DModelLoad | DModelFree | DModelStep | DLogProbs | DModelSave | DPing
+    DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DPing
+    | DModelLoad | DModelFree | DModelStep | DLogProbs | DModelSave | DTrainStep
 )
 FromDriverUnion = DHello | DOk | DFail
 

@@ -506,6 +506,7 @@ class ModelInfo(Reply):
     config: dict[str, int | float | str | bool]
     params: int
     bytes: int
+    step: int = 0  # optimizer steps the model has taken (restored from a checkpoint)
 
 
 class ModelFree(Call, tag=int(Sys.MODEL_FREE)):
@@ -559,7 +560,30 @@ class TokenLogProbs(Reply):
 
 
 class ModelSave(Call, tag=int(Sys.MODEL_SAVE)):
-    """Write the model's weights as a safetensors checkpoint at `path` under the storage directory."""
+    """Write the model (weights, optimizer state once trained, step count) as a safetensors checkpoint at `path`."""
 
     model: int
     path: str
+
+
+class TrainStep(Call, tag=int(Sys.TRAIN_STEP)):
+    """One optimizer step (AdamW) on a batch of equal-length token windows; the optimizer state stays on the device.
+
+    Each row of `tokens` is a window of T + 1 ids: the model reads the first T
+    and learns to predict the last T. `clip` caps the gradient norm (0: no clipping).
+    """
+
+    model: int
+    tokens: list[list[int]]
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    clip: float = 1.0
+
+
+class TrainResult(Reply):
+    """The loss of the batch before the step, the gradient norm, and the model's step count after it."""
+
+    loss: float
+    grad_norm: float
+    step: int
+    device_s: float = 0.0

@@ -56,3 +56,4 @@ class Sys(enum.IntEnum):
     GENERATE = 32
     LOGPROBS = 33
     MODEL_SAVE = 34
+    TRAIN_STEP = 35

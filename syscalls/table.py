@@ -69,6 +69,7 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.GENERATE, "model", m.Generate, m.Completion, streams=True, partial=m.Generated),
     Syscall(Sys.LOGPROBS, "model", m.LogProbs, m.TokenLogProbs),
     Syscall(Sys.MODEL_SAVE, "model", m.ModelSave, m.Done),
+    Syscall(Sys.TRAIN_STEP, "model", m.TrainStep, m.TrainResult),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

@@ -246,8 +246,14 @@ class SyscallApi:
         return self._run(_field(m.LogProbs(model=model, tokens=list(tokens)), "logprobs"))
 
     def model_save(self, model: int, path: str):
-        """Write the model as a safetensors checkpoint at `path` under the kernel's storage directory."""
+        """Write the model (and its optimizer state, once trained) as a checkpoint at `path` under the storage directory."""
         return self._run(one_call(m.ModelSave(model=model, path=path)))
+
+    def train_step(self, model: int, tokens: list[list[int]], lr: float = 3e-3, weight_decay: float = 0.01,
+                   clip: float = 1.0):  # fmt: skip
+        """One optimizer step on a batch of equal-length token windows (TrainResult: loss, grad_norm, step)."""
+        call = m.TrainStep(model=model, tokens=[list(row) for row in tokens], lr=lr, weight_decay=weight_decay, clip=clip)
+        return self._run(one_call(call))
 
 
 def _tokens(tokens: list[int] | int) -> tuple[list[int], int]:

@@ -86,16 +86,25 @@ def batch_loss(model: TinyGPT, batch: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
 
 
-def train_step(model: TinyGPT, optimizer: torch.optim.Optimizer, batch: torch.Tensor, clip: float = 1.0) -> float:
-    """One optimizer step on a [B, T + 1] batch of token windows; returns the loss before the step."""
+def set_hyperparams(optimizer: torch.optim.AdamW, lr: float, weight_decay: float) -> None:
+    """Set the learning rate of every group and the weight decay of the decayed group (`make_optimizer`'s first)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.param_groups[0]["weight_decay"] = weight_decay
+
+
+def train_step(
+    model: TinyGPT, optimizer: torch.optim.Optimizer, batch: torch.Tensor, clip: float = 1.0
+) -> tuple[float, float]:
+    """One optimizer step on a [B, T + 1] batch of token windows; returns (loss before the step, gradient norm)."""
     model.train()
     loss = batch_loss(model, batch.to(model.tok_emb.weight.device))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
     optimizer.step()
-    return loss.item()
+    model.eval()
+    return loss.item(), norm.item()
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from llmos.drivers.models import TinyGPT, TinyGPTConfig
 from llmos.drivers.models.checkpoint import save_checkpoint
 from llmos.drivers.models.reference import greedy_contiguous
 from llmos.drivers.models.tokenizer import ByteTokenizer
+from llmos.drivers.models.train import random_windows
 from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
 
@@ -102,6 +103,58 @@ def test_bad_input(mc):
     assert errno(mc.generate, info.model, "hello", max_tokens=20) == Errno.ENOMEM  # 24 positions > 8
     mc.model_free(info.model)
     assert errno(mc.model_free, info.model) == Errno.EBADF
+
+
+def _windows(text: str, count: int, width: int, seed: int) -> list[list[int]]:
+    """`count` seeded windows of `width` token ids from `text`."""
+    ids = torch.tensor(ByteTokenizer().encode(text))
+    return random_windows(ids, count, width - 1, torch.Generator().manual_seed(seed)).tolist()
+
+
+def test_train_step_lowers_the_loss_charges_the_optimizer_and_resumes_bit_for_bit(mc):
+    used = lambda: {d.device: d.used for d in mc.memstat()}["cpu0"]  # noqa: E731
+    text = "the cat sat on the mat. " * 40
+    info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=4)
+    assert info.step == 0
+    before = used()
+    first = mc.train_step(info.model, _windows(text, 8, 33, seed=0), lr=1e-2)
+    param_bytes = 4 * info.params
+    assert used() == before + 3 * param_bytes  # gradients and the two AdamW moments, charged once
+    losses = [first.loss] + [mc.train_step(info.model, _windows(text, 8, 33, seed=i), lr=1e-2).loss for i in range(1, 30)]
+    assert losses[0] > 4.5 and sum(losses[-3:]) / 3 < 0.5 * losses[0]  # near log(259) at first, then it learns
+    assert used() == before + 3 * param_bytes
+    mc.model_save(info.model, "train/ck.safetensors")
+    resumed = mc.model_load("cpu", "tinygpt", checkpoint="train/ck.safetensors", kv_blocks=4)
+    assert resumed.step == 30
+    for seed in (100, 101):  # the optimizer state came back too: the same next steps, bit for bit
+        batch = _windows(text, 8, 33, seed)
+        a, b = mc.train_step(info.model, batch, lr=1e-2), mc.train_step(resumed.model, batch, lr=1e-2)
+        assert (a.loss, a.grad_norm, a.step) == (b.loss, b.grad_norm, b.step) == (a.loss, a.grad_norm, 31 + seed - 100)
+    ids = ByteTokenizer().encode("the cat")
+    assert mc.logprobs(info.model, ids) == mc.logprobs(resumed.model, ids)
+    mc.model_free(info.model)
+    mc.model_free(resumed.model)
+    assert used() == before - info.bytes
+
+
+def test_train_step_bad_input(mc):
+    info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=4)
+    bad = [
+        dict(tokens=[]),
+        dict(tokens=[[1, 2, 3], [1, 2]]),  # ragged
+        dict(tokens=[[1]]),  # no next token to learn
+        dict(tokens=[[1] * 66]),  # longer than max_len + 1
+        dict(tokens=[[1, 999]]),  # outside the vocabulary
+        dict(tokens=[[1, 2]], lr=0.0),
+        dict(tokens=[[1, 2]], lr=float("nan")),
+        dict(tokens=[[1, 2]], clip=-1.0),
+    ]
+    for kw in bad:
+        with pytest.raises(LlmosError) as err:
+            mc.train_step(info.model, **kw)
+        assert err.value.errno == Errno.EINVAL, kw
+    assert mc.train_step(info.model, [[1, 2]]).step == 1  # nothing was lost: the model still trains
+    mc.model_free(info.model)
 
 
 def test_a_killed_process_gives_its_model_memory_back(mkernel, mc):
