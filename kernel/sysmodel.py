@@ -102,7 +102,7 @@ def model_info(handle: int, model: Model) -> m.ModelInfo:
     )  # fmt: skip
 
 
-def _model(k: Kernel, proc: Process, handle: int) -> Model:
+def model_of(k: Kernel, proc: Process, handle: int) -> Model:
     """The live model behind one of the caller's handles; else EBADF or EIO."""
     mid = proc.models.get(handle)
     if mid is None:
@@ -141,13 +141,20 @@ def release_model(k: Kernel, pid: int, model: Model) -> None:
         model.owner = new_owner
 
 
-def share_model(k: Kernel, proc: Process, handle: int, target: Process) -> int | None:
-    """Give `target` a handle on the caller's model `handle`; None if `handle` is not a model."""
+def share_model(k: Kernel, proc: Process, handle: int, target: Process, same_number: bool = False) -> int | None:
+    """Give `target` a handle on the caller's model `handle`; None if `handle` is not a model.
+
+    With `same_number` (a spawned child inheriting it) the handle keeps its number in `target`'s table.
+    """
     mid = proc.models.get(handle)
     if mid is None:
         return None
-    model = _model(k, proc, handle)
-    theirs = target.new_handle()
+    model = model_of(k, proc, handle)
+    if same_number:
+        theirs = handle
+        target.next_handle = max(target.next_handle, handle + 1)
+    else:
+        theirs = target.new_handle()
     target.models[theirs] = mid
     model.holders[target.pid] += 1
     return theirs
@@ -343,7 +350,7 @@ def sys_generate(k: Kernel, c: CallCtx) -> None:
     from llmos.drivers.models.tokenizer import ByteTokenizer
 
     req: m.Generate = c.req
-    model = _model(k, c.proc, req.model)
+    model = model_of(k, c.proc, req.model)
     if bool(req.prompt) == bool(req.tokens):
         raise SysError(Errno.EINVAL, "give a prompt (text) or tokens (ids), one of them")
     tok = ByteTokenizer()
@@ -370,7 +377,7 @@ def sys_generate(k: Kernel, c: CallCtx) -> None:
 
 def sys_logprobs(k: Kernel, c: CallCtx) -> None:
     """Log-probability of each token given the ones before it (one forward on the device)."""
-    model = _model(k, c.proc, c.req.model)
+    model = model_of(k, c.proc, c.req.model)
     dev = k.devices[model.device]
     msg = proto.DLogProbs(seq=dev.next_seq(), model=model.mid, tokens=list(c.req.tokens))
 
@@ -382,7 +389,7 @@ def sys_logprobs(k: Kernel, c: CallCtx) -> None:
 
 def sys_model_save(k: Kernel, c: CallCtx) -> None:
     """Write the model as a safetensors checkpoint under the storage directory."""
-    model = _model(k, c.proc, c.req.model)
+    model = model_of(k, c.proc, c.req.model)
     path = storage_path(k, c.req.path)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     dev = k.devices[model.device]
@@ -423,7 +430,7 @@ def _charge_optimizer(k: Kernel, model: Model) -> None:
 def sys_train_step(k: Kernel, c: CallCtx) -> None:
     """One optimizer step of the model on the caller's batch: one work item on the device queue."""
     req: m.TrainStep = c.req
-    model = _model(k, c.proc, req.model)
+    model = model_of(k, c.proc, req.model)
     _check_batch(model, req)
     if not model.training:
         _charge_optimizer(k, model)

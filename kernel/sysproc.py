@@ -21,6 +21,7 @@ import psutil
 from llmos.syscalls import ABI_VERSION, Errno
 from llmos.syscalls import messages as m
 
+from . import sysmodel
 from .errors import SysError
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
     quotas = {k.device(name): nbytes for name, nbytes in req.quotas.items()}
     if any(nbytes < 0 for nbytes in quotas.values()) or (req.kv_quota is not None and req.kv_quota < 0):
         raise SysError(Errno.EINVAL, "quotas cannot be negative")
+    for handle in req.models:
+        sysmodel.model_of(k, c.proc, handle)  # EBADF/EIO before anything starts
     child = k.procs.create(req.program, ppid=c.proc.pid, state="starting")
     child.kv_quota = req.kv_quota
     for dev, nbytes in quotas.items():
@@ -97,6 +100,8 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
         k.procs.remove(child)
         raise SysError(Errno.EIO, f"could not start {req.program}: {exc}") from exc
     child.os_pid = child.popen.pid
+    for handle in set(req.models):
+        sysmodel.share_model(k, c.proc, handle, child, same_number=True)
     k.log.info("process.spawn", pid=child.pid, name=child.name, ppid=c.proc.pid, os_pid=child.os_pid, t=time.monotonic())
     c.reply(m.Spawned(pid=child.pid, os_pid=child.os_pid, log=child.log))
 

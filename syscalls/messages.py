@@ -90,13 +90,16 @@ class Spawn(Call, tag=int(Sys.SPAWN)):
 
     `quotas`: the child's tensor memory quota per device (bytes, by device
     name); `kv_quota`: its KV block quota in every KV pool. Unset: the
-    kernel's defaults.
+    kernel's defaults. `models`: model handles of the caller the child
+    inherits, like open files across fork and exec: the child holds each
+    under the same handle number, so the caller can pass the numbers in `args`.
     """
 
     program: str
     args: list[str] = []
     quotas: dict[str, int] = {}
     kv_quota: int | None = None
+    models: list[int] = []
 
 
 class Spawned(Reply):

@@ -89,13 +89,16 @@ class SyscallApi:
         return self._run(_field(m.Ps(), "procs"))
 
     def spawn(
-        self, program: str, args: list[str] | None = None, quotas: dict[str, int] | None = None, kv_quota: int | None = None
-    ):
+        self, program: str, args: list[str] | None = None, quotas: dict[str, int] | None = None,
+        kv_quota: int | None = None, models: list[int] | None = None,
+    ):  # fmt: skip
         """Start a registered program as a child process (Spawned: pid, os_pid, log).
 
-        `quotas`: its memory quota in bytes per device name; `kv_quota`: its KV blocks per pool.
+        `quotas`: its memory quota in bytes per device name; `kv_quota`: its KV blocks per pool;
+        `models`: model handles it inherits under the same numbers (pass them in `args`).
         """
-        call = m.Spawn(program=program, args=list(args or []), quotas=dict(quotas or {}), kv_quota=kv_quota)
+        call = m.Spawn(program=program, args=list(args or []), quotas=dict(quotas or {}), kv_quota=kv_quota,
+                       models=list(models or []))  # fmt: skip
         return self._run(one_call(call))
 
     def wait(self, pid: int, timeout_s: float | None = None, on_output: Callable[[str], None] | None = None):

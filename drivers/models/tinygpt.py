@@ -75,12 +75,18 @@ class TinyGPTConfig:
 class PagedKV:
     """The paged KV cache storage of one model on one device.
 
-    One tensor `data` of shape [num_blocks, n_layers, 2, block_size, n_heads, head_dim]:
-    a block holds, for every layer, the keys (index 0) and values (index 1) of
-    `block_size` consecutive positions of one sequence. Keeping all layers of a
-    block together makes a block one contiguous slab, so copy-on-write and swap
-    move a block with a single copy. Block ids are those the memory service
-    hands out; this object does no bookkeeping of its own.
+    One tensor `data` of shape [n_layers, num_blocks, block_size, 2, n_heads, head_dim]:
+    block `b` of layer `l` is `data[l, b]`, the keys (index 0 of the `2` axis)
+    and values (index 1) of `block_size` consecutive positions of one sequence.
+    Within a layer the blocks lie end to end, so `slots()` can see a layer as
+    one flat array of `num_blocks * block_size` position slots (position
+    offset `o` of block `b` is slot `b * block_size + o`): `TinyGPT.step`
+    writes new keys and values into slots with one `index_copy_` per layer and
+    reads contexts back whole blocks at a time with one `index_select`. A
+    block's keys and values are stored together (the `2` axis comes after the
+    slot), so one copy moves both. Copy-on-write copies a block in every layer
+    (`copy_blocks`). Block ids are those the memory service hands out; this
+    object does no bookkeeping of its own.
     """
 
     def __init__(
@@ -95,21 +101,28 @@ class PagedKV:
         if num_blocks < 1 or block_size < 1:
             raise ValueError("a PagedKV needs at least one block of at least one position")
         self.block_size = block_size
-        shape = (num_blocks, config.n_layers, 2, block_size, config.n_heads, config.head_dim)
+        shape = (config.n_layers, num_blocks, block_size, 2, config.n_heads, config.head_dim)
         # zeros, not empty: padding reads of a batched step must never meet NaN
         self.data = torch.zeros(shape, dtype=dtype, device=device)
 
     @property
     def num_blocks(self) -> int:
         """How many blocks the storage holds."""
-        return self.data.shape[0]
+        return self.data.shape[1]
+
+    def slots(self) -> torch.Tensor:
+        """`data` seen as [n_layers, num_blocks * block_size, 2, n_heads, head_dim] position slots (a view)."""
+        return self.data.flatten(1, 2)
+
+    def block(self, index: int) -> torch.Tensor:
+        """The contents of block `index` in every layer, [n_layers, block_size, 2, n_heads, head_dim] (a view)."""
+        return self.data[:, index]
 
     def copy_blocks(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Copy whole blocks, (source, destination) pairs, e.g. the copy-on-write pairs of the memory service."""
         if pairs:
-            src = torch.tensor([p[0] for p in pairs], device=self.data.device)
-            dst = torch.tensor([p[1] for p in pairs], device=self.data.device)
-            self.data[dst] = self.data[src]
+            src, dst = torch.tensor(list(pairs), device=self.data.device).unbind(1)
+            self.data[:, dst] = self.data[:, src]
 
 
 class Block(nn.Module):
@@ -127,11 +140,20 @@ class Block(nn.Module):
         self.fc_out = nn.Linear(config.mlp_ratio * d, d)
         self.drop = nn.Dropout(config.dropout)
 
+    def q_kv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries [..., n_heads, head_dim] and keys-and-values [..., 2, n_heads, head_dim] of `x` [..., d].
+
+        Both are views of the one qkv projection; keys and values side by side
+        are what a `PagedKV` slot holds, so the paged step stores them in one copy.
+        """
+        d = x.shape[-1]
+        qkv = self.qkv(self.ln1(x))
+        return qkv[..., :d].unflatten(-1, (self.n_heads, -1)), qkv[..., d:].unflatten(-1, (2, self.n_heads, -1))
+
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values of `x` [..., d], each [..., n_heads, head_dim]."""
-        q, k, v = self.qkv(self.ln1(x)).chunk(3, dim=-1)
-        shape = (*x.shape[:-1], self.n_heads, -1)
-        return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+        q, kv = self.q_kv_heads(x)
+        return (q, *kv.unbind(-3))
 
     def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """The block's output given its input `x` and the attention result `attended` (heads merged)."""
@@ -218,7 +240,6 @@ class TinyGPT(nn.Module):
         S = len(tokens)
         if not (S == len(positions) == len(block_tables)) or S == 0:
             raise ValueError("step needs one token list, position and block table per sequence, and at least one")
-        dev = kv.data.device
         bs = kv.block_size
         lens = [len(t) for t in tokens]
         ends = [p + n for p, n in zip(positions, lens)]  # context length of each sequence after this step
@@ -231,41 +252,44 @@ class TinyGPT(nn.Module):
                 raise ValueError(f"a block table of {len(table)} blocks cannot hold {end} positions")
         Tq, Tk = max(lens), max(ends)
         nb = -(-Tk // bs)  # blocks the longest context spans
+        # queries form a padded [S, Tq] grid: row i of sequence s is its token at position positions[s] + i;
+        # when every sequence feeds Tq tokens the packed rows already are that grid
+        uniform = min(lens) == Tq
+        causal = uniform and max(positions) == 0  # whole prompts of one length: plain causal attention
+        masked = not causal and (Tq > 1 or min(ends) < Tk)  # a lone decode token each, ending together: no mask
 
-        # index lists are built in Python (a step holds few tokens), then moved to the device once each
+        # index lists are built in Python (a step holds few tokens), then moved to the device in one transfer
         offsets = [0, *accumulate(lens)][:-1]  # packed row of each sequence's first new token
         new_pos = [p + i for p, n in zip(positions, lens) for i in range(n)]
-        w_block = [t[q // bs] for t, p, n in zip(block_tables, positions, lens) for q in range(p, p + n)]
-        # reads past a sequence's end (up to the longest context) go through its first block and are masked
-        padded = [list(t[:nb]) + [t[0]] * (nb - len(t[:nb])) for t in block_tables]
-        flat = torch.tensor([t for seq in tokens for t in seq], dtype=torch.long, device=dev)
-        pos_t = torch.tensor(new_pos, device=dev)
-        w_block_t, w_off = torch.tensor(w_block, device=dev), pos_t % bs
-        k_pos = torch.arange(Tk, device=dev)
-        r_block, r_off = torch.tensor(padded, device=dev)[:, k_pos // bs], k_pos % bs  # [S, Tk], [Tk]
+        write_slots = [t[q // bs] * bs + q % bs for t, p, n in zip(block_tables, positions, lens) for q in range(p, p + n)]
+        # each sequence reads its first nb blocks; a shorter table is padded with its first block, whose reads are masked
+        read_blocks = [b for t in block_tables for b in (*t[:nb], *[t[0]] * (nb - len(t[:nb])))]
+        grid_rows = [] if uniform else [o + min(i, n - 1) for o, n in zip(offsets, lens) for i in range(Tq)]
+        fed_rows = [] if uniform else [s * Tq + i for s, n in enumerate(lens) for i in range(n)]
+        last_rows = [] if Tq == 1 else [o + n - 1 for o, n in zip(offsets, lens)]  # each last fed token
+        last_seen = [p + i for p in positions for i in range(Tq)] if masked else []  # per grid row
+        flat, pos_t, write_t, read_t, grid_t, fed_t, last_t, seen_t = _int_tensors(
+            kv.data.device,
+            [t for seq in tokens for t in seq], new_pos, write_slots, read_blocks, grid_rows, fed_rows, last_rows, last_seen,
+        )
+        # the query at position positions[s] + i sees the keys of its own sequence at positions <= positions[s] + i
+        mask = (torch.arange(Tk, device=flat.device) <= seen_t[:, None]).view(S, 1, Tq, Tk) if masked else None
 
-        # queries as a padded [S, Tq] grid: row i of sequence s is its token at positions[s] + i
-        uniform = min(lens) == Tq  # every sequence feeds Tq tokens: the packed rows already form the grid
-        if not uniform:
-            q_index = torch.tensor([o + min(i, n - 1) for o, n in zip(offsets, lens) for i in range(Tq)], device=dev)
-            q_valid = torch.tensor([i < n for n in lens for i in range(Tq)], device=dev)
-        if Tq == 1 and min(ends) == Tk:
-            mask = None  # one query per sequence and no padded keys: every key is visible
-        else:  # the query at position positions[s] + i sees the keys at positions <= positions[s] + i
-            last_seen = torch.tensor(positions, device=dev)[:, None] + torch.arange(Tq, device=dev)[None, :]
-            mask = (k_pos[None, None, :] <= last_seen[:, :, None])[:, None]  # [S, 1, Tq, Tk]
-
+        slots = kv.slots()  # [n_layers, num_blocks * block_size, 2, H, hd]
         x = self.tok_emb(flat) + self.pos_emb(pos_t)  # [N, d]
         for layer, block in enumerate(self.blocks):
-            q, k, v = block.qkv_heads(x)  # [N, H, hd]
-            cache = kv.data[:, layer]  # [num_blocks, 2, block_size, H, hd], a view
-            cache[w_block_t, :, w_off] = torch.stack((k, v), dim=1).to(cache.dtype)  # [N, 2, H, hd]
-            ctx = cache[r_block, :, r_off].to(q.dtype)  # [S, Tk, 2, H, hd]
-            qp = q.view(S, Tq, *q.shape[1:]) if uniform else q[q_index].view(S, Tq, *q.shape[1:])
-            att = F.scaled_dot_product_attention(
-                qp.transpose(1, 2), ctx[:, :, 0].transpose(1, 2), ctx[:, :, 1].transpose(1, 2), attn_mask=mask
-            )  # [S, H, Tq, hd]
+            q, new_kv = block.q_kv_heads(x)  # [N, H, hd], [N, 2, H, hd]
+            slots[layer].index_copy_(0, write_t, new_kv.to(slots.dtype))
+            ctx = kv.data[layer].index_select(0, read_t)  # [S * nb, block_size, 2, H, hd]
+            ctx = ctx.view(S, nb * bs, *ctx.shape[2:])[:, :Tk].to(q.dtype)  # [S, Tk, 2, H, hd]
+            k, v = ctx.permute(2, 0, 3, 1, 4).unbind(0)  # [S, H, Tk, hd] each
+            q = (q if uniform else q[grid_t]).view(S, Tq, *q.shape[1:]).transpose(1, 2)  # [S, H, Tq, hd]
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # [S, H, Tq, hd]
             att = att.transpose(1, 2).reshape(S * Tq, -1)
-            x = block.finish(x, att if uniform else att[q_valid])  # back to packed rows [N, d]
-        last = torch.tensor([o + n - 1 for o, n in zip(offsets, lens)], device=dev)  # each last fed token
-        return self.logits(x[last])
+            x = block.finish(x, att if uniform else att[fed_t])  # back to packed rows [N, d]
+        return self.logits(x if Tq == 1 else x[last_t])
+
+
+def _int_tensors(device: torch.device, *lists: list[int]) -> tuple[torch.Tensor, ...]:
+    """Each list of ints as a 1-D int64 tensor on `device`; one tensor is built and moved, then split into views."""
+    return torch.tensor([i for lst in lists for i in lst], dtype=torch.long, device=device).split([len(lst) for lst in lists])
