@@ -77,8 +77,12 @@ class Driver:
         """Copy whole blocks (source, destination) inside one tensor of `block_bytes`-byte blocks."""
         raise NotImplementedError
 
-    def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int) -> ModelDesc:
-        """Build (or read from `checkpoint`) model `mid` of the architecture `target` names, with its KV storage."""
+    def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
+                   seed: int = 0) -> ModelDesc:  # fmt: skip
+        """Build (or read from `checkpoint`) model `mid` of the architecture `target` names, with its KV storage.
+
+        A fresh model's weights are drawn from `seed` (the host's own random state is left alone).
+        """
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def model_free(self, mid: int) -> None:
@@ -196,7 +200,8 @@ class TorchDriver(Driver):
         src, dst = zip(*pairs) if pairs else ((), ())
         blocks[list(dst)] = blocks[list(src)]
 
-    def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int) -> ModelDesc:
+    def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
+                   seed: int = 0) -> ModelDesc:  # fmt: skip
         from .models.checkpoint import load_checkpoint
 
         if mid in self.models:
@@ -212,7 +217,9 @@ class TorchDriver(Driver):
                 if {**ckpt.config, **config} != ckpt.config:
                     raise ValueError(f"config {config} disagrees with the checkpoint's {ckpt.config}")
                 config = ckpt.config
-            model = arch.model_class(arch.config_class.from_dict(config))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = arch.model_class(arch.config_class.from_dict(config))
             if ckpt is not None:
                 model.load_state_dict(ckpt.model_state)
         except (ValueError, TypeError, RuntimeError, OSError) as exc:

@@ -58,7 +58,8 @@ class Host:
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), data]
                 case proto.DModelLoad():
                     desc = self.driver.model_load(
-                        msg.model, msg.target, msg.config, msg.dtype, msg.checkpoint, msg.kv_blocks, msg.block_size
+                        msg.model, msg.target, msg.config, msg.dtype, msg.checkpoint, msg.kv_blocks, msg.block_size,
+                        msg.seed,
                     )
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(desc)]
                 case proto.DModelFree():

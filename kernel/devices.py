@@ -33,6 +33,7 @@ class Work:
 
     `done(ok, frames)` runs on success, `fail(errno, message)` on failure.
     Work of a process that has gone is skipped unless `always` (frees).
+    `pids`: the processes a shared item serves (a batched model step), for traces.
     """
 
     owner: int
@@ -43,6 +44,7 @@ class Work:
     fail: Callable[[Errno, str], None] = lambda errno, message: None
     always: bool = False
     cancelled: bool = False
+    pids: tuple[int, ...] = ()
 
 
 @dataclass(eq=False)

@@ -40,6 +40,7 @@ class Process:
     models: dict[int, int] = field(default_factory=dict)  # handle -> the kernel's model id
     next_handle: int = 1
     syscalls: int = 0
+    tokens: int = 0  # tokens its generate calls produced
     admin: bool = False  # proved it holds the kernel's admin key
     popen: subprocess.Popen | None = None  # spawned children only
     watch: psutil.Process | None = None  # local attached processes

@@ -159,6 +159,8 @@ class DeviceSupervision:
         """device.busy / device.idle for one work item: whose, what kind (the kernel's own copies: "copy")."""
         if self.tracing:
             kind = "copy" if work.local is not None else work.msg.__struct_config__.tag
+            if work.pids:
+                extra["pids"] = list(work.pids)
             self.trace(event, device=dev.name, pid=work.owner, work=kind, op=getattr(work.msg, "op", None), **extra)
 
     def _fail_device_work(self, dev: Device, reason: str) -> None:

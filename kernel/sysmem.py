@@ -190,36 +190,38 @@ def sys_share(k: Kernel, c: CallCtx) -> None:
     c.reply(m.Shared(handle=theirs))
 
 
+def _pool_stat(name: str, pool, block_bytes: int) -> m.KVPoolStat:
+    """One KV pool's row of the memory map."""
+    row = pool.stats()
+    slack = 0
+    for seq_id in pool.sequences():
+        info = pool.sequence_info(seq_id)
+        if not info["swapped"]:
+            slack += len(info["table"]) * pool.block_size - info["num_tokens"]
+    return m.KVPoolStat(
+        pool=name, block_size=row["block_size"], block_bytes=block_bytes, total=row["total"], used=row["used"],
+        free=row["free"], cached=row["cached"], shared=row["shared"], sequences=row["sequences"],
+        by_process=dict(row["owners"]), slack_tokens=slack,
+    )  # fmt: skip
+
+
 def sys_memstat(k: Kernel, c: CallCtx) -> None:
-    """The memory map: per device, who holds how much, quotas, and each KV pool."""
+    """The memory map: per device, who holds how much, quotas, and each KV pool (models' own ones too)."""
     pools = k.kv.memory_map()
     devices = []
     for dev in k.devices.values():
         if dev.memory is None:
             continue
-        kv = []
-        for row in (r for r in pools if r["device"] == dev.name):
-            pool = k.kv.get(dev.name, row["layout"])
-            slack = 0
-            for seq_id in pool.sequences():
-                info = pool.sequence_info(seq_id)
-                if not info["swapped"]:
-                    slack += len(info["table"]) * pool.block_size - info["num_tokens"]
-            kv.append(
-                m.KVPoolStat(
-                    pool=row["layout"],
-                    block_size=row["block_size"],
-                    block_bytes=row["block_bytes"],
-                    total=row["total"],
-                    used=row["used"],
-                    free=row["free"],
-                    cached=row["cached"],
-                    shared=row["shared"],
-                    sequences=row["sequences"],
-                    by_process=dict(row["owners"]),
-                    slack_tokens=slack,
-                )
-            )
+        kv = [
+            _pool_stat(row["layout"], k.kv.get(dev.name, row["layout"]), row["block_bytes"])
+            for row in pools
+            if row["device"] == dev.name
+        ]
+        kv += [
+            _pool_stat(f"model{model.mid}", model.kv, model.kv_bytes // model.kv.num_blocks)
+            for model in k.models.values()
+            if model.device == dev.name and not model.lost
+        ]
         mem = dev.memory
         devices.append(
             m.DeviceMem(

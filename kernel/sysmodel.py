@@ -21,25 +21,21 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from llmos.services.memory.admission import Admission
 from llmos.services.memory.kv import KVCache
-from llmos.services.memory.kv_errors import KVError
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
 from llmos.syscalls import messages as m
 
 from . import plugins
+from .batcher import Batcher, Generation
 from .devices import Device, Work
 from .errors import SysError
-from .proc import KERNEL_PID
-from .syskv import kv_errors
 from .sysmem import admit, check_dtype
 
 if TYPE_CHECKING:
@@ -48,7 +44,6 @@ if TYPE_CHECKING:
     from .proc import Process
 
 _desc_decoder = msgspec.msgpack.Decoder(proto.ModelDesc)
-_ints_decoder = msgspec.msgpack.Decoder(list[int])
 _floats_decoder = msgspec.msgpack.Decoder(list[float])
 _train_decoder = msgspec.msgpack.Decoder(proto.TrainOut)
 
@@ -67,15 +62,15 @@ class Model:
     config: dict
     params: int
     param_bytes: int
-    nbytes: int
+    nbytes: int  # charged: weights, KV storage, and optimizer state once trained
     kv: KVCache
+    kv_bytes: int = 0
     step: int = 0  # optimizer steps taken
     training: bool = False  # its optimizer state is charged (a train_step was sent)
     lost: str = ""  # why the model is gone (its device went offline), else ""
     freed: bool = False
     holders: Counter = field(default_factory=Counter)  # pid -> handles open on it (share gives more)
-    ready: list = field(default_factory=list)  # generations waiting for their next step: (gen, tokens, position)
-    stepping: bool = False  # a batched step of this model is queued or running on the device
+    batcher: Batcher | None = None  # its continuous-batching loop (kernel/batcher.py)
 
     @property
     def alloc_id(self) -> int:
@@ -124,7 +119,7 @@ def _drop(k: Kernel, model: Model) -> None:
     k.trace_mem("mem.free", dev, model.owner, model.nbytes)
     k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=model.mid), always=True))
     k.unpark(dev)
-    step_batch(k, model)  # generations waiting for a step fail now
+    model.batcher.pump()  # generations in progress fail now
 
 
 def release_model(k: Kernel, pid: int, model: Model) -> None:
@@ -172,7 +167,7 @@ def lose_models(k: Kernel, dev: Device, message: str) -> None:
     for model in k.models.values():
         if model.device == dev.name:
             model.lost = message
-            step_batch(k, model)  # generations waiting for a step fail now
+            model.batcher.pump()  # generations in progress fail now
 
 
 def sys_model_load(k: Kernel, c: CallCtx) -> None:
@@ -194,7 +189,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     k.next_model += 1
     msg = proto.DModelLoad(
         seq=dev.next_seq(), model=mid, arch=req.arch, target=archs[req.arch], kv_blocks=req.kv_blocks,
-        block_size=req.block_size, config=dict(req.config), dtype=req.dtype, checkpoint=path,
+        block_size=req.block_size, config=dict(req.config), dtype=req.dtype, checkpoint=path, seed=req.seed,
     )  # fmt: skip
 
     def loaded(ok: proto.DOk, frames) -> None:
@@ -208,7 +203,11 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
             k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=mid), always=True))
             return c.fail(exc.errno, exc.message)
         kv = KVCache(req.kv_blocks, req.block_size, default_quota=k.config.kv_quota, device=dev.name, layout=f"model{mid}")
-        model = Model(mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, desc.param_bytes, size, kv, desc.step)
+        model = Model(
+            mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, desc.param_bytes, size, kv,
+            kv_bytes=desc.kv_bytes, step=desc.step,
+        )  # fmt: skip
+        model.batcher = Batcher(k, model, k.new_policy(dev.queue.policy.name))  # the device's policy
         model.holders[c.proc.pid] = 1
         dev.memory.charge(model.alloc_id, c.proc.pid, size)
         k.trace_mem("mem.alloc", dev, c.proc.pid, size)
@@ -227,121 +226,6 @@ def sys_model_free(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.EBADF, f"handle {c.req.model} is not a model open in process {c.proc.pid}")
     release_model(k, c.proc.pid, k.models[mid])
     c.reply(m.Done())
-
-
-class _Generation:
-    """One generate call in progress: its KV sequence, text stream and counters."""
-
-    def __init__(self, k: Kernel, c: CallCtx, model: Model, prompt: list[int], max_tokens: int, stream):
-        self.k, self.c, self.model = k, c, model
-        self.dev = k.devices[model.device]
-        self.sid = k.next_kvseq
-        k.next_kvseq += 1
-        self.max_tokens = max_tokens
-        self.stream = stream
-        self.generated = 0
-        self.shared_steps = 0  # steps that carried other sequences too (continuous batching)
-        self.started = time.monotonic()
-        self.device_s = 0.0
-        model.kv.allocate(self.sid, c.proc.pid, len(prompt))
-        self.submit(prompt, 0)
-
-    def submit(self, tokens: list[int], position: int) -> None:
-        """Ask for one step feeding `tokens` from `position`; it joins the model's next batched step."""
-        self.model.ready.append((self, tokens, position))
-        step_batch(self.k, self.model)
-
-    def seq_step(self, tokens: list[int], position: int) -> proto.SeqStep:
-        """This generation's part of a batched step."""
-        req: m.Generate = self.c.req
-        return proto.SeqStep(
-            tokens=tokens, position=position, table=self.model.kv.block_table(self.sid),
-            temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, seed=req.seed,
-        )  # fmt: skip
-
-    def stepped(self, token: int, wall_s: float, position: int) -> None:
-        """A step came back with this generation's next token: stream its text, then stop or ask again."""
-        if self.c.proc.state == "exited":
-            return  # its model and KV went with it
-        if self.model.freed:
-            return self.c.fail(Errno.EBADF, "the model was freed during generate")
-        self.device_s += wall_s
-        self.generated += 1
-        piece = self.stream.feed(token)
-        if self.stream.stopped:
-            return self.finish(piece, "stop")
-        if self.generated == self.max_tokens:
-            return self.finish(piece + self.stream.finish(), "length")
-        if piece:
-            self.c.partial(m.Generated(text=piece))
-        try:
-            self.model.kv.append(self.sid, 1)
-        except KVError as exc:
-            self.model.kv.free(self.sid)
-            err = kv_errors(exc)
-            return self.c.fail(err.errno, err.message)
-        self.submit([token], position)
-
-    def finish(self, piece: str, why: str) -> None:
-        """Send the last piece and the Completion; free the sequence's blocks."""
-        self.model.kv.free(self.sid)
-        if piece:
-            self.c.partial(m.Generated(text=piece))
-        self.c.reply(
-            m.Completion(
-                text=self.stream.text, tokens=self.generated, finish=why,
-                wall_s=time.monotonic() - self.started, device_s=self.device_s, shared_steps=self.shared_steps,
-            )
-        )  # fmt: skip
-
-    def failed(self, errno: Errno, message: str) -> None:
-        """A step failed (the device went away or refused): free the blocks, fail the call."""
-        if not self.model.freed and self.sid in self.model.kv:
-            self.model.kv.free(self.sid)
-        self.c.fail(errno, message)
-
-
-MAX_BATCH = 32  # sequences in one batched step
-
-
-def step_batch(k: Kernel, model: Model) -> None:
-    """Continuous batching: when the model has no step on the device, send one for every ready generation.
-
-    Generations of any process join whichever step comes next (prefills and
-    decodes together), one token each per step, so a long generation never
-    holds the device for others. The step is one work item in the device's
-    queue.
-    """
-    if model.freed or model.lost:
-        waiting, model.ready = model.ready, []
-        for gen, _, _ in waiting:
-            gen.failed(Errno.EBADF if model.freed else Errno.EIO, model.lost or "the model was freed during generate")
-        return
-    if model.stepping or not model.ready:
-        return
-    batch, model.ready = model.ready[:MAX_BATCH], model.ready[MAX_BATCH:]
-    batch = [(gen, tokens, position) for gen, tokens, position in batch if gen.c.proc.state != "exited"]
-    if not batch:
-        return step_batch(k, model)
-    dev = k.devices[model.device]
-    msg = proto.DModelStep(seq=dev.next_seq(), model=model.mid, seqs=[gen.seq_step(t, p) for gen, t, p in batch])
-
-    def done(ok: proto.DOk, frames) -> None:
-        model.stepping = False
-        tokens = _ints_decoder.decode(frames[0].buffer)
-        for (gen, fed, position), token in zip(batch, tokens):
-            gen.shared_steps += len(batch) > 1
-            gen.stepped(token, ok.wall_s / len(batch), position + len(fed))
-        step_batch(k, model)
-
-    def failed(errno: Errno, message: str) -> None:
-        model.stepping = False
-        for gen, _, _ in batch:
-            gen.failed(errno, message)
-        step_batch(k, model)
-
-    model.stepping = True
-    k.submit(dev, Work(owner=KERNEL_PID, msg=msg, done=done, fail=failed, always=True))
 
 
 def sys_generate(k: Kernel, c: CallCtx) -> None:
@@ -370,9 +254,9 @@ def sys_generate(k: Kernel, c: CallCtx) -> None:
     need = model.kv.blocks_for(len(prompt) + max_tokens - 1)
     if need > min(model.kv.num_blocks, model.kv.quota(c.proc.pid) or model.kv.num_blocks):
         raise SysError(Errno.ENOMEM, f"{need} KV blocks needed; the model's pool can never give {c.proc.pid} that many")
-    if model.kv.can_allocate(len(prompt), owner=c.proc.pid) is not Admission.OK:
-        raise SysError(Errno.EAGAIN, f"the model's KV pool has {model.kv.num_free_blocks} free blocks now; retry later")
-    _Generation(k, c, model, prompt, max_tokens, StopStream(req.stop, tok))
+    rid = k.next_kvseq
+    k.next_kvseq += 1
+    model.batcher.add(Generation(c, rid, prompt, max_tokens, StopStream(req.stop, tok)))
 
 
 def sys_logprobs(k: Kernel, c: CallCtx) -> None:

@@ -225,6 +225,7 @@ def proc_info(k: Kernel, p: Process) -> m.ProcInfo:
         mem_bytes=mem,
         syscalls=p.syscalls,
         started=p.started,
+        tokens=p.tokens,
     )
 
 

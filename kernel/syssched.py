@@ -27,12 +27,15 @@ def sys_sched_get(k: Kernel, c: CallCtx) -> None:
 
 
 def sys_sched_set(k: Kernel, c: CallCtx) -> None:
-    """Switch the device's policy; queued work moves to the new one in order."""
+    """Switch the device's policy (its work queue and its models' batching); queued work moves over in order."""
     dev = k.device(c.req.device)
     try:
         policy = k.new_policy(c.req.policy)
     except ValueError as exc:
         raise SysError(Errno.EINVAL, str(exc)) from None
     dev.queue.set_policy(policy, time.monotonic())
+    for model in k.models.values():  # generate calls on the device's models follow the same policy
+        if model.device == dev.name:
+            model.batcher.set_policy(k.new_policy(policy.name))
     k.log.info("sched.policy", device=dev.name, policy=policy.name, pid=c.proc.pid)
     c.reply(sched_info(k, dev))

@@ -98,6 +98,7 @@ class DModelLoad(ToDriver, tag="model_load"):
     config: dict = {}
     dtype: str = "float32"
     checkpoint: str = ""
+    seed: int = 0  # a fresh model's initial weights come from this seed
 
 
 class ModelDesc(msgspec.Struct, kw_only=True):

@@ -167,6 +167,7 @@ class ProcInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
     mem_bytes: int
     syscalls: int
     started: float
+    tokens: int = 0  # tokens generated for it so far (a rate over time is its tokens/s)
 
 
 class ProcList(Reply):
@@ -489,6 +490,7 @@ class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
 
     `checkpoint`: a safetensors checkpoint under the kernel's storage directory
     (its config wins; `config` may only repeat it). Memory is charged to the caller.
+    A fresh model's weights are drawn from `seed`, so the same seed gives the same model.
     """
 
     device: str
@@ -498,6 +500,7 @@ class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
     kv_blocks: int = 256
     block_size: int = 16
     dtype: str = "float32"
+    seed: int = 0
 
 
 class ModelInfo(Reply):
@@ -547,6 +550,7 @@ class Completion(Reply):
     wall_s: float = 0.0  # from the call to the last token
     device_s: float = 0.0  # the device's own time for the steps (its share of batched steps)
     shared_steps: int = 0  # steps batched together with other sequences (continuous batching)
+    preemptions: int = 0  # times its KV blocks were taken for others (it re-fed its text and went on)
 
 
 class LogProbs(Call, tag=int(Sys.LOGPROBS)):

@@ -224,10 +224,10 @@ class SyscallApi:
     # ---- models ------------------------------------------------------------------------
 
     def model_load(self, device: str, arch: str, config: dict | None = None, checkpoint: str = "", kv_blocks: int = 256,
-                   block_size: int = 16, dtype: str = "float32"):  # fmt: skip
-        """Load a model on `device`, from a checkpoint under the kernel's storage or fresh (ModelInfo)."""
+                   block_size: int = 16, dtype: str = "float32", seed: int = 0):  # fmt: skip
+        """Load a model on `device`, from a checkpoint under the kernel's storage or fresh from `seed` (ModelInfo)."""
         call = m.ModelLoad(device=device, arch=arch, config=config or {}, checkpoint=checkpoint, kv_blocks=kv_blocks,
-                           block_size=block_size, dtype=dtype)  # fmt: skip
+                           block_size=block_size, dtype=dtype, seed=seed)  # fmt: skip
         return self._run(one_call(call))
 
     def model_free(self, model: int):

@@ -117,11 +117,11 @@ def test_train_step_lowers_the_loss_charges_the_optimizer_and_resumes_bit_for_bi
     info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=4)
     assert info.step == 0
     before = used()
-    first = mc.train_step(info.model, _windows(text, 8, 33, seed=0), lr=1e-2)
+    first = mc.train_step(info.model, _windows(text, 8, 33, seed=0), lr=5e-3)
     param_bytes = 4 * info.params
     assert used() == before + 3 * param_bytes  # gradients and the two AdamW moments, charged once
-    losses = [first.loss] + [mc.train_step(info.model, _windows(text, 8, 33, seed=i), lr=1e-2).loss for i in range(1, 30)]
-    assert losses[0] > 4.5 and sum(losses[-3:]) / 3 < 0.5 * losses[0]  # near log(259) at first, then it learns
+    losses = [first.loss] + [mc.train_step(info.model, _windows(text, 8, 33, seed=i), lr=5e-3).loss for i in range(1, 30)]
+    assert losses[0] > 4.5 and max(losses[-5:]) < 0.6 * losses[0]  # near log(259) at first, then it learns
     assert used() == before + 3 * param_bytes
     mc.model_save(info.model, "train/ck.safetensors")
     resumed = mc.model_load("cpu", "tinygpt", checkpoint="train/ck.safetensors", kv_blocks=4)
@@ -196,6 +196,46 @@ def test_concurrent_generates_share_batched_steps_and_keep_their_output(mkernel,
     assert all(r.shared_steps > 0 for r in results)  # ...but they did share steps
 
 
+def test_preemption_when_kv_runs_out_changes_no_output(mkernel, mc):
+    import asyncio
+
+    from llmos.userland import AsyncClient
+
+    prompts = ["alpha", "be", "gamma ray", "d", "epsilon"]
+    settings = [dict(temperature=0.0), dict(temperature=0.9, seed=7)]  # greedy, and seeded sampling
+    big = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=64, block_size=4)
+    solo = [[mc.generate(big.model, p, max_tokens=30, **kw) for p in prompts] for kw in settings]
+    mc.model_free(big.model)
+    assert all(r.preemptions == 0 for rs in solo for r in rs)
+
+    async def crowded(kw):  # 5 sequences of up to 38 positions (10 blocks each) in a pool of 12 blocks
+        async with AsyncClient(mkernel.address, name="crowd") as c:
+            model = (await c.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=12, block_size=4)).model
+            return await asyncio.gather(*(c.generate(model, p, max_tokens=30, **kw) for p in prompts))
+
+    for kw, alone in zip(settings, solo):
+        results = asyncio.run(crowded(kw))
+        assert [r.text for r in results] == [r.text for r in alone]
+        assert sum(r.preemptions for r in results) > 0  # blocks really ran out and were taken back
+        assert all(r.shared_steps > 0 for r in results)
+
+
+def test_a_killed_generating_process_frees_its_kv_blocks(mkernel, mc):
+    info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=40, block_size=4)
+
+    def pool():
+        return next(p for d in mc.memstat() for p in d.kv_pools if p.pool.startswith("model") and p.total == 40)
+
+    child = mc.spawn("talk", [str(info.model)], models=[info.model])  # it inherits the model handle
+    until(lambda: os.path.getsize(child.log) > 0, timeout=20)  # it is generating: text is coming
+    assert pool().by_process.get(child.pid, 0) > 0
+    mc.kill(child.pid, 9)
+    assert mc.wait(child.pid).status == -9
+    until(lambda: pool().used == 0, timeout=20)  # its sequence's blocks came back...
+    assert mc.generate(info.model, "still here", max_tokens=5).tokens == 5  # ...and the model is still ours
+    mc.model_free(info.model)
+
+
 def test_a_shared_model_batches_generations_of_several_processes(mkernel, mc):
     import asyncio
 
@@ -229,3 +269,12 @@ def test_a_shared_model_outlives_its_loader_and_its_charge_moves(mkernel, mc):
         assert heir.generate(theirs, "still here", max_tokens=3).tokens == 3
         assert [p for p in heir.ps() if p.pid == heir.pid][0].mem_bytes == info.bytes
     assert mc.device("cpu0").used_bytes == before  # the heir's exit freed it
+
+
+def test_a_fresh_model_is_drawn_from_its_seed(mc):
+    ids = ByteTokenizer().encode("seeded")
+    models = [mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=2, seed=s).model for s in (3, 3, 4)]
+    a, b, c = (mc.logprobs(h, ids) for h in models)
+    assert a == b and a != c
+    for h in models:
+        mc.model_free(h)

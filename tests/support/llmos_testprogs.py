@@ -17,11 +17,12 @@ from llmos.userland import Client
 
 @hookimpl
 def llmos_programs() -> list[ProgramEntry]:
-    """hold, crash and echo."""
+    """hold, crash, echo and talk."""
     return [
         ProgramEntry("hold", "llmos_testprogs:hold", "allocate MiB on a device, say ready, sleep"),
         ProgramEntry("crash", "llmos_testprogs:crash", "allocate, then die without exit()"),
         ProgramEntry("echo", "llmos_testprogs:echo", "print the arguments; exit with the first if it is a number"),
+        ProgramEntry("talk", "llmos_testprogs:talk", "generate at length from an inherited model handle"),
     ]
 
 
@@ -68,3 +69,10 @@ def echo(argv: list[str]) -> int:
     with Client():
         print(" ".join(argv), flush=True)
     return int(argv[0]) if argv and argv[0].isdigit() else 0
+
+
+def talk(argv: list[str]) -> int:
+    """Generate up to 200 tokens, slowly, from the inherited model handle argv[0], printing each piece."""
+    with Client() as c:
+        c.generate(int(argv[0]), "talk: ", max_tokens=200, on_text=lambda text: (print(text, flush=True), time.sleep(0.05)))
+    return 0

@@ -1,0 +1,233 @@
+"""Continuous batching of generate calls on one loaded model, driven by the scheduler service.
+
+Every model has a `Batcher`. Each generate call becomes a `Generation` and a
+`Request` of the scheduler service (`services/scheduler/batching.Scheduler`)
+whose KV books are the model's own paged `KVCache`, seen through a
+`PagedBlockSpace`. One tick of the scheduler plans one step of the model:
+which sequences feed which tokens (decodes first, prompts chunked into the
+token budget), and, when the model's KV blocks run out, which sequence is
+preempted. Preemption is by recompute: the victim's blocks are freed, it
+keeps its output, and when it runs again it re-feeds prompt and output and
+continues where it stopped. Because a sampled token depends only on the
+request's seed and its position, a preempted generation produces the same
+text as one that never was.
+
+The step goes to the device as one `Work` item; when it comes back, the
+scheduler records the progress, each generation that emitted a token streams
+its text, and the next step is planned at once, so generate calls of any
+process join the very next step and leave it as soon as they end.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from llmos.services.scheduler.batching import Batch, Budget, Scheduler
+from llmos.services.scheduler.blocks import PagedBlockSpace
+from llmos.services.scheduler.request import Request
+from llmos.syscalls import Errno
+from llmos.syscalls import driver as proto
+from llmos.syscalls import messages as m
+
+from .devices import Work
+from .proc import KERNEL_PID
+
+if TYPE_CHECKING:
+    from llmos.drivers.models.decoding import StopStream
+
+    from .dispatch import CallCtx
+    from .kernel import Kernel
+    from .sysmodel import Model
+
+MAX_BATCH = 32
+"""Sequences in one step."""
+TOKEN_BUDGET = 256
+"""Tokens fed in one step: decodes take one each, prompts share the rest (chunked)."""
+
+_ints_decoder = msgspec.msgpack.Decoder(list[int])
+
+
+class Generation:
+    """One generate call in progress: its prompt, its output so far, its text stream and counters."""
+
+    def __init__(self, c: CallCtx, rid: int, prompt: list[int], max_tokens: int, stream: StopStream):
+        self.c = c
+        self.rid = rid
+        self.prompt = prompt
+        self.output: list[int] = []
+        self.max_tokens = max_tokens
+        self.stream = stream
+        self.shared_steps = 0  # steps that carried other sequences too
+        self.preemptions = 0
+        self.started = time.monotonic()
+        self.device_s = 0.0
+
+    @property
+    def pid(self) -> int:
+        """The calling process."""
+        return self.c.proc.pid
+
+    @property
+    def gone(self) -> bool:
+        """Whether the calling process has exited (nobody waits for the text)."""
+        return self.c.proc.state == "exited"
+
+    def feed(self, start: int, count: int) -> list[int]:
+        """The `count` tokens of prompt-then-output from position `start`: what a step feeds."""
+        if start >= len(self.prompt):
+            return self.output[start - len(self.prompt) : start - len(self.prompt) + count]
+        return (self.prompt + self.output)[start : start + count]
+
+    def emit(self, token: int) -> bool:
+        """A step produced this generation's next token: stream its text; True when the call is over."""
+        self.c.proc.tokens += 1
+        self.output.append(token)
+        piece = self.stream.feed(token)
+        if self.stream.stopped:
+            self.finish(piece, "stop")
+            return True
+        if len(self.output) == self.max_tokens:
+            self.finish(piece + self.stream.finish(), "length")
+            return True
+        if piece:
+            self.c.partial(m.Generated(text=piece))
+        return False
+
+    def finish(self, piece: str, why: str) -> None:
+        """Send the last piece and the Completion."""
+        if piece:
+            self.c.partial(m.Generated(text=piece))
+        self.c.reply(
+            m.Completion(
+                text=self.stream.text, tokens=len(self.output), finish=why, wall_s=time.monotonic() - self.started,
+                device_s=self.device_s, shared_steps=self.shared_steps, preemptions=self.preemptions,
+            )
+        )  # fmt: skip
+
+
+class Batcher:
+    """The continuous-batching loop of one model: a scheduler over its KV blocks, one step in flight at a time."""
+
+    def __init__(self, k: Kernel, model: Model, policy):
+        self.k = k
+        self.model = model
+        self.gens: dict[int, Generation] = {}
+        self.sched = Scheduler(
+            policy, PagedBlockSpace(model.kv, self.owner_of), Budget(tokens=TOKEN_BUDGET, seqs=MAX_BATCH), "recompute"
+        )
+        self.stepping = False  # a step of this model is queued or running on the device
+        self.preemptions = 0
+        self.next_policy = None  # a policy to switch to before the next tick
+
+    def set_policy(self, policy) -> None:
+        """Order generations by `policy` from the next step on (the step in flight keeps its plan)."""
+        self.next_policy = policy
+        if not self.stepping:
+            self.pump()
+
+    def owner_of(self, rid: int) -> int:
+        """The process a sequence's KV blocks are charged to."""
+        return self.gens[rid].pid
+
+    def add(self, gen: Generation) -> None:
+        """Queue a new generation; it joins the next step that has room for it."""
+        now = time.monotonic()
+        self.gens[gen.rid] = gen
+        self.sched.submit(Request(gen.rid, gen.pid, now, len(gen.prompt), gen.max_tokens), now)
+        self.pump()
+
+    def drop(self, rid: int) -> None:
+        """Forget a generation (ended, failed or its process gone) and free its blocks; only between steps."""
+        self.gens.pop(rid, None)
+        self.sched.cancel(rid)
+
+    def fail_all(self, errno: Errno, message: str) -> None:
+        """The model is gone: every generation in progress fails."""
+        for rid, gen in list(self.gens.items()):
+            self.drop(rid)
+            if not gen.gone:
+                gen.c.fail(errno, message)
+
+    def pump(self) -> None:
+        """Send the model's next step unless one is on the device or nothing is runnable."""
+        model = self.model
+        if model.freed or model.lost:
+            return self.fail_all(Errno.EBADF if model.freed else Errno.EIO, model.lost or "the model was freed during generate")
+        if self.stepping:
+            return
+        if self.next_policy is not None:
+            self.sched.set_policy(self.next_policy, time.monotonic())
+            self.next_policy = None
+        for rid in [rid for rid, gen in self.gens.items() if gen.gone]:
+            self.drop(rid)
+        if not self.gens:
+            return
+        batch = self.sched.tick(time.monotonic())
+        self.note_preemptions(batch)
+        if not batch.entries:  # cannot happen while the scheduler keeps an anchor; never leave it open
+            self.sched.complete(batch, time.monotonic())
+            return
+        dev = self.k.devices[model.device]
+        steps = [self.seq_step(e.seq.rid, e.start, e.fed) for e in batch.entries]
+        msg = proto.DModelStep(seq=dev.next_seq(), model=model.mid, seqs=steps)
+        pids = tuple(sorted({self.gens[e.seq.rid].pid for e in batch.entries}))
+        self.stepping = True
+        self.k.submit(
+            dev,
+            Work(
+                owner=KERNEL_PID, msg=msg, always=True, pids=pids,
+                done=lambda ok, frames: self.stepped(batch, _ints_decoder.decode(frames[0].buffer), ok.wall_s),
+                fail=lambda errno, message: self.step_failed(batch, errno, message),
+            ),
+        )  # fmt: skip
+
+    def seq_step(self, rid: int, start: int, fed: int) -> proto.SeqStep:
+        """One sequence's part of a step: its tokens from `start`, its block table, its sampling settings."""
+        gen = self.gens[rid]
+        req: m.Generate = gen.c.req
+        return proto.SeqStep(
+            tokens=gen.feed(start, fed), position=start, table=self.model.kv.block_table(rid),
+            temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, seed=req.seed,
+        )  # fmt: skip
+
+    def note_preemptions(self, batch: Batch) -> None:
+        """Count the tick's preemptions and trace each (victim, beneficiary, how)."""
+        for p in batch.preempted:
+            self.preemptions += 1
+            victim = self.gens.get(p.victim.rid)
+            if victim is not None:
+                victim.preemptions += 1
+            self.k.trace(
+                "sched.preempt", device=self.model.device, model=self.model.mid, pid=p.victim.pid,
+                beneficiary=p.beneficiary.pid, mode=p.mode.value, by_anchor=p.by_anchor,
+            )  # fmt: skip
+
+    def stepped(self, batch: Batch, tokens: list[int], wall_s: float) -> None:
+        """A step came back: record progress, stream each emitted token, plan the next step."""
+        self.stepping = False
+        self.sched.complete(batch, time.monotonic())
+        shared = len(batch.entries) > 1
+        for entry, token in zip(batch.entries, tokens):
+            gen = self.gens.get(entry.seq.rid)
+            if gen is None or gen.gone:
+                continue
+            gen.device_s += wall_s * entry.fed / batch.tokens
+            gen.shared_steps += shared
+            if entry.emits and gen.emit(token):
+                self.drop(gen.rid)
+        self.pump()
+
+    def step_failed(self, batch: Batch, errno: Errno, message: str) -> None:
+        """A step failed (the device went away or refused it): its generations fail, the others go on."""
+        self.stepping = False
+        self.sched.complete(batch, time.monotonic())
+        for entry in batch.entries:
+            gen = self.gens.get(entry.seq.rid)
+            if gen is not None:
+                self.drop(gen.rid)
+                if not gen.gone:
+                    gen.c.fail(errno, message)
+        self.pump()
