@@ -149,3 +149,45 @@ def test_sim_result_becomes_the_same_trace(tmp_path):
 def test_lanes_keep_overlapping_slices_apart():
     slices = [Slice(0, 10, 1, "a"), Slice(2, 3, 1, "b"), Slice(5, 12, 1, "c"), Slice(10, 11, 1, "d")]
     assert lanes(slices) == [0, 1, 1, 0]
+
+
+def test_batched_generation_shows_every_process_in_the_step_and_preemptions(runtime_dir, tmp_path):
+    import asyncio
+
+    from llmos.userland import AsyncClient
+    from llmos.userland.trace import from_log
+
+    log = tmp_path / "kernel.log"
+    kp = start_kernel(runtime_dir, "traced-gen", log_level="debug", log_file=str(log), drivers=["cpu"])
+    config = dict(d_model=32, n_layers=2, n_heads=2, max_len=64)
+    try:
+        with Client(kp.address, name="loader") as c:
+            model = c.model_load("cpu", "tinygpt", config=config, kv_blocks=10, block_size=4).model
+
+            async def three():
+                clients = [AsyncClient(kp.address, name=f"gen{i}") for i in range(3)]
+                for a in clients:
+                    await a.__aenter__()
+                handles = [c.share(model, a.pid) for a in clients]
+                done = await asyncio.gather(*(a.generate(h, f"p{i}", max_tokens=30) for i, (a, h) in enumerate(zip(clients, handles))))
+                for a in clients:
+                    await a.__aexit__(None, None, None)
+                return [a.pid for a in clients], done
+
+            gen_pids, done = asyncio.run(three())
+            assert sum(d.preemptions for d in done) > 0
+    finally:
+        assert kp.stop() == 0
+    tl = from_log(log)
+    steps = [s for s in tl.work if s.name == "model_step"]
+    by_start: dict[float, list] = {}
+    for s in steps:
+        by_start.setdefault(s.start, []).append(s)
+    shared = [group for group in by_start.values() if len(group) > 1]
+    assert shared and {s.pid for group in shared for s in group} == set(gen_pids)  # one step served several processes
+    for group in shared:  # stacked in the device's row: shares tile [0, 1]
+        spans = sorted(s.share for s in group)
+        assert spans[0][0] == 0.0 and spans[-1][1] == 1.0 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    preempts = [i for i in tl.instants if i.name == "preempt"]
+    assert len(preempts) == sum(d.preemptions for d in done) and {i.args["victim"] for i in preempts} <= set(gen_pids)
+    check_trace_events(to_chrome(tl))

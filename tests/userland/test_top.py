@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -30,6 +31,13 @@ def screen_until(session: str, predicate, timeout: float = 20.0) -> str:
     raise AssertionError(f"screen never matched; last screen:\n{screen}")
 
 
+def _tokens_per_s(screen: str, name: str) -> float:
+    """The TOK/S column (the last) of process `name`'s row; -1 while there is no rate yet."""
+    row = next((line for line in screen.splitlines() if f" {name} " in f"{line} "), "")
+    last = row.split()[-1] if row else "-"
+    return float(last) if last.replace(".", "").isdigit() else -1.0
+
+
 def test_top_shows_devices_and_processes_and_quits_on_q(kernel, tmp_path):
     session = f"llmos-top-{os.getpid()}"
     status = tmp_path / "status"
@@ -47,8 +55,24 @@ def test_top_shows_devices_and_processes_and_quits_on_q(kernel, tmp_path):
             assert " / " in device_row and "fcfs" in device_row  # memory used / capacity, the policy
             process_row = next(line for line in screen.splitlines() if " visible " in f"{line} ")
             assert "running" in process_row and "4.0 KiB" in process_row
-            # from the second screen on, rates: the device's utilisation
+            # from the second screen on, rates: the device's utilisation, a generating process's tokens/s
             screen_until(session, lambda s: "%" in next(line for line in s.splitlines() if line.startswith("cpu0")))
+            with Client(kernel.address, name="talker") as talker:
+                model = talker.model_load("cpu", "tinygpt", config=dict(d_model=32, n_layers=1, n_heads=2, max_len=64))
+                stop = threading.Event()
+
+                def talk():
+                    while not stop.is_set():
+                        talker.generate(model.model, "top", max_tokens=60)
+
+                thread = threading.Thread(target=talk)
+                thread.start()
+                try:
+                    screen = screen_until(session, lambda s: _tokens_per_s(s, "talker") > 0)
+                finally:
+                    stop.set()
+                    thread.join()
+            assert _tokens_per_s(screen, "visible") == 0  # it only holds memory
             tmux("send-keys", "-t", session, "q")
             deadline = time.monotonic() + 10
             while not status.exists() and time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import json
 
-BENCHMARKS = ("syscall", "memory", "sched", "restart")
+BENCHMARKS = ("syscall", "memory", "sched", "restart", "generate")
 
 
 def add_parser(sub) -> None:

@@ -2,7 +2,7 @@
 
 Each refresh asks the kernel for its figures through ordinary syscalls
 (`stat`, `ps`, `devices`, `memstat`, `sched`) and shows the rates since the
-previous refresh: syscalls per second per process, and each device's
+previous refresh: syscalls and generated tokens per second per process, and each device's
 utilisation, the share of the wall time its driver spent running work.
 """
 
@@ -53,7 +53,7 @@ def snapshot(c) -> Snapshot:
 def render(cur: Snapshot, prev: Snapshot | None) -> list[str]:
     """The screen's lines for snapshot `cur`, with rates since `prev` (none on the first screen)."""
     dt = cur.at - prev.at if prev else 0.0
-    old_calls = {p.pid: p.syscalls for p in prev.procs} if prev else {}
+    old = {p.pid: p for p in prev.procs} if prev else {}
     old_busy = {d.name: d.busy_s for d in prev.devices} if prev else {}
     s = cur.stat
     rate = (s.syscalls - prev.stat.syscalls) / dt if dt > 0 else 0.0
@@ -80,9 +80,11 @@ def render(cur: Snapshot, prev: Snapshot | None) -> list[str]:
     lines.append("")
     rows = []
     for p in sorted(cur.procs, key=lambda p: p.pid):
-        calls = (p.syscalls - old_calls[p.pid]) / dt if dt > 0 and p.pid in old_calls else None
-        rows.append([p.pid, p.name, p.state, size(p.mem_bytes), p.handles, f"{calls:.0f}" if calls is not None else "-"])
-    lines += table(rows, ["PID", "PROGRAM", "STATE", "MEMORY", "HANDLES", "CALLS/S"]).splitlines()
+        was = old.get(p.pid) if dt > 0 else None
+        calls = f"{(p.syscalls - was.syscalls) / dt:.0f}" if was else "-"
+        tokens = f"{(p.tokens - was.tokens) / dt:.0f}" if was else "-"
+        rows.append([p.pid, p.name, p.state, size(p.mem_bytes), p.handles, calls, tokens])
+    lines += table(rows, ["PID", "PROGRAM", "STATE", "MEMORY", "HANDLES", "CALLS/S", "TOK/S"]).splitlines()
     return lines
 
 

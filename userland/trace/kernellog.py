@@ -1,7 +1,9 @@
 """Read the kernel's JSON event log into a `Timeline`.
 
 Record a log with `llmos boot --log-level debug --log-file FILE`: syscall
-enter/exit, device busy/idle and memory events are at debug level. Only
+enter/exit, device busy/idle, memory and preemption events are at debug
+level. A batched model step names every process it served (`pids`); it
+becomes one slice per process, stacked in the device's row. Only
 events with a monotonic `t` field are placed on the timeline; times become
 seconds from the first of them. Lines that are not JSON objects (a stray
 traceback) are skipped.
@@ -43,7 +45,11 @@ def from_log(path: str | Path) -> Timeline:
     def close_work(device: str, t: float, **args) -> None:
         start, busy = open_work.pop(device)
         name = busy["op"] if busy.get("op") else busy.get("work", "work")
-        tl.work.append(Slice(start, t, busy.get("pid", 0), name, device=device, args={"work": busy.get("work"), **args}))
+        args = {"work": busy.get("work"), **args}
+        shared = busy.get("pids") or [busy.get("pid", 0)]  # a batched model step serves several processes
+        for i, pid in enumerate(shared):
+            share = (i / len(shared), (i + 1) / len(shared))
+            tl.work.append(Slice(start, t, pid, name, device=device, args=args, share=share))
 
     def add_device(device: str) -> None:
         if device not in tl.devices:
@@ -81,6 +87,9 @@ def from_log(path: str | Path) -> Timeline:
                 close_work(device, t, ok=False)
             tl.instants.append(Instant(t, kind.split(".")[1], device=device, args={"reason": e.get("reason", "")}))
             tl.memory.setdefault(device, []).append((t, 0))
+        elif kind == "sched.preempt":
+            args = {"victim": pid, "for": e.get("beneficiary"), "mode": e.get("mode")}
+            tl.instants.append(Instant(t, "preempt", device=device, args=args))
         elif kind == "device.restart":
             tl.instants.append(Instant(t, "restart", device=device, args={"restarts": e.get("restarts")}))
         elif kind in ("mem.alloc", "mem.free"):

@@ -1,8 +1,9 @@
 """Draw a `Timeline` as a PNG: a Gantt chart of who ran on each device, and memory over time.
 
 Top: one row per device, a bar per piece of work coloured by the process it
-ran for (a batch of the simulator stacks its sequences in the row), red
-lines where a device went offline or restarted. Bottom: each device's memory
+ran for (a batched step, of the kernel or the simulator, stacks the
+processes it served in the row), red lines where a device went offline or
+restarted, orange ticks where a generation was preempted. Bottom: each device's memory
 in use. matplotlib is imported here only, with the Agg backend (no display).
 """
 
@@ -63,7 +64,9 @@ def plot(tl: Timeline, path: str | Path) -> None:
         y = rows[s.device] - BAR / 2 + low * BAR
         gantt.broken_barh([(s.start * k, (s.end - s.start) * k)], (y, (high - low) * BAR), facecolors=colour[s.pid])
     for i in tl.instants:
-        if i.device in rows:
+        if i.device in rows and i.name == "preempt":  # a tick under the row, many of them are common
+            gantt.plot(i.t * k, rows[i.device] + 0.45, marker="|", color="darkorange", markersize=8)
+        elif i.device in rows:
             gantt.vlines(i.t * k, rows[i.device] - 0.5, rows[i.device] + 0.5, colors="red", linestyles="dashed")
             gantt.annotate(i.name, (i.t * k, rows[i.device] + 0.45), color="red", fontsize=8)
     gantt.set_yticks(range(len(rows)), list(rows))

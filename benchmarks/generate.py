@@ -1,0 +1,183 @@
+"""Generation and training through llmos against the same model run in-process with plain torch.
+
+One run, one model (tinygpt, seeded weights, written as a checkpoint and
+loaded by the kernel, so both sides hold the same weights), one device:
+  single stream  greedy generation of `--new` tokens from a `--prompt`-token
+                 prompt: in-process with a contiguous KV cache
+                 (`greedy_contiguous`, the raw baseline) vs one generate call
+                 through llmos (paged KV, kernel, driver host, streaming).
+                 `single_stream_ratio` = llmos tokens/s / raw tokens/s.
+  batching       `--procs` llmos processes (attached clients, one model shared
+                 by handle) each generating at once vs the same requests
+                 served one after another through llmos.
+                 `batching_speedup` = aggregate tokens/s at once / one by one.
+  training       one AdamW step on a `--batch` x (`--window` + 1) batch of the
+                 stdlib corpus: in-process `train_step` vs the `train_step`
+                 syscall. `train_step_ratio` = raw step time / llmos step time.
+Timings are the best of `--repeats` (generation) or the median of `--steps`
+(training) after a warm-up; the greedy texts of both sides are compared.
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+from llmos.drivers.models.checkpoint import save_checkpoint
+from llmos.drivers.models.reference import greedy_contiguous
+from llmos.drivers.models.tinygpt import TinyGPT, TinyGPTConfig
+from llmos.drivers.models.tokenizer import EOS, ByteTokenizer
+from llmos.drivers.models.train import batches, make_optimizer, stdlib_corpus, train_step
+from llmos.kernel import boot
+from llmos.kernel.config import KernelConfig
+from llmos.syscalls import runtime
+from llmos.userland.aclient import AsyncClient
+from llmos.userland.client import Client
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `llmos bench generate`."""
+    parser.add_argument("--device", default="cpu", help="device for both sides (default: cpu)")
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--prompt", type=int, default=32, help="prompt tokens (default 32)")
+    parser.add_argument("--new", type=int, default=128, help="tokens to generate per request (default 128)")
+    parser.add_argument("--procs", type=int, default=8, help="concurrent processes (default 8)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each generation figure")
+    parser.add_argument("--batch", type=int, default=16, help="training batch (default 16)")
+    parser.add_argument("--window", type=int, default=128, help="training window (default 128)")
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per side (default 8)")
+
+
+def _say(text: str) -> None:
+    print(f"\r[bench generate] {text:<60}", end="", file=sys.stderr, flush=True)
+
+
+def _best(fn, repeats: int) -> tuple[float, object]:
+    """(fastest wall seconds, last result) of `repeats` calls of `fn` after one warm-up call."""
+    result = fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def _prompts(n: int, length: int) -> list[list[int]]:
+    """`n` seeded prompts of `length` byte ids."""
+    gen = torch.Generator().manual_seed(1)
+    return torch.randint(32, 127, (n, length), generator=gen).tolist()
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Boot a kernel, measure the three pairs, shut down."""
+    config = TinyGPTConfig(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, max_len=max(256, args.window))
+    if args.prompt + args.new - 1 > config.max_len:
+        raise SystemExit(f"--prompt + --new must stay within {config.max_len + 1}")
+    torch.manual_seed(0)
+    model = TinyGPT(config).eval()
+    tmp = tempfile.mkdtemp(prefix="llmos-bench-")
+    os.chmod(tmp, 0o700)
+    storage = os.path.join(tmp, "storage")
+    os.makedirs(storage)
+    save_checkpoint(os.path.join(storage, "bench.safetensors"), model)
+    prompts = _prompts(args.procs, args.prompt)
+    blocks = args.procs * -(-(args.prompt + args.new) // 16) + 8
+    result: dict = {"config": config.to_dict(), "device": args.device, "threads": torch.get_num_threads()}
+
+    _say("raw: single stream")
+    raw_s, raw_out = _best(lambda: greedy_contiguous(model, torch.tensor(prompts[:1]), args.new), args.repeats)
+    kcfg = KernelConfig(name=f"bench-generate-{os.getpid()}", runtime_dir=tmp, storage_dir=storage, log_level="error")
+    with boot.start(kcfg) as kp, Client(kp.address, name="bench-generate") as c:
+        handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks).model
+        _say("llmos: single stream")
+        llmos_s, done = _best(lambda: c.generate(handle, prompts[0], max_tokens=args.new), args.repeats)
+        ids = raw_out[0].tolist()
+        result["outputs_match"] = done.text == ByteTokenizer().decode(ids[: ids.index(EOS)] if EOS in ids else ids)
+        result.update(
+            raw_single_tok_s=round(args.new / raw_s, 1),
+            llmos_single_tok_s=round(args.new / llmos_s, 1),
+            single_stream_ratio=round(raw_s / llmos_s, 3),
+        )
+
+        _say(f"llmos: {args.procs} requests one after another")
+        seq_s, _ = _best(lambda: [c.generate(handle, p, max_tokens=args.new) for p in prompts], max(1, args.repeats - 1))
+        _say(f"llmos: {args.procs} processes at once")
+        conc_s, shared = _best(lambda: asyncio.run(_at_once(kp.address, c, handle, prompts, args.new)), max(1, args.repeats - 1))
+        tokens = args.procs * args.new
+        result.update(
+            procs=args.procs,
+            sequential_tok_s=round(tokens / seq_s, 1),
+            concurrent_tok_s=round(tokens / conc_s, 1),
+            batching_speedup=round(seq_s / conc_s, 3),
+            shared_steps_min=min(shared),
+        )
+
+        _say("training steps")
+        raw_step, llmos_step = _train(c, handle, model, args)
+        result.update(
+            raw_train_step_ms=round(raw_step * 1e3, 2),
+            llmos_train_step_ms=round(llmos_step * 1e3, 2),
+            train_step_ratio=round(raw_step / llmos_step, 3),
+        )
+        c.model_free(handle)
+    runtime.remove(kp.dir)
+    print("\r" + " " * 80 + "\r", end="", file=sys.stderr, flush=True)
+    return result
+
+
+async def _at_once(address: str, c: Client, handle: int, prompts: list[list[int]], new: int) -> list[int]:
+    """Generate from every prompt at once, one attached process each sharing the model; their shared_steps."""
+    clients = [AsyncClient(address, name=f"bench-proc{i}") for i in range(len(prompts))]
+    for a in clients:
+        await a.__aenter__()
+    try:
+        handles = [c.share(handle, a.pid) for a in clients]
+        done = await asyncio.gather(*(a.generate(h, p, max_tokens=new) for a, h, p in zip(clients, handles, prompts)))
+        return [d.shared_steps for d in done]
+    finally:
+        for a in clients:
+            await a.__aexit__(None, None, None)
+
+
+def _train(c: Client, handle: int, model: TinyGPT, args: argparse.Namespace) -> tuple[float, float]:
+    """Median seconds of one training step in-process and through llmos, on the same batches."""
+    stream = batches(stdlib_corpus(1 << 20), args.batch, args.window, seed=0)
+    data = [next(stream) for _ in range(args.steps + 1)]
+    local = TinyGPT(model.config)
+    local.load_state_dict(model.state_dict())
+    opt = make_optimizer(local)
+    raw, through = [], []
+    for i, batch in enumerate(data):
+        start = time.perf_counter()
+        train_step(local, opt, batch)
+        raw.append(time.perf_counter() - start)
+        rows = batch.tolist()
+        start = time.perf_counter()
+        c.train_step(handle, rows)
+        through.append(time.perf_counter() - start)
+        _say(f"training step {i + 1}/{len(data)}")
+    return statistics.median(raw[1:]), statistics.median(through[1:])
+
+
+def report(r: dict) -> str:
+    """A table for people."""
+    return "\n".join(
+        [
+            f"tinygpt d_model {r['config']['d_model']}, {r['config']['n_layers']} layers on {r['device']} "
+            f"({r['threads']} torch threads); greedy texts match: {r['outputs_match']}",
+            f"single stream   raw {r['raw_single_tok_s']:8.1f} tok/s   llmos {r['llmos_single_tok_s']:8.1f} tok/s"
+            f"   single_stream_ratio {r['single_stream_ratio']:.3f}  (target >= 0.85)",
+            f"{r['procs']} processes     one by one {r['sequential_tok_s']:8.1f} tok/s   at once {r['concurrent_tok_s']:8.1f} tok/s"
+            f"   batching_speedup {r['batching_speedup']:.3f}  (target >= 3)",
+            f"training step   raw {r['raw_train_step_ms']:8.2f} ms   llmos {r['llmos_train_step_ms']:8.2f} ms"
+            f"   train_step_ratio {r['train_step_ratio']:.3f}  (target >= 0.9)",
+        ]
+    )
