@@ -30,9 +30,12 @@ class ProgramEntry(NamedTuple):
     """A userland program a plugin provides: `llmos run NAME` and the spawn syscall start it.
 
     `target` is "module:function"; the function takes the argument list and
-    returns an exit status.
+    returns an exit status. An `interactive` program reads its user's input:
+    the kernel spawns children with no stdin, so `llmos run` calls it in its
+    own process instead (attached to the same kernel).
     """
 
     name: str
     target: str
     help: str = ""
+    interactive: bool = False

@@ -7,15 +7,19 @@ result; the asyncio client runs it in a coroutine. So `c.alloc(...)` is a
 value with `Client` and an awaitable with `AsyncClient`, from one definition.
 """
 
+from __future__ import annotations
+
 import itertools
 import os
 from collections.abc import Callable, Generator
-
-import torch
+from typing import TYPE_CHECKING
 
 from llmos.syscalls import messages as m
 
 from .wire import admin_key, curve_keys, dtype_name, from_bytes, kernel_address, tensor_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 Step = tuple[m.Call, tuple, Callable | None]
 Program = Generator[Step, tuple, object]

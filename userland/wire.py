@@ -1,13 +1,17 @@
 """What both clients share: address lookup, reply decoding, tensors to bytes and back.
 
 No sockets here; `client` (blocking) and `aclient` (asyncio) do the I/O.
+torch is imported by the tensor helpers only, when first used, so a program
+that never moves a tensor (one that only generates text, say) starts fast.
 """
+
+from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import msgspec
-import torch
 
 from llmos.syscalls import runtime
 from llmos.syscalls import Errno
@@ -16,6 +20,9 @@ from llmos.syscalls import messages as m
 from llmos.syscalls.table import BY_REQUEST
 
 from .errors import LlmosError
+
+if TYPE_CHECKING:
+    import torch
 
 REPLY_DECODERS = {row.request: msgspec.msgpack.Decoder(row.reply) for row in BY_REQUEST.values()}
 PARTIAL_DECODERS = {row.request: msgspec.msgpack.Decoder(row.partial) for row in BY_REQUEST.values() if row.partial}
@@ -72,6 +79,8 @@ def decode_reply(request: type[m.Call], kind: int, body: msgspec.Raw) -> m.Reply
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:
     """A tensor's bytes, without a copy where it is already contiguous on the CPU."""
+    import torch
+
     t = t.detach().cpu().contiguous()
     if t.numel() == 0:
         return memoryview(b"")
@@ -85,6 +94,8 @@ def dtype_name(t: torch.Tensor) -> str:
 
 def from_bytes(ref: m.TensorRef, buf) -> torch.Tensor:
     """A tensor over the bytes of a read reply (no copy)."""
+    import torch
+
     dtype = getattr(torch, ref.dtype)
     if ref.nbytes == 0:
         return torch.empty(ref.shape, dtype=dtype)

@@ -32,3 +32,11 @@ def test_readme_example_runs(kernel, monkeypatch):
     readme = (DOCS.parent / "README.md").read_text()
     (block,) = re.findall(r"```python\n(.*?)```", readme, re.S)
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_model_program_tutorial_runs(kernel, monkeypatch, capsys):
+    monkeypatch.setenv("LLMOS_KERNEL", kernel.address)
+    (whole,) = [b for b in python_blocks("tutorial-model-program.md") if "train_step" in b and "model_free" in b]
+    exec(compile(whole, "tutorial-model-program.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "step 20" in out and "greedy:" in out

@@ -65,9 +65,24 @@ def test_keygen_writes_keys(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_and_exits_cleanly():
-    out = llmos("demo", "-n", "64")
-    assert "-> OK" in out.stdout and "kernel stopped (status 0)" in out.stdout
+@pytest.mark.slow
+def test_demo_trains_then_four_processes_share_the_device_and_it_exits_cleanly(tmp_path):
+    from llmos.userland.trace import from_log
+
+    out = llmos("demo", "--steps", "12", "--tokens", "24", "--trace", str(tmp_path), timeout=240).stdout
+    assert "$ llmos run train" in out and "trained: loss" in out and "held-out perplexity" in out
+    rows = [line for line in out.splitlines() if "steps shared with the others" in line]
+    assert len(rows) == 4 and all("(24 tokens" in row for row in rows)
+    assert all(int(row.split("tokens/s, ")[1].split()[0]) > 0 for row in rows)  # every process shared steps
+    assert "kernel stopped (status 0)" in out
+    assert (tmp_path / "trace.json").stat().st_size > 0 and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    tl = from_log(tmp_path / "kernel.log")
+    generators = {pid for pid, name in tl.processes.items() if name == "generate"}
+    starts: dict[float, set] = {}
+    for s in tl.work:
+        if s.name == "model_step":
+            starts.setdefault(s.start, set()).add(s.pid)
+    assert len(generators) == 4 and any(pids == generators for pids in starts.values())  # one step, four processes
 
 
 @pytest.mark.slow

@@ -1,7 +1,21 @@
-"""`llmos demo`: boot an embedded kernel, run the example program on it, shut down."""
+"""`llmos demo`: train tinygpt on a private kernel, then let four processes generate from it at once.
+
+The demo is a small shell session on llmos. It boots an embedded kernel with
+the default drivers, runs the `train` program as a child process (a fixed,
+seeded number of steps on the standard library's sources: about two minutes
+on a 2-core machine) while relaying its progress live, loads the trained
+checkpoint once, spawns `--procs` `generate` programs that inherit the model
+handle (so their generate calls are batched into the same device steps),
+prints each one's text and the throughput, and shuts the kernel down. With
+`--trace DIR` the kernel logs its events and the demo writes the Perfetto
+trace and the PNG plot of the run there. Greedy decoding and seeded training
+make the texts the same run after run on one machine.
+"""
 
 import argparse
+import json
 import os
+import sys
 import time
 
 from llmos.kernel import boot
@@ -9,58 +23,160 @@ from llmos.kernel.config import KernelConfig
 from llmos.syscalls import runtime
 
 from ..client import Client
+from ..programs.common import RESULT_PREFIX
+
+PROMPTS = ("def ", "import ", "class ", "for i in ")
+CHECKPOINT = "demo.safetensors"
 
 
 def add_parser(sub) -> None:
     """Add `llmos demo`."""
     p = sub.add_parser(
         "demo",
-        help="boot a kernel, run the example program, shut down",
-        description="Boot a private kernel with the default drivers, spawn the example program (a matmul "
-        "checked against torch) as a child process through syscalls, show its output, and shut down.",
+        help="train tinygpt, then four processes generate from it at once",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", default="cpu", help="device for the example (default: cpu)")
-    p.add_argument("-n", type=int, default=512, help="matrix size (default: 512)")
+    p.add_argument("--device", default="cpu", help="device for training and generation (default: cpu)")
+    p.add_argument("--steps", type=int, default=800, help="training steps (default: 800, about 2 minutes on 2 cores)")
+    p.add_argument("--procs", type=int, default=4, help="generating processes (default: 4)")
+    p.add_argument("--tokens", type=int, default=100, help="tokens each process generates (default: 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model and the training batches (default: 0)")
+    p.add_argument("--trace", metavar="DIR", help="record the kernel's events; write DIR/trace.json and DIR/plot.png")
     p.set_defaults(func=run)
 
 
-class Indented:
-    """Prints streamed text with every line indented (chunks may end mid-line)."""
+def say(text: str) -> None:
+    """A progress line of the demo itself."""
+    print(f"[llmos demo] {text}", flush=True)
 
-    def __init__(self, prefix: str):
+
+class Relay:
+    """Shows a child's output indented; its progress lines (`step ...`) replace each other in place on a terminal."""
+
+    def __init__(self, prefix: str = "    "):
         self.prefix = prefix
-        self.at_line_start = True
+        self.tty = sys.stdout.isatty()
+        self.partial = ""
+        self.results: list[dict] = []
+        self.in_place = False  # the last thing shown is a progress line that the next one may overwrite
 
     def __call__(self, text: str) -> None:
-        for piece in text.splitlines(keepends=True):
-            print((self.prefix if self.at_line_start else "") + piece, end="", flush=True)
-            self.at_line_start = piece.endswith("\n")
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        for line in lines:
+            self.line(line)
+
+    def line(self, line: str) -> None:
+        """Show one whole line of the child's output (or keep its RESULT)."""
+        if line.startswith(RESULT_PREFIX):
+            self.results.append(json.loads(line[len(RESULT_PREFIX) :]))
+        elif line.startswith("ARG "):
+            pass  # the program's arguments; the demo prints the command instead
+        elif self.tty and line.startswith("step "):
+            print(f"\r\033[K{self.prefix}{line}", end="", flush=True)
+            self.in_place = True
+        else:
+            print(("\n" if self.in_place else "") + self.prefix + line, flush=True)
+            self.in_place = False
 
 
-def say(text: str) -> None:
-    """A progress line."""
-    print(f"[llmos demo] {text}", flush=True)
+def run_program(c: Client, name: str, args: list[str], models: list[int] | None = None) -> tuple[int, list[dict]]:
+    """Spawn a program, relay its output, and return its exit status and RESULT records."""
+    say(f"$ llmos run {name} {' '.join(args)}")
+    child = c.spawn(name, args, models=models)
+    relay = Relay()
+    exited = c.wait(child.pid, on_output=relay)
+    if relay.partial:
+        relay.line(relay.partial)
+    return exited.status, relay.results
+
+
+def train(c: Client, args: argparse.Namespace) -> dict:
+    """Step 1: the train program as a child process."""
+    say(f"1/3 training tinygpt on {args.device} for {args.steps} steps (the train program, a child process)")
+    opts = ["--device", args.device, "--steps", str(args.steps), "--seed", str(args.seed), "--out", CHECKPOINT]
+    status, results = run_program(c, "train", opts + ["--every", "200"])
+    if status != 0 or not results:
+        raise SystemExit(f"llmos demo: training failed (status {status})")
+    return results[-1]
+
+
+def generate_together(c: Client, args: argparse.Namespace) -> None:
+    """Step 2: load the checkpoint once; `--procs` generate programs inherit it and run at once."""
+    info = c.model_load(args.device, "tinygpt", checkpoint=CHECKPOINT, kv_blocks=16 * args.procs)
+    say(f"2/3 {args.procs} processes generate from the trained model at once ({info.params:,} parameters on "
+        f"{info.device}, loaded once, handle {info.model} inherited by each)")  # fmt: skip
+    started = time.monotonic()
+    children = []
+    for i in range(args.procs):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        opts = ["--model", str(info.model), "--prompt", prompt, "--max-tokens", str(args.tokens), "--together"]
+        children.append((prompt, c.spawn("generate", opts, models=[info.model])))
+    say(f"spawned pids {', '.join(str(ch.pid) for _, ch in children)}: generate --model {info.model} --together "
+        f"--max-tokens {args.tokens} (greedy)")  # fmt: skip
+    results = []
+    for prompt, child in children:
+        c.wait(child.pid)
+        results.append((prompt, child.pid, _result_of(child.log)))
+    wall = time.monotonic() - started
+    c.model_free(info.model)
+    tokens = 0
+    for prompt, pid, r in results:
+        if r is None:
+            raise SystemExit(f"llmos demo: generating process {pid} failed; its log: see the kernel's procs/")
+        tokens += r["tokens"]
+        text = (prompt + r["text"]).replace("\n", "\n" + " " * 14)
+        print(f"    pid {pid:<4} | {text}", flush=True)
+        print(f"    {'':8} ({r['tokens']} tokens, {r['tokens_per_s']:,.0f} tokens/s, "
+              f"{r['shared_steps']} steps shared with the others)", flush=True)  # fmt: skip
+    say(f"{args.procs} processes, {tokens} tokens in {wall:.1f} s including process start-up; "
+        f"while generating together: {sum(r['tokens_per_s'] for _, _, r in results):,.0f} tokens/s in all")  # fmt: skip
+
+
+def _result_of(log: str) -> dict | None:
+    """The RESULT record a program left in its output log, if any."""
+    with open(log, encoding="utf-8", errors="replace") as f:
+        lines = [line for line in f if line.startswith(RESULT_PREFIX)]
+    return json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else None
+
+
+def write_trace(log: str, out_dir: str) -> None:
+    """Turn the kernel's event log into DIR/trace.json and DIR/plot.png."""
+    from ..trace import from_log, write_chrome
+    from ..trace.plot import plot
+
+    tl = from_log(log)
+    write_chrome(tl, os.path.join(out_dir, "trace.json"))
+    plot(tl, os.path.join(out_dir, "plot.png"))
+    say(f"trace: {out_dir}/trace.json (open in https://ui.perfetto.dev), plot: {out_dir}/plot.png, log: {log}")
 
 
 def run(args: argparse.Namespace) -> int:
     """The demo, step by step."""
+    if min(args.steps, args.procs, args.tokens) < 1:
+        raise SystemExit("llmos demo: --steps, --procs and --tokens must be at least 1")
     name = f"demo-{os.getpid()}"
-    say(f"booting kernel {name!r} (drivers start in their own processes)...")
+    config = KernelConfig(name=name, log_level="warning")
+    if args.trace:
+        os.makedirs(args.trace, exist_ok=True)
+        config = KernelConfig(name=name, log_level="debug", log_file=os.path.join(args.trace, "kernel.log"))
+    say(f"booting kernel {name!r} (its drivers start in their own processes)...")
     start = time.monotonic()
-    with open(os.devnull, "w") as quiet, boot.start(KernelConfig(name=name, log_level="warning"), stderr=quiet) as kp:
+    with open(os.devnull, "w") as quiet, boot.start(config, stderr=quiet) as kp:
         say(f"kernel up in {time.monotonic() - start:.1f} s at {kp.address}")
         with Client(kp.address, name="demo") as c:
             for d in c.devices():
                 say(f"device {d.name}: {d.description}, {d.capacity_bytes / 2**30:.1f} GiB")
-            child = c.spawn("matmul", ["--device", args.device, "-n", str(args.n)])
-            say(f"spawned program 'matmul' as pid {child.pid} (os pid {child.os_pid}); its output:")
-            exited = c.wait(child.pid, on_output=Indented("    "))
-            say(f"pid {exited.pid} ended: {exited.reason}")
+            result = train(c, args)
+            say(f"trained: loss {result['first_loss']:.2f} -> {result['last_loss']:.2f}, held-out perplexity "
+                f"{result['perplexity']:.2f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
+            generate_together(c, args)
             stat = c.stat()
-            say(f"the kernel served {stat.syscalls} syscalls ({stat.errors} errors)")
-        say("shutting down...")
+            say(f"3/3 the kernel served {stat.syscalls} syscalls ({stat.errors} errors); shutting down...")
     status = kp.popen.returncode
     runtime.remove(kp.dir)
+    if args.trace:
+        write_trace(config.log_file, args.trace)
     say(f"kernel stopped (status {status}); bye")
-    return 0 if exited.status == 0 and status == 0 else 1
-
+    return 0 if status == 0 else 1

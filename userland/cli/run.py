@@ -1,7 +1,10 @@
 """`llmos run NAME [ARGS...]`: run a registered program under the kernel and show its output."""
 
 import argparse
+import os
 import sys
+
+from llmos.syscalls.plugin import ProgramEntry
 
 from ..errors import LlmosError
 from .common import add_kernel_option, connect
@@ -13,7 +16,10 @@ def add_parser(sub) -> None:
         "run",
         help="run a registered program under the kernel",
         description="Ask the kernel to spawn a registered program as a child process, print its output as it "
-        "comes, and exit with its status. `llmos run --list` lists the programs.",
+        "comes, and exit with its status. The kernel gives its children no input (stdin is /dev/null), so an "
+        "interactive program (such as chat; `llmos run --list` marks them) runs in this command's own process "
+        "instead, reading this terminal and attached to the same kernel (--kernel, else $LLMOS_KERNEL or the "
+        "local default). `llmos run --list` lists the programs.",
     )
     add_kernel_option(p)
     p.add_argument("program", nargs="?", help="program name (see --list)")
@@ -24,13 +30,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Spawn, follow, and return the child's status."""
-    if args.list or not args.program:
-        from llmos.kernel import plugins
+    """Spawn, follow, and return the child's status (or run an interactive program here)."""
+    from llmos.kernel import plugins
 
-        for entry in sorted(plugins.programs(plugins.plugin_manager()).values()):
-            print(f"{entry.name:12} {entry.help}")
+    programs = plugins.programs(plugins.plugin_manager())
+    if args.list or not args.program:
+        for entry in sorted(programs.values()):
+            print(f"{entry.name:12} {entry.help}{' (interactive)' if entry.interactive else ''}")
         return 0
+    entry = programs.get(args.program)
+    if entry is not None and entry.interactive:
+        return run_here(args, entry)
     with connect(args, "llmos-run") as c:
         try:
             child = c.spawn(args.program, args.args)
@@ -48,3 +58,21 @@ def run(args: argparse.Namespace) -> int:
     if exited.status != 0:
         print(f"llmos run: {args.program} (pid {exited.pid}) {exited.reason}", file=sys.stderr)
     return exited.status if 0 <= exited.status < 256 else 128 + min(-exited.status, 127)
+
+
+def run_here(args: argparse.Namespace, entry: ProgramEntry) -> int:
+    """Run an interactive program in this process; its `Client()` attaches to the kernel this command names."""
+    from .. import launch
+    from ..wire import kernel_address
+
+    if args.detach:
+        print(f"llmos run: {entry.name} is interactive: it runs in this terminal, it cannot detach", file=sys.stderr)
+        return 2
+    try:
+        os.environ["LLMOS_KERNEL"] = kernel_address(args.kernel)
+    except LlmosError as exc:
+        print(f"llmos run: {exc.message}", file=sys.stderr)
+        return 1
+    os.environ["LLMOS_PROGRAM"] = entry.name
+    os.environ.pop("LLMOS_CLAIM", None)  # attach as a new process, not as the one that may have run this command
+    return launch.main([entry.target, *args.args])

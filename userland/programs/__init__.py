@@ -1,4 +1,9 @@
-"""The built-in userland programs, registered through the llmos_programs hook."""
+"""The built-in userland programs, registered through the llmos_programs hook.
+
+The model programs (train, generate, chat, eval, loadgen) live in this
+package, one module each (eval's is `evaluate.py`), with their shared plumbing in
+`common.py`; docs/models.md describes them and their options.
+"""
 
 from llmos.syscalls.plugin import ProgramEntry, hookimpl
 
@@ -9,4 +14,9 @@ def llmos_programs() -> list[ProgramEntry]:
     return [
         ProgramEntry("matmul", "llmos.userland.examples.matmul:main", "a matmul on a device, checked against torch"),
         ProgramEntry("kvwatch", "llmos.userland.examples.kvwatch:main", "watch a KV sequence grow, fork and shrink"),
+        ProgramEntry("train", "llmos.userland.programs.train:main", "train tinygpt with train_step, save a checkpoint"),
+        ProgramEntry("generate", "llmos.userland.programs.generate:main", "continue a prompt, streaming the text"),
+        ProgramEntry("chat", "llmos.userland.programs.chat:main", "talk with a model line by line", interactive=True),
+        ProgramEntry("eval", "llmos.userland.programs.evaluate:main", "held-out perplexity and bits per byte"),
+        ProgramEntry("loadgen", "llmos.userland.programs.loadgen:main", "N generating processes sharing one model"),
     ]

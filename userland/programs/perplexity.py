@@ -1,0 +1,48 @@
+"""Held-out perplexity through the `logprobs` syscall, over a bounded number of windows.
+
+A window of W tokens gives W - 1 predictions (every token after the first,
+given the ones before it). The windows are non-overlapping and spread evenly
+over the text, and at most `max_windows` are scored, so a score stays quick
+however long the text is. Tokens are bytes (plus the EOS between files), so
+bits per byte is the total surprise in bits over the bytes predicted.
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from ..client import Client
+from .common import ProgramError
+
+
+class Score(NamedTuple):
+    """How well a model predicts a text: perplexity, bits per byte, tokens predicted, windows read."""
+
+    perplexity: float
+    bits_per_byte: float
+    tokens: int
+    windows: int
+
+
+def window_starts(length: int, window: int, max_windows: int) -> list[int]:
+    """Starts of at most `max_windows` (0: all) non-overlapping windows of `window` tokens, evenly spread."""
+    count = length // window
+    if max_windows and count > max_windows:
+        return [(i * count // max_windows) * window for i in range(max_windows)]
+    return [i * window for i in range(count)]
+
+
+def score(c: Client, model: int, ids: torch.Tensor, window: int, max_windows: int) -> Score:
+    """Score `ids` with the model: windows of `window` tokens (the whole text if it is shorter than one)."""
+    if len(ids) < 2:
+        raise ProgramError(f"a text of {len(ids)} tokens has nothing to predict; give at least 2")
+    window = min(window, len(ids))
+    nats, predicted, byte_tokens = 0.0, 0, 0
+    starts = window_starts(len(ids), window, max_windows)
+    for start in starts:
+        piece = ids[start : start + window].tolist()
+        nats -= sum(c.logprobs(model, piece))
+        predicted += len(piece) - 1
+        byte_tokens += sum(1 for t in piece[1:] if t < 256)
+    return Score(math.exp(nats / predicted), nats / math.log(2) / max(byte_tokens, 1), predicted, len(starts))
