@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/llmos bench memory
 	$(BIN)/llmos bench sched
 	$(BIN)/llmos bench restart
+	$(BIN)/llmos bench generate
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build
