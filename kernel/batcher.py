@@ -118,14 +118,14 @@ class Batcher:
         self.sched = Scheduler(
             policy, PagedBlockSpace(model.kv, self.owner_of), Budget(tokens=TOKEN_BUDGET, seqs=MAX_BATCH), "recompute"
         )
-        self.stepping = False  # a step of this model is queued or running on the device
+        self.open: Batch | None = None  # the step queued or running on the device, if any
         self.preemptions = 0
         self.next_policy = None  # a policy to switch to before the next tick
 
     def set_policy(self, policy) -> None:
         """Order generations by `policy` from the next step on (the step in flight keeps its plan)."""
         self.next_policy = policy
-        if not self.stepping:
+        if self.open is None:
             self.pump()
 
     def owner_of(self, rid: int) -> int:
@@ -145,7 +145,8 @@ class Batcher:
         self.sched.cancel(rid)
 
     def fail_all(self, errno: Errno, message: str) -> None:
-        """The model is gone: every generation in progress fails."""
+        """The model is gone: every generation in progress fails (a step still out is written off)."""
+        self.close_step()
         for rid, gen in list(self.gens.items()):
             self.drop(rid)
             if not gen.gone:
@@ -156,7 +157,7 @@ class Batcher:
         model = self.model
         if model.freed or model.lost:
             return self.fail_all(Errno.EBADF if model.freed else Errno.EIO, model.lost or "the model was freed during generate")
-        if self.stepping:
+        if self.open is not None:
             return
         if self.next_policy is not None:
             self.sched.set_policy(self.next_policy, time.monotonic())
@@ -174,7 +175,7 @@ class Batcher:
         steps = [self.seq_step(e.seq.rid, e.start, e.fed) for e in batch.entries]
         msg = proto.DModelStep(seq=dev.next_seq(), model=model.mid, seqs=steps)
         pids = tuple(sorted({self.gens[e.seq.rid].pid for e in batch.entries}))
-        self.stepping = True
+        self.open = batch
         self.k.submit(
             dev,
             Work(
@@ -205,10 +206,17 @@ class Batcher:
                 beneficiary=p.beneficiary.pid, mode=p.mode.value, by_anchor=p.by_anchor,
             )  # fmt: skip
 
+    def close_step(self) -> bool:
+        """Record the step out on the device as run (the scheduler's books); False if there was none."""
+        batch, self.open = self.open, None
+        if batch is not None:
+            self.sched.complete(batch, time.monotonic())
+        return batch is not None
+
     def stepped(self, batch: Batch, tokens: list[int], wall_s: float) -> None:
         """A step came back: record progress, stream each emitted token, plan the next step."""
-        self.stepping = False
-        self.sched.complete(batch, time.monotonic())
+        if batch is not self.open or not self.close_step():
+            return  # written off: the model went away while it ran
         shared = len(batch.entries) > 1
         for entry, token in zip(batch.entries, tokens):
             gen = self.gens.get(entry.seq.rid)
@@ -222,8 +230,8 @@ class Batcher:
 
     def step_failed(self, batch: Batch, errno: Errno, message: str) -> None:
         """A step failed (the device went away or refused it): its generations fail, the others go on."""
-        self.stepping = False
-        self.sched.complete(batch, time.monotonic())
+        if batch is not self.open or not self.close_step():
+            return
         for entry in batch.entries:
             gen = self.gens.get(entry.seq.rid)
             if gen is not None:

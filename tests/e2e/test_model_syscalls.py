@@ -34,10 +34,12 @@ def weights(storage):
 
 
 @pytest.fixture(scope="module")
-def mkernel(runtime_dir, storage, weights):
-    kp = start_kernel(runtime_dir, "models", drivers=["cpu", "mocktpu"], storage_dir=storage)
+def mkernel(runtime_dir, storage, weights, tmp_path_factory):
+    log = tmp_path_factory.mktemp("mlog") / "kernel.log"
+    kp = start_kernel(runtime_dir, "models", drivers=["cpu", "mocktpu"], storage_dir=storage, log_file=str(log))
     yield kp
     assert kp.stop() == 0
+    assert "kernel.bug" not in log.read_text()  # no handler or callback raised, whatever the tests did
 
 
 @pytest.fixture
@@ -233,6 +235,20 @@ def test_a_killed_generating_process_frees_its_kv_blocks(mkernel, mc):
     assert mc.wait(child.pid).status == -9
     until(lambda: pool().used == 0, timeout=20)  # its sequence's blocks came back...
     assert mc.generate(info.model, "still here", max_tokens=5).tokens == 5  # ...and the model is still ours
+    mc.model_free(info.model)
+
+
+def test_a_process_killed_while_its_own_model_generates_gives_everything_back(mkernel, mc):
+    before = mc.device("cpu0").used_bytes
+    child = mc.spawn("talk", ["tiny.safetensors"])  # loads its own model, then generates slowly
+    until(lambda: os.path.getsize(child.log) > 0, timeout=20)
+    assert mc.device("cpu0").used_bytes > before
+    mc.kill(child.pid, 9)
+    assert mc.wait(child.pid).status == -9
+    until(lambda: mc.device("cpu0").used_bytes == before, timeout=20)  # model, KV storage and blocks
+    assert not [p for d in mc.memstat() for p in d.kv_pools if p.pool.startswith("model")]
+    info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=8)  # the kernel goes on
+    assert mc.generate(info.model, "after", max_tokens=4).tokens == 4
     mc.model_free(info.model)
 
 

@@ -59,6 +59,16 @@ def test_interleaved_paged_steps_match_forward(model, seed):
     assert_matches_forward(model, seqs, got)
 
 
+def test_lone_sequence_with_consecutive_blocks_matches_forward(model):
+    """A lone sequence reads consecutive block ids as one slice of the cache and gathers any other table."""
+    seq = torch.randint(0, 256, (30,), generator=torch.Generator().manual_seed(5)).tolist()
+    # the second table is consecutive for its first 3 blocks only: the step switches from slicing to gathering
+    for table in ([3, 4, 5, 6, 7, 8, 9, 10], [3, 4, 5, 9, 6, 7, 8, 10]):
+        kv = model.new_kv(num_blocks=12, block_size=4)
+        got = run_schedule(model, kv, [seq], [table], chunk=5, seed=4)
+        assert_matches_forward(model, [seq], got)
+
+
 def test_prefill_then_decode_batched(model):
     seqs = [list(range(10, 30)), list(range(50, 55)), list(range(100, 137))]
     kv = model.new_kv(num_blocks=30, block_size=5)

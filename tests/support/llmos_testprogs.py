@@ -72,7 +72,18 @@ def echo(argv: list[str]) -> int:
 
 
 def talk(argv: list[str]) -> int:
-    """Generate up to 200 tokens, slowly, from the inherited model handle argv[0], printing each piece."""
-    with Client() as c:
-        c.generate(int(argv[0]), "talk: ", max_tokens=200, on_text=lambda text: (print(text, flush=True), time.sleep(0.05)))
+    """Generate without end, four calls at a time, so a step of the model is nearly always on the device:
+    from the inherited model handle argv[0], or from its own model loaded from the checkpoint argv[0] names."""
+    import asyncio
+
+    from llmos.userland import AsyncClient
+
+    async def forever() -> None:
+        async with AsyncClient() as c:
+            model = int(argv[0]) if argv[0].isdigit() else (await c.model_load("cpu", "tinygpt", checkpoint=argv[0])).model
+            print("talking", flush=True)
+            while True:
+                await asyncio.gather(*(c.generate(model, f"talk {i}: ", max_tokens=40) for i in range(4)))
+
+    asyncio.run(forever())
     return 0
