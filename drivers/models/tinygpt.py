@@ -17,6 +17,14 @@ Two ways to run it:
   memory service (`llmos.services.memory.kv`): block `i` of a table holds
   positions `[i * block_size, (i + 1) * block_size)`.
 
+The step's cost beyond the plain model is its bookkeeping, so it keeps that
+small: the index lists are built once per step in Python and moved to the
+device as a few tensors; each layer then does one `index_copy_` (the new keys
+and values) and one `index_select` (the contexts, whole blocks at a time; a
+lone sequence whose blocks have consecutive ids reads a slice instead, no
+copy), and a decode step whose sequences all end at the same position needs
+no attention mask.
+
 Both paths share the same weights and the same per-block code, so a step-by-step
 paged run gives the logits of the plain forward on the whole sequence (up to
 float rounding); tests/models checks that.
@@ -82,11 +90,12 @@ class PagedKV:
     one flat array of `num_blocks * block_size` position slots (position
     offset `o` of block `b` is slot `b * block_size + o`): `TinyGPT.step`
     writes new keys and values into slots with one `index_copy_` per layer and
-    reads contexts back whole blocks at a time with one `index_select`. A
-    block's keys and values are stored together (the `2` axis comes after the
-    slot), so one copy moves both. Copy-on-write copies a block in every layer
-    (`copy_blocks`). Block ids are those the memory service hands out; this
-    object does no bookkeeping of its own.
+    reads contexts back whole blocks at a time with one `index_select` (or, for
+    consecutive block ids, as one slice). A position's key and value sit side
+    by side (the `2` axis comes after the slot), so one copy moves both.
+    Copy-on-write copies a block in every layer (`copy_blocks`). Block ids are
+    those the memory service hands out; this object does no bookkeeping of its
+    own.
     """
 
     def __init__(
@@ -256,40 +265,44 @@ class TinyGPT(nn.Module):
         # when every sequence feeds Tq tokens the packed rows already are that grid
         uniform = min(lens) == Tq
         causal = uniform and max(positions) == 0  # whole prompts of one length: plain causal attention
-        masked = not causal and (Tq > 1 or min(ends) < Tk)  # a lone decode token each, ending together: no mask
+        masked = not causal and (Tq > 1 or min(ends) < Tk)  # one decode token each, all ending together: no mask
+        # a lone sequence whose first nb blocks have consecutive ids reads its context as one slice of the slots
+        first = block_tables[0][0]
+        run = S == 1 and list(block_tables[0][:nb]) == list(range(first, first + nb))
 
-        # index lists are built in Python (a step holds few tokens), then moved to the device in one transfer
-        offsets = [0, *accumulate(lens)][:-1]  # packed row of each sequence's first new token
+        # index lists are built in Python (a step holds few tokens), then moved to the device, one tensor per kind
+        dev = kv.data.device
         new_pos = [p + i for p, n in zip(positions, lens) for i in range(n)]
-        write_slots = [t[q // bs] * bs + q % bs for t, p, n in zip(block_tables, positions, lens) for q in range(p, p + n)]
-        # each sequence reads its first nb blocks; a shorter table is padded with its first block, whose reads are masked
-        read_blocks = [b for t in block_tables for b in (*t[:nb], *[t[0]] * (nb - len(t[:nb])))]
-        grid_rows = [] if uniform else [o + min(i, n - 1) for o, n in zip(offsets, lens) for i in range(Tq)]
-        fed_rows = [] if uniform else [s * Tq + i for s, n in enumerate(lens) for i in range(n)]
-        last_rows = [] if Tq == 1 else [o + n - 1 for o, n in zip(offsets, lens)]  # each last fed token
-        last_seen = [p + i for p in positions for i in range(Tq)] if masked else []  # per grid row
-        flat, pos_t, write_t, read_t, grid_t, fed_t, last_t, seen_t = _int_tensors(
-            kv.data.device,
-            [t for seq in tokens for t in seq], new_pos, write_slots, read_blocks, grid_rows, fed_rows, last_rows, last_seen,
-        )
-        # the query at position positions[s] + i sees the keys of its own sequence at positions <= positions[s] + i
-        mask = (torch.arange(Tk, device=flat.device) <= seen_t[:, None]).view(S, 1, Tq, Tk) if masked else None
+        write_slots = [t[q // bs] * bs + q % bs for t, p, e in zip(block_tables, positions, ends) for q in range(p, e)]
+        flat, pos_t, write_t = torch.tensor([[t for seq in tokens for t in seq], new_pos, write_slots], device=dev)
+        if not run:  # each sequence reads its first nb blocks; a short table is padded with its first block (masked)
+            read = [list(t[:nb]) + [t[0]] * (nb - len(t[:nb])) for t in block_tables]
+            read_t = torch.tensor(read, device=dev).view(-1)
+        if Tq > 1:
+            offsets = [0, *accumulate(lens)][:-1]  # packed row of each sequence's first new token
+            last_t = torch.tensor([o + n - 1 for o, n in zip(offsets, lens)], device=dev)  # and of its last one
+        if not uniform:  # (so Tq > 1) packed rows -> [S, Tq] grid rows (a short sequence repeats its last one) and back
+            grid_t = torch.tensor([o + min(i, n - 1) for o, n in zip(offsets, lens) for i in range(Tq)], device=dev)
+            fed_t = torch.tensor([s * Tq + i for s, n in enumerate(lens) for i in range(n)], device=dev)
+        mask = None
+        if masked:  # the query at position positions[s] + i sees its sequence's keys at positions <= positions[s] + i
+            last_seen = torch.tensor([p + i for p in positions for i in range(Tq)], device=dev)
+            mask = (torch.arange(Tk, device=dev) <= last_seen[:, None]).view(S, 1, Tq, Tk)
 
-        slots = kv.slots()  # [n_layers, num_blocks * block_size, 2, H, hd]
         x = self.tok_emb(flat) + self.pos_emb(pos_t)  # [N, d]
-        for layer, block in enumerate(self.blocks):
+        cast = x.dtype != kv.data.dtype  # the cache may store another dtype than the model computes in
+        # per layer, two views of its storage: blocks [num_blocks, block_size, 2, H, hd], slots [num_slots, 2, H, hd]
+        for block, blocks, slots in zip(self.blocks, kv.data.unbind(0), kv.slots().unbind(0)):
             q, new_kv = block.q_kv_heads(x)  # [N, H, hd], [N, 2, H, hd]
-            slots[layer].index_copy_(0, write_t, new_kv.to(slots.dtype))
-            ctx = kv.data[layer].index_select(0, read_t)  # [S * nb, block_size, 2, H, hd]
-            ctx = ctx.view(S, nb * bs, *ctx.shape[2:])[:, :Tk].to(q.dtype)  # [S, Tk, 2, H, hd]
-            k, v = ctx.permute(2, 0, 3, 1, 4).unbind(0)  # [S, H, Tk, hd] each
+            slots.index_copy_(0, write_t, new_kv.to(slots.dtype) if cast else new_kv)
+            if run:
+                ctx = slots[None, first * bs : first * bs + Tk]  # [1, Tk, 2, H, hd], no copy
+            else:
+                ctx = blocks.index_select(0, read_t)  # [S * nb, block_size, 2, H, hd]
+                ctx = ctx.view(S, nb * bs, *ctx.shape[2:])[:, :Tk]  # [S, Tk, 2, H, hd]
+            k, v = (ctx.to(x.dtype) if cast else ctx).permute(2, 0, 3, 1, 4).unbind(0)  # [S, H, Tk, hd] each
             q = (q if uniform else q[grid_t]).view(S, Tq, *q.shape[1:]).transpose(1, 2)  # [S, H, Tq, hd]
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # [S, H, Tq, hd]
             att = att.transpose(1, 2).reshape(S * Tq, -1)
             x = block.finish(x, att if uniform else att[fed_t])  # back to packed rows [N, d]
         return self.logits(x if Tq == 1 else x[last_t])
-
-
-def _int_tensors(device: torch.device, *lists: list[int]) -> tuple[torch.Tensor, ...]:
-    """Each list of ints as a 1-D int64 tensor on `device`; one tensor is built and moved, then split into views."""
-    return torch.tensor([i for lst in lists for i in lst], dtype=torch.long, device=device).split([len(lst) for lst in lists])
