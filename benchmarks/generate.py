@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens (default 32)")
     parser.add_argument("--new", type=int, default=128, help="tokens to generate per request (default 128)")
     parser.add_argument("--procs", type=int, default=8, help="concurrent processes (default 8)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each generation figure")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each generation figure (the best counts)")
     parser.add_argument("--batch", type=int, default=16, help="training batch (default 16)")
     parser.add_argument("--window", type=int, default=128, help="training window (default 128)")
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per side (default 8)")

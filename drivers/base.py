@@ -89,8 +89,8 @@ class Driver:
         """Drop a model and its KV storage."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
-    def model_step(self, mid: int, seqs: list[SeqStep]) -> list[int]:
-        """One paged-KV generation step; the sampled next token of each sequence."""
+    def model_step(self, mid: int, seqs: list[SeqStep], steps: int = 1) -> list[int]:
+        """`steps` paged-KV generation steps (each later one feeds the tokens just drawn); the draws, step by step."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def model_logprobs(self, mid: int, tokens: list[int]) -> list[float]:
@@ -132,6 +132,8 @@ class TorchDriver(Driver):
 
     def __init__(self, index: int, options: dict | None = None):
         super().__init__(index, options)
+        if self.options.get("threads"):  # torch's intra-op threads in this host (default: torch's choice)
+            torch.set_num_threads(int(self.options["threads"]))
         self.tensors: dict[int, torch.Tensor] = {}
         self.models: dict[int, LoadedModel] = {}
 
@@ -249,22 +251,32 @@ class TorchDriver(Driver):
         self.model(mid)
         del self.models[mid]
 
-    def model_step(self, mid: int, seqs: list[SeqStep]) -> list[int]:
+    def model_step(self, mid: int, seqs: list[SeqStep], steps: int = 1) -> list[int]:
         from .models.decoding import SamplingParams
         from .models.sampling import make_generator, sample_batch
 
         m = self.model(mid)
+        tokens, positions, tables = [s.tokens for s in seqs], [s.position for s in seqs], [s.table for s in seqs]
+        drawn: list[int] = []
         try:
-            logits = m.model.step(m.kv, [s.tokens for s in seqs], [s.position for s in seqs], [s.table for s in seqs])
             params = [SamplingParams(s.temperature, s.top_k, s.top_p, s.seed) for s in seqs]
         except ValueError as exc:
             raise DriverError(Errno.EINVAL, f"step failed: {exc}") from exc
-        # one generator per token drawn, seeded by (seed, position): the same draw whatever the batch
-        gens = [
-            None if p.temperature == 0.0 else make_generator(hash((p.seed, s.position + len(s.tokens))) & (2**63 - 1), logits.device)
-            for p, s in zip(params, seqs)
-        ]
-        return sample_batch(logits.float(), params, gens)
+        for _ in range(steps):
+            try:
+                logits = m.model.step(m.kv, tokens, positions, tables)
+            except ValueError as exc:
+                raise DriverError(Errno.EINVAL, f"step failed: {exc}") from exc
+            positions = [p + len(t) for p, t in zip(positions, tokens)]
+            # one generator per token drawn, seeded by (seed, position): the same draw whatever the batch
+            gens = [
+                None if p.temperature == 0.0 else make_generator(hash((p.seed, at)) & (2**63 - 1), logits.device)
+                for p, at in zip(params, positions)
+            ]
+            nxt = sample_batch(logits.float(), params, gens)
+            drawn += nxt
+            tokens = [[t] for t in nxt]
+        return drawn
 
     def model_logprobs(self, mid: int, tokens: list[int]) -> list[float]:
         m = self.model(mid)

@@ -66,7 +66,7 @@ class Host:
                     self.driver.model_free(msg.model)
                 case proto.DModelStep():
                     start = time.perf_counter()
-                    tokens = self.driver.model_step(msg.model, msg.seqs)
+                    tokens = self.driver.model_step(msg.model, msg.seqs, msg.steps)
                     ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
                     return [proto.encoder.encode(ok), proto.encoder.encode(tokens)]
                 case proto.DLogProbs():

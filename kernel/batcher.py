@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from llmos.services.memory.admission import Admission
 from llmos.services.scheduler.batching import Batch, Budget, Scheduler
 from llmos.services.scheduler.blocks import PagedBlockSpace
 from llmos.services.scheduler.request import Request
@@ -46,6 +47,8 @@ MAX_BATCH = 32
 """Sequences in one step."""
 TOKEN_BUDGET = 256
 """Tokens fed in one step: decodes take one each, prompts share the rest (chunked)."""
+MULTI_STEP = 8
+"""Decode steps one work item may carry when nothing else is waiting (see `Batcher.lookahead`)."""
 
 _ints_decoder = msgspec.msgpack.Decoder(list[int])
 
@@ -171,19 +174,45 @@ class Batcher:
         if not batch.entries:  # cannot happen while the scheduler keeps an anchor; never leave it open
             self.sched.complete(batch, time.monotonic())
             return
+        last = self.lookahead(batch)
         dev = self.k.devices[model.device]
-        steps = [self.seq_step(e.seq.rid, e.start, e.fed) for e in batch.entries]
-        msg = proto.DModelStep(seq=dev.next_seq(), model=model.mid, seqs=steps)
+        seqs = [self.seq_step(e.seq.rid, e.start, e.fed) for e in batch.entries]  # tables cover the lookahead too
+        msg = proto.DModelStep(seq=dev.next_seq(), model=model.mid, seqs=seqs, steps=1 + last.tick - batch.tick)
         pids = tuple(sorted({self.gens[e.seq.rid].pid for e in batch.entries}))
-        self.open = batch
+        self.open = last
         self.k.submit(
             dev,
             Work(
                 owner=KERNEL_PID, msg=msg, always=True, pids=pids,
-                done=lambda ok, frames: self.stepped(batch, _ints_decoder.decode(frames[0].buffer), ok.wall_s),
-                fail=lambda errno, message: self.step_failed(batch, errno, message),
+                done=lambda ok, frames: self.stepped(batch, last, _ints_decoder.decode(frames[0].buffer), ok.wall_s),
+                fail=lambda errno, message: self.step_failed(batch, last, errno, message),
             ),
         )  # fmt: skip
+
+    def lookahead(self, batch: Batch) -> Batch:
+        """Plan up to MULTI_STEP - 1 more decode ticks now, to run on the device with `batch`; the last tick planned.
+
+        Only when nothing else could change the next ticks: `batch` is all
+        decodes, nobody else is runnable, nobody was preempted, and the KV
+        blocks for the extra tokens are free now. Then the next ticks would
+        be these very decodes, so the device runs them back to back (feeding
+        each sequence the token it just drew) and the kernel and the device
+        talk once per MULTI_STEP tokens. A call arriving meanwhile waits for
+        the work item, at most MULTI_STEP - 1 steps longer.
+        """
+        entries = batch.entries
+        if self.next_policy is not None or batch.preempted or len(self.sched) != len(entries):
+            return batch
+        if not all(e.decode for e in entries):
+            return batch
+        extra = min(MULTI_STEP - 1, min(self.gens[e.seq.rid].max_tokens - e.seq.generated for e in entries) - 1)
+        if extra < 1 or self.model.kv.can_append([(e.seq.rid, extra) for e in entries]) is not Admission.OK:
+            return batch
+        last = batch
+        for _ in range(extra):
+            self.sched.complete(last, time.monotonic())
+            last = self.sched.tick(time.monotonic())
+        return last
 
     def seq_step(self, rid: int, start: int, fed: int) -> proto.SeqStep:
         """One sequence's part of a step: its tokens from `start`, its block table, its sampling settings."""
@@ -213,24 +242,26 @@ class Batcher:
             self.sched.complete(batch, time.monotonic())
         return batch is not None
 
-    def stepped(self, batch: Batch, tokens: list[int], wall_s: float) -> None:
-        """A step came back: record progress, stream each emitted token, plan the next step."""
-        if batch is not self.open or not self.close_step():
+    def stepped(self, batch: Batch, last: Batch, tokens: list[int], wall_s: float) -> None:
+        """Steps `batch` .. `last` came back: record progress, stream each emitted token, plan the next step."""
+        if last is not self.open or not self.close_step():
             return  # written off: the model went away while it ran
-        shared = len(batch.entries) > 1
-        for entry, token in zip(batch.entries, tokens):
-            gen = self.gens.get(entry.seq.rid)
-            if gen is None or gen.gone:
-                continue
-            gen.device_s += wall_s * entry.fed / batch.tokens
-            gen.shared_steps += shared
-            if entry.emits and gen.emit(token):
-                self.drop(gen.rid)
+        size = len(batch.entries)
+        rounds = len(tokens) // size
+        for r in range(rounds):  # the first round is `batch` itself, the others its lookahead decodes
+            for entry, token in zip(batch.entries, tokens[r * size : (r + 1) * size]):
+                gen = self.gens.get(entry.seq.rid)
+                if gen is None or gen.gone:
+                    continue  # ended in an earlier round (a stop string), or its process left
+                gen.device_s += wall_s / rounds * (entry.fed / batch.tokens if r == 0 else 1 / size)
+                gen.shared_steps += size > 1
+                if (r > 0 or entry.emits) and gen.emit(token):
+                    self.drop(gen.rid)
         self.pump()
 
-    def step_failed(self, batch: Batch, errno: Errno, message: str) -> None:
+    def step_failed(self, batch: Batch, last: Batch, errno: Errno, message: str) -> None:
         """A step failed (the device went away or refused it): its generations fail, the others go on."""
-        if batch is not self.open or not self.close_step():
+        if last is not self.open or not self.close_step():
             return
         for entry in batch.entries:
             gen = self.gens.get(entry.seq.rid)

@@ -130,13 +130,18 @@ class SeqStep(msgspec.Struct, kw_only=True):
 
 
 class DModelStep(ToDriver, tag="model_step"):
-    """One paged-KV step over a batch; Ok is followed by one frame, the encoded list of sampled token ids.
+    """`steps` paged-KV steps over a batch; Ok is followed by one frame, the encoded list of sampled token ids.
 
-    The draw of a sampled token depends only on its sequence's seed and position.
+    The first step feeds each sequence's `tokens`; each later one feeds the
+    token the sequence drew in the step before, at the next position (every
+    table must already hold a block for every position reached). The ids come
+    step by step: `steps` rows of one id per sequence. The draw of a sampled
+    token depends only on its sequence's seed and position.
     """
 
     model: int
     seqs: list[SeqStep]
+    steps: int = 1
 
 
 class DLogProbs(ToDriver, tag="logprobs"):

@@ -191,3 +191,18 @@ def test_batched_generation_shows_every_process_in_the_step_and_preemptions(runt
     preempts = [i for i in tl.instants if i.name == "preempt"]
     assert len(preempts) == sum(d.preemptions for d in done) and {i.args["victim"] for i in preempts} <= set(gen_pids)
     check_trace_events(to_chrome(tl))
+
+
+def test_a_lone_generation_runs_several_decode_steps_per_work_item(runtime_dir, tmp_path):
+    from llmos.userland.trace import from_log
+
+    log = tmp_path / "kernel.log"
+    kp = start_kernel(runtime_dir, "traced-lone", log_level="debug", log_file=str(log))
+    try:
+        with Client(kp.address, name="lone") as c:
+            model = c.model_load("cpu", "tinygpt", config=dict(d_model=32, n_layers=1, n_heads=2, max_len=64)).model
+            done = c.generate(model, "x", max_tokens=41)
+    finally:
+        assert kp.stop() == 0
+    steps = [s for s in from_log(log).work if s.name == "model_step"]
+    assert done.tokens == 41 and len(steps) == 1 + 40 // 8  # the prompt's step, then 8 decodes per work item
