@@ -26,13 +26,6 @@ import sys
 import tempfile
 import time
 
-import torch
-
-from llmos.drivers.models.checkpoint import save_checkpoint
-from llmos.drivers.models.reference import greedy_contiguous
-from llmos.drivers.models.tinygpt import TinyGPT, TinyGPTConfig
-from llmos.drivers.models.tokenizer import EOS, ByteTokenizer
-from llmos.drivers.models.train import batches, make_optimizer, stdlib_corpus, train_step
 from llmos.kernel import boot
 from llmos.kernel.config import KernelConfig
 from llmos.syscalls import runtime
@@ -72,12 +65,21 @@ def _best(fn, repeats: int) -> tuple[float, object]:
 
 def _prompts(n: int, length: int) -> list[list[int]]:
     """`n` seeded prompts of `length` byte ids."""
+    import torch
+
     gen = torch.Generator().manual_seed(1)
     return torch.randint(32, 127, (n, length), generator=gen).tolist()
 
 
 def run(args: argparse.Namespace) -> dict:
     """Boot a kernel, measure the three pairs, shut down."""
+    import torch  # here, not at the top: `llmos --help` should not load torch
+
+    from llmos.drivers.models.checkpoint import save_checkpoint
+    from llmos.drivers.models.reference import greedy_contiguous
+    from llmos.drivers.models.tinygpt import TinyGPT, TinyGPTConfig
+    from llmos.drivers.models.tokenizer import EOS, ByteTokenizer
+
     config = TinyGPTConfig(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, max_len=max(256, args.window))
     if args.prompt + args.new - 1 > config.max_len:
         raise SystemExit(f"--prompt + --new must stay within {config.max_len + 1}")
@@ -147,8 +149,11 @@ async def _at_once(address: str, c: Client, handle: int, prompts: list[list[int]
             await a.__aexit__(None, None, None)
 
 
-def _train(c: Client, handle: int, model: TinyGPT, args: argparse.Namespace) -> tuple[float, float]:
+def _train(c: Client, handle: int, model, args: argparse.Namespace) -> tuple[float, float]:
     """Median seconds of one training step in-process and through llmos, on the same batches."""
+    from llmos.drivers.models.tinygpt import TinyGPT
+    from llmos.drivers.models.train import batches, make_optimizer, stdlib_corpus, train_step
+
     stream = batches(stdlib_corpus(1 << 20), args.batch, args.window, seed=0)
     data = [next(stream) for _ in range(args.steps + 1)]
     local = TinyGPT(model.config)

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 
-import torch
 import zmq
 
 from llmos.kernel import boot
@@ -62,6 +61,8 @@ def _progress(text: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Measure both sides; return the figures."""
+    import torch  # here, not at the top: `llmos --help` should not load torch
+
     tmp = tempfile.mkdtemp(prefix="llmos-bench-")
     os.chmod(tmp, 0o700)
     address = f"ipc://{tmp}/raw.sock"
@@ -137,7 +138,7 @@ def _time_calls(call, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def _time_raw_echo(sock: zmq.Socket, payload: torch.Tensor) -> float:
+def _time_raw_echo(sock: zmq.Socket, payload) -> float:
     buf = memoryview(payload.numpy())
     start = time.perf_counter()
     sock.send(buf, copy=False)

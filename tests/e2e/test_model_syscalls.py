@@ -183,14 +183,14 @@ def test_concurrent_generates_share_batched_steps_and_keep_their_output(mkernel,
 
     prompts = ["alpha", "be", "gamma ray", "d"]
     info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=32, block_size=4)
-    solo = [mc.generate(info.model, p, max_tokens=12, temperature=0.8, seed=i).text for i, p in enumerate(prompts)]
+    solo = [mc.generate(info.model, p, max_tokens=40, temperature=0.8, seed=i).text for i, p in enumerate(prompts)]
     mc.model_free(info.model)
 
     async def together():
         async with AsyncClient(mkernel.address, name="batcher") as c:
             model = (await c.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=32, block_size=4)).model
             return await asyncio.gather(
-                *(c.generate(model, p, max_tokens=12, temperature=0.8, seed=i) for i, p in enumerate(prompts))
+                *(c.generate(model, p, max_tokens=40, temperature=0.8, seed=i) for i, p in enumerate(prompts))
             )
 
     results = asyncio.run(together())
@@ -259,12 +259,12 @@ def test_a_shared_model_batches_generations_of_several_processes(mkernel, mc):
 
     before = mc.device("cpu0").used_bytes
     info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=32, block_size=4)
-    solo = mc.generate(info.model, "shared", max_tokens=10).text
+    solo = mc.generate(info.model, "shared", max_tokens=40).text
 
     async def two_processes():
         async with AsyncClient(mkernel.address, name="p1") as a, AsyncClient(mkernel.address, name="p2") as b:
             ha, hb = mc.share(info.model, a.pid), mc.share(info.model, b.pid)
-            ra, rb = await asyncio.gather(a.generate(ha, "shared", max_tokens=10), b.generate(hb, "shared", max_tokens=10))
+            ra, rb = await asyncio.gather(a.generate(ha, "shared", max_tokens=40), b.generate(hb, "shared", max_tokens=40))
             return ra, rb
 
     ra, rb = asyncio.run(two_processes())

@@ -157,7 +157,10 @@ def test_the_kernel_and_its_plugins_load_without_torch():
 
 
 def test_a_program_that_moves_no_tensor_starts_without_torch():
-    """The client imports torch only for tensors, so generate and loadgen children start fast."""
-    code = "import sys, llmos.userland.programs.generate, llmos.userland.programs.loadgen; print('torch' in sys.modules)"
+    """The client imports torch only for tensors, so generate and loadgen children (and `llmos`) start fast."""
+    code = (
+        "import sys, llmos.userland.programs.generate, llmos.userland.programs.loadgen, llmos.userland.cli.main as cli;"
+        "cli.build_parser(); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
