@@ -206,3 +206,16 @@ def test_a_lone_generation_runs_several_decode_steps_per_work_item(runtime_dir, 
         assert kp.stop() == 0
     steps = [s for s in from_log(log).work if s.name == "model_step"]
     assert done.tokens == 41 and len(steps) == 1 + 40 // 8  # the prompt's step, then 8 decodes per work item
+
+
+def test_a_window_cuts_and_shifts_the_timeline():
+    from llmos.userland.trace.timeline import Instant, Timeline
+
+    tl = Timeline(devices=["cpu0"], memory={"cpu0": [(0.0, 10), (2.0, 30), (9.0, 0)]})
+    tl.work = [Slice(1.0, 3.0, 1, "a", "cpu0"), Slice(4.0, 5.0, 2, "b", "cpu0"), Slice(8.0, 9.0, 3, "c", "cpu0")]
+    tl.instants = [Instant(4.5, "preempt", device="cpu0"), Instant(7.5, "exit", pid=2)]
+    w = tl.window(2.5, 6.0)
+    assert [(s.name, s.start, s.end) for s in w.work] == [("a", 0.0, 0.5), ("b", 1.5, 2.5)]
+    assert [(i.name, i.t) for i in w.instants] == [("preempt", 2.0)]
+    assert w.memory["cpu0"] == [(0.0, 30), (3.5, 30)]  # what was in use at the start, held to the end
+    assert len(tl.work) == 3  # the original is untouched

@@ -76,6 +76,7 @@ def test_demo_trains_then_four_processes_share_the_device_and_it_exits_cleanly(t
     assert all(int(row.split("tokens/s, ")[1].split()[0]) > 0 for row in rows)  # every process shared steps
     assert "kernel stopped (status 0)" in out
     assert (tmp_path / "trace.json").stat().st_size > 0 and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "plot-generate.png").read_bytes()[:4] == b"\x89PNG"
     tl = from_log(tmp_path / "kernel.log")
     generators = {pid for pid, name in tl.processes.items() if name == "generate"}
     starts: dict[float, set] = {}

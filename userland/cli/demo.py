@@ -142,14 +142,24 @@ def _result_of(log: str) -> dict | None:
 
 
 def write_trace(log: str, out_dir: str) -> None:
-    """Turn the kernel's event log into DIR/trace.json and DIR/plot.png."""
+    """Turn the kernel's event log into DIR/trace.json, DIR/plot.png and DIR/plot-generate.png.
+
+    The generation phase lasts a second or so after minutes of training, so
+    the second plot shows just that window: the processes sharing each step.
+    """
     from ..trace import from_log, write_chrome
     from ..trace.plot import plot
 
     tl = from_log(log)
     write_chrome(tl, os.path.join(out_dir, "trace.json"))
     plot(tl, os.path.join(out_dir, "plot.png"))
-    say(f"trace: {out_dir}/trace.json (open in https://ui.perfetto.dev), plot: {out_dir}/plot.png, log: {log}")
+    generating = [s for s in tl.work if tl.processes.get(s.pid) == "generate"]
+    if generating:
+        start, end = min(s.start for s in generating), max(s.end for s in generating)
+        margin = 0.05 * (end - start)
+        plot(tl.window(start - margin, end + margin), os.path.join(out_dir, "plot-generate.png"))
+    say(f"trace: {out_dir}/trace.json (open in https://ui.perfetto.dev); plots: {out_dir}/plot.png (the run), "
+        f"{out_dir}/plot-generate.png (the generating processes); log: {log}")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ of the device it had, as a (low, high) fraction, so a plot can stack them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -56,6 +56,26 @@ class Timeline:
             return "kernel"
         name = self.processes.get(pid)
         return f"pid {pid} {name}" if name else f"pid {pid}"
+
+    def window(self, start: float, end: float) -> "Timeline":
+        """The part of the timeline between `start` and `end`, shifted to begin at 0 (slices cut at the edges)."""
+
+        def cut(slices: list[Slice]) -> list[Slice]:
+            return [
+                replace(s, start=max(s.start, start) - start, end=min(s.end, end) - start)
+                for s in slices
+                if s.end > start and s.start < end
+            ]
+
+        memory = {}
+        for device, points in self.memory.items():
+            before = [used for t, used in points if t <= start]
+            kept = [(0.0, before[-1] if before else 0)] + [(t - start, used) for t, used in points if start < t <= end]
+            memory[device] = [*kept, (end - start, kept[-1][1])]  # held to the window's end
+        return replace(
+            self, title=f"{self.title}, {start:.1f}-{end:.1f} {self.unit}", work=cut(self.work), calls=cut(self.calls),
+            instants=[replace(i, t=i.t - start) for i in self.instants if start <= i.t <= end], memory=memory,
+        )  # fmt: skip
 
     def end(self) -> float:
         """The time of the last thing on the timeline."""
