@@ -25,7 +25,8 @@ from llmos.syscalls import runtime
 from ..client import Client
 from ..programs.common import RESULT_PREFIX
 
-PROMPTS = ("def ", "import ", "class ", "for i in ")
+PROMPTS = ("class Parser(object):\n    def ", "        if not ", "    return self.", "# ")
+"""What the generating processes continue: Python-shaped openings, since the model learned from Python sources."""
 CHECKPOINT = "demo.safetensors"
 
 
