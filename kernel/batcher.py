@@ -63,6 +63,7 @@ class Generation:
         self.output: list[int] = []
         self.max_tokens = max_tokens
         self.stream = stream
+        self.unsent = ""  # text produced but not streamed yet
         self.shared_steps = 0  # steps that carried other sequences too
         self.preemptions = 0
         self.started = time.monotonic()
@@ -85,24 +86,28 @@ class Generation:
         return (self.prompt + self.output)[start : start + count]
 
     def emit(self, token: int) -> bool:
-        """A step produced this generation's next token: stream its text; True when the call is over."""
+        """A step produced this generation's next token: add its text to what `flush` streams; True when the call is over."""
         self.c.proc.tokens += 1
         self.output.append(token)
-        piece = self.stream.feed(token)
+        self.unsent += self.stream.feed(token)
         if self.stream.stopped:
-            self.finish(piece, "stop")
+            self.finish("stop")
             return True
         if len(self.output) == self.max_tokens:
-            self.finish(piece + self.stream.finish(), "length")
+            self.unsent += self.stream.finish()
+            self.finish("length")
             return True
-        if piece:
-            self.c.partial(m.Generated(text=piece))
         return False
 
-    def finish(self, piece: str, why: str) -> None:
-        """Send the last piece and the Completion."""
-        if piece:
-            self.c.partial(m.Generated(text=piece))
+    def flush(self) -> None:
+        """Stream the text the last work item produced as one PARTIAL reply (one per item, not per token)."""
+        if self.unsent:
+            self.c.partial(m.Generated(text=self.unsent))
+            self.unsent = ""
+
+    def finish(self, why: str) -> None:
+        """Send the last text and the Completion."""
+        self.flush()
         self.c.reply(
             m.Completion(
                 text=self.stream.text, tokens=len(self.output), finish=why, wall_s=time.monotonic() - self.started,
@@ -257,6 +262,10 @@ class Batcher:
                 gen.shared_steps += size > 1
                 if (r > 0 or entry.emits) and gen.emit(token):
                     self.drop(gen.rid)
+        for entry in batch.entries:
+            gen = self.gens.get(entry.seq.rid)
+            if gen is not None and not gen.gone:
+                gen.flush()
         self.pump()
 
     def step_failed(self, batch: Batch, last: Batch, errno: Errno, message: str) -> None:

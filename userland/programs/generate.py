@@ -27,7 +27,7 @@ from .common import (
 
 TOGETHER_TIMEOUT_S = 120.0
 """How long --together waits for slow siblings before generating anyway."""
-POLL_S = 0.02
+POLL_S = 0.005
 
 
 def main(argv: list[str]) -> int:
