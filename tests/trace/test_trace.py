@@ -194,6 +194,7 @@ def test_batched_generation_shows_every_process_in_the_step_and_preemptions(runt
 
 
 def test_a_lone_generation_runs_several_decode_steps_per_work_item(runtime_dir, tmp_path):
+    from llmos.kernel.batcher import MULTI_STEP
     from llmos.userland.trace import from_log
 
     log = tmp_path / "kernel.log"
@@ -205,7 +206,7 @@ def test_a_lone_generation_runs_several_decode_steps_per_work_item(runtime_dir, 
     finally:
         assert kp.stop() == 0
     steps = [s for s in from_log(log).work if s.name == "model_step"]
-    assert done.tokens == 41 and len(steps) == 1 + 40 // 8  # the prompt's step, then 8 decodes per work item
+    assert done.tokens == 41 and len(steps) == 1 + -(-40 // MULTI_STEP)  # the prompt's step, then up to MULTI_STEP per item
 
 
 def test_a_window_cuts_and_shifts_the_timeline():
