@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
         _say(f"llmos: {args.procs} requests one after another")
         seq_s, _ = _best(lambda: [c.generate(handle, p, max_tokens=args.new) for p in prompts], max(1, args.repeats - 1))
         _say(f"llmos: {args.procs} processes at once")
-        conc_s, shared = _best(lambda: asyncio.run(_at_once(kp.address, c, handle, prompts, args.new)), max(1, args.repeats - 1))
+        conc_s, shared = asyncio.run(_at_once(kp.address, c, handle, prompts, args.new, max(1, args.repeats - 1)))
         tokens = args.procs * args.new
         result.update(
             procs=args.procs,
@@ -135,15 +135,26 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-async def _at_once(address: str, c: Client, handle: int, prompts: list[list[int]], new: int) -> list[int]:
-    """Generate from every prompt at once, one attached process each sharing the model; their shared_steps."""
+async def _at_once(address: str, c: Client, handle: int, prompts: list[list[int]], new: int,
+                   repeats: int) -> tuple[float, list[int]]:  # fmt: skip
+    """Fastest seconds for every prompt generated at once, one attached process each sharing the model.
+
+    The processes attach and receive their handles before the clock starts,
+    as the one-by-one side's process did: only the generating is timed.
+    Also returns each process's shared_steps of the last round.
+    """
     clients = [AsyncClient(address, name=f"bench-proc{i}") for i in range(len(prompts))]
     for a in clients:
         await a.__aenter__()
     try:
         handles = [c.share(handle, a.pid) for a in clients]
-        done = await asyncio.gather(*(a.generate(h, p, max_tokens=new) for a, h, p in zip(clients, handles, prompts)))
-        return [d.shared_steps for d in done]
+        best, done = float("inf"), []
+        for round_ in range(repeats + 1):
+            start = time.perf_counter()
+            done = await asyncio.gather(*(a.generate(h, p, max_tokens=new) for a, h, p in zip(clients, handles, prompts)))
+            if round_ > 0:  # the first round warms up, as `_best` does
+                best = min(best, time.perf_counter() - start)
+        return best, [d.shared_steps for d in done]
     finally:
         for a in clients:
             await a.__aexit__(None, None, None)
