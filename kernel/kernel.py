@@ -72,6 +72,7 @@ class Kernel(DeviceSupervision):
         self.started = time.monotonic()
         self.tracing = config.log_level == "debug"  # timeline events cost nothing unless they are logged
         self.stopping = False
+        self.stop_signal = 0  # the signal that asked the loop to stop, logged once it has
         self.ready = False
         self.next_tick = 0.0
         self.ctx = zmq.Context()
@@ -181,9 +182,13 @@ class Kernel(DeviceSupervision):
             if now >= self.next_tick:
                 self.next_tick = now + TICK_S
                 self.tick(now)
+        if self.stop_signal:
+            self.log.info("kernel.signal", signal=signal.Signals(self.stop_signal).name)
 
     def _on_signal(self, signum, frame) -> None:
-        self.log.info("kernel.signal", signal=signal.Signals(signum).name)
+        # only a flag: the handler runs between any two bytecodes of the loop, maybe inside a log
+        # write that holds the logger's lock, so logging here could deadlock (serve logs it after)
+        self.stop_signal = signum
         self.stopping = True
 
     def close(self) -> None:
