@@ -147,7 +147,8 @@ def test_eval_prints_a_finite_perplexity(attached, trained, corpus, tmp_path, ca
 
 
 def test_loadgen_runs_processes_that_share_one_model(attached, trained, capsys):
-    args = ["--checkpoint", CHECKPOINT, "--procs", "3", "--prompts", "def add", "--max-tokens", "40"]
+    # a fresh model with room for 150 tokens: long enough that the three calls overlap, however their starts spread
+    args = ["--fresh", *TINY, "--max-len", "160", "--procs", "3", "--prompts", "def add", "--max-tokens", "150"]
     status, out, err = in_process(loadgen.main, args, capsys)
     assert status == 0, err
     result = parse_result(out)
