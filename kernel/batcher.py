@@ -127,7 +127,6 @@ class Batcher:
             policy, PagedBlockSpace(model.kv, self.owner_of), Budget(tokens=TOKEN_BUDGET, seqs=MAX_BATCH), "recompute"
         )
         self.open: Batch | None = None  # the step queued or running on the device, if any
-        self.preemptions = 0
         self.next_policy = None  # a policy to switch to before the next tick
 
     def set_policy(self, policy) -> None:
@@ -143,8 +142,8 @@ class Batcher:
     def add(self, gen: Generation) -> None:
         """Queue a new generation; it joins the next step that has room for it."""
         now = time.monotonic()
-        self.gens[gen.rid] = gen
         self.sched.submit(Request(gen.rid, gen.pid, now, len(gen.prompt), gen.max_tokens), now)
+        self.gens[gen.rid] = gen
         self.pump()
 
     def drop(self, rid: int) -> None:
@@ -229,9 +228,8 @@ class Batcher:
         )  # fmt: skip
 
     def note_preemptions(self, batch: Batch) -> None:
-        """Count the tick's preemptions and trace each (victim, beneficiary, how)."""
+        """Count the tick's preemptions on their victims and trace each (victim, beneficiary, how)."""
         for p in batch.preempted:
-            self.preemptions += 1
             victim = self.gens.get(p.victim.rid)
             if victim is not None:
                 victim.preemptions += 1

@@ -3,12 +3,12 @@
 A model lives in its device's driver host (weights and a paged KV storage);
 the kernel keeps its record, charges its bytes to the loading process, and
 keeps the books of its KV blocks with a private `KVCache` of the memory
-service. `generate` is driven by the kernel with continuous batching: every
-generation in progress on a model joins the model's next step (one `Work`
-item on the device queue), so concurrent generate calls of any processes
-share each step. Text is cut into safe pieces and at stop strings by
-`StopStream`; it and the tokenizer need no torch (drivers/models/decoding.py),
-so the kernel process stays torch-free.
+service. `generate` checks the request here and hands it to the model's
+`Batcher` (kernel/batcher.py), which batches the generate calls of every
+process on the model step by step, preempting when the KV blocks run out.
+Text is cut into safe pieces and at stop strings by `StopStream`; it and the
+tokenizer need no torch (drivers/models/decoding.py), so the kernel process
+stays torch-free.
 
 `train_step` is one `Work` item of the caller's on the device queue, so the
 device's scheduling policy places training between generation steps like
