@@ -14,8 +14,11 @@ loaded by the kernel, so both sides hold the same weights), one device:
   training       one AdamW step on a `--batch` x (`--window` + 1) batch of the
                  stdlib corpus: in-process `train_step` vs the `train_step`
                  syscall. `train_step_ratio` = raw step time / llmos step time.
-Timings are the best of `--repeats` (generation) or the median of `--steps`
-(training) after a warm-up; the greedy texts of both sides are compared.
+Generation is timed in rounds after a warm-up round; each round runs the four
+sides back to back (raw and one call `SINGLE_PAIRS` times each, alternating,
+then one by one, then at once) and each figure is its best run, so a slow
+spell of a shared machine does not fall on one side only. Training alternates raw and llmos steps and takes the median of
+`--steps`. The greedy texts of both single-stream sides are compared.
 """
 
 import argparse
@@ -25,12 +28,17 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 
 from llmos.kernel import boot
 from llmos.kernel.config import KernelConfig
 from llmos.syscalls import runtime
 from llmos.userland.aclient import AsyncClient
 from llmos.userland.client import Client
+
+
+SINGLE_PAIRS = 4
+"""Raw and llmos single-stream runs per round (each is short, so more of them find a quiet moment)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens (default 32)")
     parser.add_argument("--new", type=int, default=128, help="tokens to generate per request (default 128)")
     parser.add_argument("--procs", type=int, default=8, help="concurrent processes (default 8)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each generation figure (the best counts)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed generation rounds (default 5; each figure is its best round)")
     parser.add_argument("--batch", type=int, default=16, help="training batch (default 16)")
     parser.add_argument("--window", type=int, default=128, help="training window (default 128)")
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per side (default 8)")
@@ -50,17 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _say(text: str) -> None:
     print(f"\r[bench generate] {text:<60}", end="", file=sys.stderr, flush=True)
-
-
-def _best(fn, repeats: int) -> tuple[float, object]:
-    """(fastest wall seconds, last result) of `repeats` calls of `fn` after one warm-up call."""
-    result = fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def _prompts(n: int, length: int) -> list[list[int]]:
@@ -94,32 +91,22 @@ def run(args: argparse.Namespace) -> dict:
     blocks = args.procs * -(-(args.prompt + args.new) // 16) + 8
     result: dict = {"config": config.to_dict(), "device": args.device, "threads": torch.get_num_threads()}
 
-    _say("raw: single stream")
-    raw_s, raw_out = _best(lambda: greedy_contiguous(model, torch.tensor(prompts[:1]), args.new), args.repeats)
     kcfg = KernelConfig(name=f"bench-generate-{os.getpid()}", runtime_dir=tmp, storage_dir=storage, log_level="error")
     with boot.start(kcfg) as kp, Client(kp.address, name="bench-generate") as c:
         handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks).model
-        _say("llmos: single stream")
-        llmos_s, done = _best(lambda: c.generate(handle, prompts[0], max_tokens=args.new), args.repeats)
+        raw = partial(greedy_contiguous, model, torch.tensor(prompts[:1]), args.new)
+        best, raw_out, done = asyncio.run(_generation_rounds(kp.address, c, handle, raw, prompts, args))
         ids = raw_out[0].tolist()
         result["outputs_match"] = done.text == ByteTokenizer().decode(ids[: ids.index(EOS)] if EOS in ids else ids)
-        result.update(
-            raw_single_tok_s=round(args.new / raw_s, 1),
-            llmos_single_tok_s=round(args.new / llmos_s, 1),
-            single_stream_ratio=round(raw_s / llmos_s, 3),
-        )
-
-        _say(f"llmos: {args.procs} requests one after another")
-        seq_s, _ = _best(lambda: [c.generate(handle, p, max_tokens=args.new) for p in prompts], max(1, args.repeats - 1))
-        _say(f"llmos: {args.procs} processes at once")
-        conc_s, shared = asyncio.run(_at_once(kp.address, c, handle, prompts, args.new, max(1, args.repeats - 1)))
         tokens = args.procs * args.new
         result.update(
+            raw_single_tok_s=round(args.new / best["raw"], 1),
+            llmos_single_tok_s=round(args.new / best["single"], 1),
+            single_stream_ratio=round(best["raw"] / best["single"], 3),
             procs=args.procs,
-            sequential_tok_s=round(tokens / seq_s, 1),
-            concurrent_tok_s=round(tokens / conc_s, 1),
-            batching_speedup=round(seq_s / conc_s, 3),
-            shared_steps_min=min(shared),
+            sequential_tok_s=round(tokens / best["one by one"], 1),
+            concurrent_tok_s=round(tokens / best["at once"], 1),
+            batching_speedup=round(best["one by one"] / best["at once"], 3),
         )
 
         _say("training steps")
@@ -135,26 +122,48 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-async def _at_once(address: str, c: Client, handle: int, prompts: list[list[int]], new: int,
-                   repeats: int) -> tuple[float, list[int]]:  # fmt: skip
-    """Fastest seconds for every prompt generated at once, one attached process each sharing the model.
+async def _generation_rounds(address: str, c: Client, handle: int, raw, prompts: list[list[int]],
+                             args: argparse.Namespace) -> tuple[dict[str, float], object, object]:  # fmt: skip
+    """Fastest seconds of each generation figure, measured round by round; also raw's output and llmos's Completion.
 
-    The processes attach and receive their handles before the clock starts,
-    as the one-by-one side's process did: only the generating is timed.
-    Also returns each process's shared_steps of the last round.
+    Each round times the raw single stream and one generate call
+    `SINGLE_PAIRS` times, in pairs whose order alternates (the first of a pair
+    runs on a machine that has just served the other process), then the
+    `--procs` requests one after another, then the `--procs` processes at
+    once. A slow spell of a shared machine then falls on every side alike
+    instead of on whichever was being measured then. The first round warms up
+    and is not counted. The processes attach and receive their handles before
+    any clock starts, as the one-by-one side's process did: only the
+    generating is timed.
     """
     clients = [AsyncClient(address, name=f"bench-proc{i}") for i in range(len(prompts))]
     for a in clients:
         await a.__aenter__()
     try:
         handles = [c.share(handle, a.pid) for a in clients]
-        best, done = float("inf"), []
-        for round_ in range(repeats + 1):
+        best = dict.fromkeys(["raw", "single", "one by one", "at once"], float("inf"))
+        raw_out = done = None
+        for round_ in range(args.repeats + 1):
+            _say(f"generation round {round_ + 1}/{args.repeats + 1}")
+            seconds = {"raw": float("inf"), "single": float("inf")}
+            for pair in range(SINGLE_PAIRS):
+                for side in ("raw", "single") if pair % 2 else ("single", "raw"):
+                    start = time.perf_counter()
+                    if side == "raw":
+                        raw_out = raw()
+                    else:
+                        done = c.generate(handle, prompts[0], max_tokens=args.new)
+                    seconds[side] = min(seconds[side], time.perf_counter() - start)
             start = time.perf_counter()
-            done = await asyncio.gather(*(a.generate(h, p, max_tokens=new) for a, h, p in zip(clients, handles, prompts)))
-            if round_ > 0:  # the first round warms up, as `_best` does
-                best = min(best, time.perf_counter() - start)
-        return best, [d.shared_steps for d in done]
+            for p in prompts:
+                c.generate(handle, p, max_tokens=args.new)
+            seconds["one by one"] = time.perf_counter() - start
+            start = time.perf_counter()
+            await asyncio.gather(*(a.generate(h, p, max_tokens=args.new) for a, h, p in zip(clients, handles, prompts)))
+            seconds["at once"] = time.perf_counter() - start
+            if round_ > 0:
+                best = {side: min(best[side], seconds[side]) for side in best}
+        return best, raw_out, done
     finally:
         for a in clients:
             await a.__aexit__(None, None, None)

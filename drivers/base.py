@@ -262,18 +262,21 @@ class TorchDriver(Driver):
             params = [SamplingParams(s.temperature, s.top_k, s.top_p, s.seed) for s in seqs]
         except ValueError as exc:
             raise DriverError(Errno.EINVAL, f"step failed: {exc}") from exc
+        greedy = all(p.temperature == 0.0 for p in params)
         for _ in range(steps):
             try:
                 logits = m.model.step(m.kv, tokens, positions, tables)
             except ValueError as exc:
                 raise DriverError(Errno.EINVAL, f"step failed: {exc}") from exc
             positions = [p + len(t) for p, t in zip(positions, tokens)]
-            # one generator per token drawn, seeded by (seed, position): the same draw whatever the batch
-            gens = [
-                None if p.temperature == 0.0 else make_generator(hash((p.seed, at)) & (2**63 - 1), logits.device)
-                for p, at in zip(params, positions)
-            ]
-            nxt = sample_batch(logits.float(), params, gens)
+            if greedy:
+                nxt = logits.argmax(-1).tolist()
+            else:  # one generator per token drawn, seeded by (seed, position): the same draw whatever the batch
+                gens = [
+                    None if p.temperature == 0.0 else make_generator(hash((p.seed, at)) & (2**63 - 1), logits.device)
+                    for p, at in zip(params, positions)
+                ]
+                nxt = sample_batch(logits.float(), params, gens)
             drawn += nxt
             tokens = [[t] for t in nxt]
         return drawn

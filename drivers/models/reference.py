@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .tinygpt import TinyGPT
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy_contiguous(model: TinyGPT, prompts: torch.Tensor, max_new: int) -> torch.Tensor:
     """Greedy continuation [B, max_new] of equal-length `prompts` [B, P] with a contiguous KV cache."""
     model.eval()
@@ -44,7 +44,7 @@ def greedy_contiguous(model: TinyGPT, prompts: torch.Tensor, max_new: int) -> to
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy_paged(model: TinyGPT, prompts: Sequence[Sequence[int]], max_new: int, block_size: int = 16) -> list[list[int]]:
     """Greedy continuations (`max_new` tokens each) of `prompts` of any lengths, batched through `TinyGPT.step`."""
     model.eval()

@@ -54,7 +54,9 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
 def sample_batch(
     logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
 ) -> list[int]:
-    """The next token of each sequence of a step: row `s` of `logits` [S, V] with `params[s]`, `generators[s]`."""
-    if all(p.temperature == 0.0 for p in params):
-        return torch.argmax(logits, dim=-1).tolist()
+    """The next token of each sequence of a step: row `s` of `logits` [S, V] with `params[s]`, `generators[s]`.
+
+    (A step whose sequences are all greedy needs none of this: one argmax over
+    the batch does; the driver takes that path itself.)
+    """
     return [sample(row, p, g) for row, p, g in zip(logits, params, generators)]

@@ -229,7 +229,7 @@ class TinyGPT(nn.Module):
         w = self.tok_emb.weight
         return PagedKV(self.config, num_blocks, block_size, dtype=dtype or w.dtype, device=w.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(
         self,
         kv: PagedKV,
