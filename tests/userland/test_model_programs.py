@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 
-from llmos.userland import Client
+from llmos.syscalls import Errno
+from llmos.userland import Client, LlmosError
 from llmos.userland.cli import main as cli
 from llmos.userland.programs import chat, evaluate, generate, loadgen, train
 from llmos.userland.programs.common import parse_result
@@ -156,6 +157,25 @@ def test_loadgen_runs_processes_that_share_one_model(attached, trained, capsys):
     assert len({r["text"] for r in result["results"]}) == 1 and len({r["pid"] for r in result["results"]}) == 3
     assert all(r["shared_steps"] > 0 for r in result["results"])  # they generated in the same batched steps
     assert result["tokens_per_s"] > 0 and len(result["per_proc_tokens_per_s"]) == 3
+
+
+def test_loadgen_ends_the_children_it_started_when_a_spawn_fails(attached, trained, monkeypatch, capsys):
+    real_spawn, started = Client.spawn, []
+
+    def spawn(self, program, args=None, **kw):  # the third spawn is refused, as a full process table would
+        if len(started) == 2:
+            raise LlmosError(Errno.EAGAIN, "the process table is full")
+        child = real_spawn(self, program, args, **kw)
+        started.append(child.pid)
+        return child
+
+    monkeypatch.setattr(Client, "spawn", spawn)
+    args = ["--checkpoint", CHECKPOINT, "--procs", "3", "--max-tokens", "200"]
+    status, _, err = in_process(loadgen.main, args, capsys)
+    assert status == 1 and "EAGAIN" in err and len(started) == 2
+    with Client(name="checker") as c:
+        running = {p.pid for p in c.ps() if p.state != "exited"}
+    assert not running & set(started)  # both children were ended, not left generating
 
 
 def test_chat_answers_each_line_and_quits(attached, trained, monkeypatch, capsys):

@@ -7,7 +7,8 @@ them all, collecting the RESULT line each prints. The children start
 generating together (generate --together), so their calls share the model's
 batched steps. The prompts (--prompts, comma-separated) are dealt out to the
 children in turn; decoding is greedy unless --temperature says otherwise, so
-one prompt gives one text in every process.
+one prompt gives one text in every process. If a spawn is refused, the
+children already started are ended before the error is reported.
 
 Reports each request's latency (p50 and p95 of its wall_s, from its generate
 call to its last token), the aggregate tokens/s over the span in which the
@@ -15,10 +16,12 @@ requests ran, and each process's own tokens/s.
 """
 
 import argparse
+import contextlib
 import math
 import sys
 
 from ..client import Client
+from ..errors import LlmosError
 from .common import (
     ProgramError,
     add_checkpoint,
@@ -73,10 +76,17 @@ def child_args(args: argparse.Namespace, model: int, prompt: str) -> list[str]:
 def run_children(c: Client, args: argparse.Namespace, model: int) -> list[dict]:
     """Spawn the children on the shared model, wait for each, and return their RESULTs (with pid and prompt)."""
     prompts = args.prompts.split(",")
-    children = []
-    for i in range(args.procs):
-        prompt = prompts[i % len(prompts)]
-        children.append((c.spawn(PROGRAM, child_args(args, model, prompt), models=[model]).pid, prompt))
+    children: list[tuple[int, str]] = []
+    try:
+        for i in range(args.procs):
+            prompt = prompts[i % len(prompts)]
+            children.append((c.spawn(PROGRAM, child_args(args, model, prompt), models=[model]).pid, prompt))
+    except LlmosError:  # a spawn failed: end the children already started, leave nothing running behind the error
+        for pid, _ in children:
+            with contextlib.suppress(LlmosError):  # it may have ended by itself meanwhile
+                c.kill(pid)
+            c.wait(pid)
+        raise
     results, failed = [], []
     for pid, prompt in children:
         output: list[str] = []
