@@ -17,8 +17,10 @@ loaded by the kernel, so both sides hold the same weights), one device:
 Generation is timed in rounds after a warm-up round; each round runs the four
 sides back to back (raw and one call `SINGLE_PAIRS` times each, alternating,
 then one by one, then at once) and each figure is its best run, so a slow
-spell of a shared machine does not fall on one side only. Training alternates raw and llmos steps and takes the median of
-`--steps`. The greedy texts of both single-stream sides are compared.
+spell of a shared machine does not fall on one side only. Training
+alternates raw and llmos steps and takes the median of `--steps`. The greedy
+texts are compared: raw against one llmos call (`outputs_match`), and the
+requests one by one against the same requests at once (`batched_outputs_match`).
 """
 
 import argparse
@@ -95,9 +97,10 @@ def run(args: argparse.Namespace) -> dict:
     with boot.start(kcfg) as kp, Client(kp.address, name="bench-generate") as c:
         handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks).model
         raw = partial(greedy_contiguous, model, torch.tensor(prompts[:1]), args.new)
-        best, raw_out, done = asyncio.run(_generation_rounds(kp.address, c, handle, raw, prompts, args))
+        best, raw_out, done, texts = asyncio.run(_generation_rounds(kp.address, c, handle, raw, prompts, args))
         ids = raw_out[0].tolist()
         result["outputs_match"] = done.text == ByteTokenizer().decode(ids[: ids.index(EOS)] if EOS in ids else ids)
+        result["batched_outputs_match"] = texts["one by one"] == texts["at once"]
         tokens = args.procs * args.new
         result.update(
             raw_single_tok_s=round(args.new / best["raw"], 1),
@@ -123,8 +126,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 async def _generation_rounds(address: str, c: Client, handle: int, raw, prompts: list[list[int]],
-                             args: argparse.Namespace) -> tuple[dict[str, float], object, object]:  # fmt: skip
-    """Fastest seconds of each generation figure, measured round by round; also raw's output and llmos's Completion.
+                             args: argparse.Namespace) -> tuple[dict[str, float], object, object, dict]:  # fmt: skip
+    """Fastest seconds of each generation figure, measured round by round.
+
+    Also returns raw's output, one llmos call's Completion, and the texts of
+    the last round's requests one by one and at once.
 
     Each round times the raw single stream and one generate call
     `SINGLE_PAIRS` times, in pairs whose order alternates (the first of a pair
@@ -143,6 +149,7 @@ async def _generation_rounds(address: str, c: Client, handle: int, raw, prompts:
         handles = [c.share(handle, a.pid) for a in clients]
         best = dict.fromkeys(["raw", "single", "one by one", "at once"], float("inf"))
         raw_out = done = None
+        one_by_one = at_once = []
         for round_ in range(args.repeats + 1):
             _say(f"generation round {round_ + 1}/{args.repeats + 1}")
             seconds = {"raw": float("inf"), "single": float("inf")}
@@ -155,15 +162,17 @@ async def _generation_rounds(address: str, c: Client, handle: int, raw, prompts:
                         done = c.generate(handle, prompts[0], max_tokens=args.new)
                     seconds[side] = min(seconds[side], time.perf_counter() - start)
             start = time.perf_counter()
-            for p in prompts:
-                c.generate(handle, p, max_tokens=args.new)
+            one_by_one = [c.generate(handle, p, max_tokens=args.new) for p in prompts]
             seconds["one by one"] = time.perf_counter() - start
             start = time.perf_counter()
-            await asyncio.gather(*(a.generate(h, p, max_tokens=args.new) for a, h, p in zip(clients, handles, prompts)))
+            at_once = await asyncio.gather(
+                *(a.generate(h, p, max_tokens=args.new) for a, h, p in zip(clients, handles, prompts))
+            )
             seconds["at once"] = time.perf_counter() - start
             if round_ > 0:
                 best = {side: min(best[side], seconds[side]) for side in best}
-        return best, raw_out, done
+        texts = {"one by one": [d.text for d in one_by_one], "at once": [d.text for d in at_once]}
+        return best, raw_out, done, texts
     finally:
         for a in clients:
             await a.__aexit__(None, None, None)
@@ -197,7 +206,8 @@ def report(r: dict) -> str:
     return "\n".join(
         [
             f"tinygpt d_model {r['config']['d_model']}, {r['config']['n_layers']} layers on {r['device']} "
-            f"({r['threads']} torch threads); greedy texts match: {r['outputs_match']}",
+            f"({r['threads']} torch threads); greedy texts match: {r['outputs_match']}, "
+            f"batched texts match: {r['batched_outputs_match']}",
             f"single stream   raw {r['raw_single_tok_s']:8.1f} tok/s   llmos {r['llmos_single_tok_s']:8.1f} tok/s"
             f"   single_stream_ratio {r['single_stream_ratio']:.3f}  (target >= 0.85)",
             f"{r['procs']} processes     one by one {r['sequential_tok_s']:8.1f} tok/s   at once {r['concurrent_tok_s']:8.1f} tok/s"

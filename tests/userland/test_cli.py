@@ -93,6 +93,7 @@ def test_bench_generate_json_has_the_promised_keys_and_both_sides_agree():
     result = json.loads(llmos("bench", "generate", "--json", *small, timeout=240).stdout)
     assert {"single_stream_ratio", "batching_speedup", "train_step_ratio", "raw_single_tok_s", "concurrent_tok_s"} <= set(result)
     assert result["outputs_match"] is True  # llmos and plain torch wrote the same greedy text
+    assert result["batched_outputs_match"] is True  # and batching changed no text
     assert min(result["single_stream_ratio"], result["batching_speedup"], result["train_step_ratio"]) > 0
 
 
