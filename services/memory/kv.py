@@ -129,7 +129,7 @@ class KVCache:
     @property
     def num_free_blocks(self) -> int:
         """Device blocks that can be handed out now: plain free plus cached (evictable)."""
-        return len(self._pool.free) + self._prefix.num_evictable
+        return self._pool.num_free + self._prefix.num_evictable
 
     @property
     def num_cached_blocks(self) -> int:
@@ -149,7 +149,7 @@ class KVCache:
     @property
     def num_free_host_blocks(self) -> int:
         """Host swap blocks not holding a swapped-out block."""
-        return len(self._host.free)
+        return self._host.num_free
 
     def blocks_for(self, num_tokens: int) -> int:
         """Blocks needed to hold `num_tokens` tokens."""
@@ -212,7 +212,7 @@ class KVCache:
         need = len(_distinct_blocks(self._group(seq_ids, swapped=False, action="swap out")))
         if need > self._host.size:
             return Admission.NEVER
-        return Admission.OK if need <= len(self._host.free) else Admission.LATER
+        return Admission.OK if need <= self._host.num_free else Admission.LATER
 
     def can_swap_in(self, seq_ids: Iterable[Hashable]) -> Admission:
         """Would `swap_in` of this group be admitted now (same rules as `can_allocate`)?"""
@@ -320,7 +320,7 @@ class KVCache:
         if len(self._freed) > RECENTLY_FREED:
             self._freed.popitem(last=False)
         if seq.swapped:
-            self._host.free.extend(self._host.release(seq.table))
+            self._host.give(self._host.release(seq.table))
             return 0
         return self._release(seq.owner, seq.table)
 
@@ -403,10 +403,10 @@ class KVCache:
         seqs = self._group(seq_ids, swapped=False, action="swap out")
         distinct = _distinct_blocks(seqs)
         host = self._host
-        if len(distinct) > len(host.free):
+        if len(distinct) > host.num_free:
             raise KVOutOfHostBlocks(
                 f"swapping out {len(seqs)} sequences needs {len(distinct)} host blocks but "
-                f"{self._name()} has {len(host.free)} of {host.size} free; free or swap in others first"
+                f"{self._name()} has {host.num_free} of {host.size} free; free or swap in others first"
             )
         where = dict(zip(distinct, host.take(len(distinct))))
         for seq in seqs:
@@ -439,7 +439,7 @@ class KVCache:
             for block in table:
                 ref[block] += 1
                 held[block] = held.get(block, 0) + 1
-            host.free.extend(host.release(seq.table))
+            host.give(host.release(seq.table))
             seq.table = table
             seq.swapped = False
         return list(where.items())
@@ -492,7 +492,7 @@ class KVCache:
             "sequences": sum(1 for seq in self._seqs.values() if not seq.swapped),
             "swapped": sum(1 for seq in self._seqs.values() if seq.swapped),
             "host_total": self._host.size,
-            "host_free": len(self._host.free),
+            "host_free": self._host.num_free,
             "owners": {owner: len(held) for owner, held in self._held.items() if held},
         }
 
@@ -526,11 +526,11 @@ class KVCache:
                 for seq_id, seq in self._seqs.items()
             },
             "ref": self._pool.ref.copy(),
-            "free": self._pool.free.copy(),
+            "free": self._pool.free_ids(),
             "evictable": self._prefix.evictable(),
             "hashes": self._prefix.entries(),
             "host_ref": self._host.ref.copy(),
-            "host_free": self._host.free.copy(),
+            "host_free": self._host.free_ids(),
             "held": {owner: dict(held) for owner, held in self._held.items()},
             "quotas": dict(self._quotas),
         }
@@ -679,10 +679,10 @@ class KVCache:
     def _take(self, n: int) -> list[int]:
         """n fresh device blocks: plain free ones first, then evicted cached ones, oldest first."""
         pool = self._pool
-        short = n - len(pool.free)
+        short = n - pool.num_free
         if short <= 0:
             return pool.take(n)
-        blocks = pool.take(len(pool.free))
+        blocks = pool.take(pool.num_free)
         evict = self._prefix.evict
         blocks.extend([evict() for _ in range(short)])
         return blocks
@@ -691,7 +691,7 @@ class KVCache:
         """Drop one table's references; returns how many blocks became free."""
         _drop_held(self._held[owner], table)
         zeros = self._pool.release(table[::-1])
-        self._pool.free.extend(self._prefix.park(zeros))
+        self._pool.give(self._prefix.park(zeros))
         return len(zeros)
 
     def _hash_full_blocks(self, seq: _Seq, old_tokens: int, ids: list[int]) -> None:

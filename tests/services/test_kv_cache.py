@@ -56,6 +56,26 @@ def test_free_returns_blocks_and_reports_how_many():
     assert kv.stats()["free"] == 16 and "a" not in kv
 
 
+def test_fresh_blocks_are_the_lowest_free_ids_whatever_order_they_were_freed_in():
+    kv = make()
+    kv.allocate("a", 1, 4)
+    kv.allocate("b", 1, 4)
+    for _ in range(3):  # two sequences growing step by step take interleaved blocks
+        kv.append_many([("a", 4), ("b", 4)])
+    assert kv.block_table("a") == [0, 2, 4, 6] and kv.block_table("b") == [1, 3, 5, 7]
+    kv.free("a")
+    kv.free("b")  # freed last: a stack would hand its scattered blocks out first
+    kv.allocate("c", 1, 4)
+    for _ in range(5):
+        kv.append("c", 4)
+    assert kv.block_table("c") == [0, 1, 2, 3, 4, 5]  # consecutive: the model step reads it as one slice
+    kv.allocate("d", 1, 8)
+    kv.free("c")
+    assert kv.allocate("e", 1, 12) == [0, 1, 2]  # a hole below the used blocks is filled first
+    assert kv.snapshot()["free"] == [3, 4, 5] + list(range(8, 16))
+    assert kv.allocate("f", 1, 16) == [3, 4, 5, 8]  # around the used ones, still lowest first
+
+
 # -- fork and copy-on-write ---------------------------------------------------
 
 
