@@ -47,7 +47,7 @@ MAX_BATCH = 32
 """Sequences in one step."""
 TOKEN_BUDGET = 256
 """Tokens fed in one step: decodes take one each, prompts share the rest (chunked)."""
-MULTI_STEP = 16
+MULTI_STEP = 32
 """Decode steps one work item may carry when nothing else is waiting (see `Batcher.lookahead`)."""
 
 _ints_decoder = msgspec.msgpack.Decoder(list[int])
