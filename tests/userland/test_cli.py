@@ -89,12 +89,19 @@ def test_demo_trains_then_four_processes_share_the_device_and_it_exits_cleanly(t
 @pytest.mark.slow
 def test_bench_generate_json_has_the_promised_keys_and_both_sides_agree():
     small = ["--d-model", "32", "--layers", "1", "--heads", "2", "--prompt", "8", "--new", "16", "--procs", "3",
-             "--repeats", "1", "--batch", "2", "--window", "16", "--steps", "2"]  # fmt: skip
+             "--repeats", "2", "--pairs", "1", "--batch", "2", "--window", "16", "--steps", "2"]  # fmt: skip
     result = json.loads(llmos("bench", "generate", "--json", *small, timeout=240).stdout)
-    assert {"single_stream_ratio", "batching_speedup", "train_step_ratio", "raw_single_tok_s", "concurrent_tok_s"} <= set(result)
+    assert {"single_stream_ratio", "batching_speedup", "train_step_ratio", "raw_single_tok_s", "concurrent_tok_s",
+            "single_stream_ratio_median", "batching_speedup_median"} <= set(result)  # fmt: skip
     assert result["outputs_match"] is True  # llmos and plain torch wrote the same greedy text
     assert result["batched_outputs_match"] is True  # and batching changed no text
     assert min(result["single_stream_ratio"], result["batching_speedup"], result["train_step_ratio"]) > 0
+    assert min(result["single_stream_ratio_median"], result["batching_speedup_median"]) > 0
+
+
+def test_bench_generate_refuses_zero_rounds_before_booting_anything():
+    out = llmos("bench", "generate", "--pairs", "0", check=False)
+    assert out.returncode != 0 and "--pairs" in out.stderr
 
 
 @pytest.mark.slow
