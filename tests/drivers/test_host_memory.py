@@ -1,5 +1,6 @@
 """The driver host keeps freed memory for the next model step instead of page-faulting it back in."""
 
+import platform
 import subprocess
 import sys
 
@@ -26,9 +27,9 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the host's allocator settings are glibc's mallopt")
 def test_batched_decode_steps_do_not_page_fault_once_the_host_keeps_freed_memory():
     out = subprocess.run([sys.executable, "-c", STEPS], capture_output=True, text=True, check=True, timeout=120)
     kept, faults = out.stdout.split()
-    if kept != "True":
-        pytest.skip("not glibc: mallopt is not there to set")
+    assert kept == "True"  # glibc took both settings
     assert int(faults) < 1000  # under glibc's adaptive defaults these 50 steps fault about 30,000 times
