@@ -20,9 +20,9 @@ one by one, then at once) and each figure is its best run, so a slow spell of
 a shared machine does not fall on one side only. The ratios of each round's
 own best runs are reported too, as their median (`*_median`): what a typical
 round saw. Training alternates raw and llmos steps and takes the median of
-`--steps`. The greedy
-texts are compared: raw against one llmos call (`outputs_match`), and the
-requests one by one against the same requests at once (`batched_outputs_match`).
+`--steps`. The greedy texts are compared: raw against one llmos call
+(`outputs_match`), and the requests one by one against the same requests at
+once (`batched_outputs_match`).
 """
 
 import argparse

@@ -38,12 +38,7 @@ class BlockPool:
         if n < 0 or n > self.num_free:
             raise ValueError(f"cannot take {n} blocks from a pool with {self.num_free} free")
         free, at = self._free, self._low
-        if n == 1:  # a decode step's new block
-            at = free.find(1, at)
-            free[at] = 0
-            blocks = [at]
-            at += 1
-        elif free.count(1, at, at + n) == n:  # the next n ids are all free: one slice
+        if n > 1 and free.count(1, at, at + n) == n:  # the next n ids are all free: one slice
             blocks = list(range(at, at + n))
             free[at : at + n] = bytes(n)
             at += n
