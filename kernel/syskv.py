@@ -22,7 +22,7 @@ from llmos.syscalls.dtypes import ITEMSIZE
 from .devices import Work
 from .errors import SysError
 from .proc import KERNEL_PID
-from .sysmem import admit
+from .sysmem import admit, not_created
 
 if TYPE_CHECKING:
     from .dispatch import CallCtx
@@ -86,14 +86,8 @@ def sys_kv_pool(k: Kernel, c: CallCtx) -> None:
             k.kv_tensors[(dev.name, layout.name)] = t
         c.reply(pool_info(k, dev.name, k.kv.get(dev.name, layout.name)))
 
-    def failed(errno: Errno, message: str) -> None:
-        k.tensors.drop(t)
-        if dev.memory is not None:
-            dev.memory.release(t.tid)
-            k.trace_mem("mem.free", dev, KERNEL_PID, t.nbytes)
-        c.fail(errno, message)
-
-    k.submit(dev, Work(owner=c.proc.pid, msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()), done=created, fail=failed))
+    msg = proto.DAlloc(seq=dev.next_seq(), tensor=t.desc())
+    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=created, fail=lambda errno, message: not_created(k, c, t, errno, message)))
 
 
 def _pool(k: Kernel, device: str, name: str) -> KVCache:

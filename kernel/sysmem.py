@@ -89,11 +89,8 @@ def created(k: Kernel, c: CallCtx, t: Tensor, ok: proto.DOk) -> None:
 def not_created(k: Kernel, c: CallCtx, t: Tensor, errno: Errno, message: str) -> None:
     """A new tensor could not be created: give its memory back and fail the call."""
     k.tensors.drop(t)
-    dev = k.devices[t.device]
-    if dev.memory is not None:
-        dev.memory.release(t.tid)
-        k.trace_mem("mem.free", dev, t.owner, t.nbytes)
-        k.unpark(dev)
+    k.uncharge(t)
+    k.unpark(k.devices[t.device])
     c.fail(errno, message)
 
 

@@ -27,6 +27,7 @@ class Tensor:
     holders: Counter = field(default_factory=Counter)  # pid -> handles open on it
     shm: str = ""
     lost: str = ""  # why the tensor is gone (its device's driver died), or ""
+    charged: bool = True  # its bytes still count in its device's memory account
     _map: mmap.mmap | None = None
 
     def desc(self) -> TensorDesc:
@@ -70,6 +71,10 @@ class TensorTable:
         """Forget a tensor."""
         t.unmap()
         self.by_tid.pop(t.tid, None)
+
+    def being_made(self, owner: int) -> list[Tensor]:
+        """Tensors on their way to a device for `owner`: charged to it, no handle open on them yet."""
+        return [t for t in self.by_tid.values() if t.owner == owner and not t.holders and t.charged]
 
     def on_device(self, device: str) -> list[Tensor]:
         """Every tensor on one device."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
@@ -19,6 +20,12 @@ c = Client(sys.argv[1], name="holder")
 ref = c.put(torch.ones(1 << 20), "cpu")
 print(c.pid, ref.handle, flush=True)
 time.sleep(600)
+"""
+
+ALLOCATOR = """
+import sys
+from llmos.userland import Client
+Client(sys.argv[1], name=sys.argv[2]).alloc("cpu", [int(sys.argv[3]) << 18])
 """
 
 
@@ -61,6 +68,36 @@ def test_spawned_program_killed_through_the_kernel(client):
     client.kill(child.pid)
     assert used(client) == before  # reclaimed at once, before the OS process is even gone
     assert client.wait(child.pid).status == -15
+
+
+def test_allocations_still_on_their_way_to_the_device_are_reclaimed_at_once(runtime_dir):
+    kp = start_kernel(runtime_dir, "busy", ping_s=30.0, hang_s=60.0)  # no heartbeat while the host is stopped
+    waiting = []
+    try:
+        with Client(kp.address, name="watcher") as watcher, Client(name="admin", kernel="busy", admin=True) as admin:
+            before = used(watcher)
+            host = watcher.device("cpu0").driver_os_pid
+            os.kill(host, signal.SIGSTOP)  # the device takes work but does none
+            try:
+                for name, mib, total in (("in-flight", 1, 1), ("queued", 2, 3)):
+                    waiting.append(subprocess.Popen([sys.executable, "-c", ALLOCATOR, kp.address, name, str(mib)]))
+                    until(lambda total=total: used(watcher) == before + (total << 20))  # charged as it is asked for
+                by_name = {p.name: p.pid for p in watcher.ps()}
+                admin.kill(by_name["queued"])
+                assert used(watcher) == before + (1 << 20)  # the queued allocation never reaches the device
+                admin.kill(by_name["in-flight"])
+                assert used(watcher) == before  # the device will free it after making it
+            finally:
+                os.kill(host, signal.SIGCONT)
+            ref = watcher.put(torch.ones(1 << 18))  # the device works on, its queue in order
+            assert used(watcher) == before + (1 << 20)
+            watcher.free(ref.handle)
+            assert used(watcher) == before and watcher.device("cpu0").driver_os_pid == host
+    finally:
+        for proc in waiting:
+            proc.kill()
+            proc.wait()
+        assert kp.stop() == 0
 
 
 def test_spawned_program_killed_by_the_os(client):
