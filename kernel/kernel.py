@@ -373,18 +373,10 @@ class Kernel(DeviceSupervision):
         if t.lost:
             return
         dev = self.devices[t.device]
-        self.uncharge(t)
-        self.submit(dev, Work(owner=KERNEL_PID, msg=proto.DFree(seq=dev.next_seq(), tid=t.tid), always=True))
-        self.unpark(dev)
-
-    def uncharge(self, t: Tensor) -> None:
-        """Take a tensor's bytes out of its device's memory account, once (the caller then runs `unpark`)."""
-        dev = self.devices.get(t.device)
-        if t.lost or not t.charged or dev is None or dev.memory is None:
-            return
-        t.charged = False
         dev.memory.release(t.tid)
         self.trace_mem("mem.free", dev, t.owner, t.nbytes)
+        self.submit(dev, Work(owner=KERNEL_PID, msg=proto.DFree(seq=dev.next_seq(), tid=t.tid), always=True))
+        self.unpark(dev)
 
     def park(self, dev: Device, ctx: CallCtx, size: int, run) -> None:
         """Hold an allocation that fits only once others free memory; `run` it when it fits."""
@@ -420,9 +412,8 @@ class Kernel(DeviceSupervision):
         for work in [w for dev in self.devices.values() for w in dev.queue if w.owner == proc.pid and not w.always]:
             work.cancelled = True  # skipped when it reaches the head of the queue
             work.fail(Errno.ESRCH, gone)  # gives back what the call had reserved
-        for t in self.tensors.being_made(proc.pid):  # in flight: freed on the device once made (sysmem.created)
-            self.uncharge(t)
-            self.unpark(self.devices[t.device])
+        for t in self.tensors.being_made(proc.pid):  # in flight: the free is queued behind it (sysmem.created)
+            self.free_tensor(t)
         for tid in list(proc.handles.values()):
             self.release_ref(proc.pid, self.tensors.by_tid[tid])
         proc.handles.clear()

@@ -78,19 +78,22 @@ def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: s
 
 def created(k: Kernel, c: CallCtx, t: Tensor, ok: proto.DOk) -> None:
     """A new tensor exists on its device: open a handle for the caller and answer."""
-    t.shm = ok.shm
-    if c.proc.state == "exited":  # the caller left while the device worked
-        k.free_tensor(t)
+    if t.tid not in k.tensors.by_tid:  # the caller left while the device made it: reclaim freed it already
         return
+    t.shm = ok.shm
     t.holders[c.proc.pid] += 1
     c.reply(tensor_ref(c.proc.add_handle(t.tid), t, ok))
 
 
 def not_created(k: Kernel, c: CallCtx, t: Tensor, errno: Errno, message: str) -> None:
-    """A new tensor could not be created: give its memory back and fail the call."""
-    k.tensors.drop(t)
-    k.uncharge(t)
-    k.unpark(k.devices[t.device])
+    """A new tensor could not be created: give its memory back (unless reclaim did) and fail the call."""
+    if t.tid in k.tensors.by_tid:
+        k.tensors.drop(t)
+        dev = k.devices[t.device]
+        if dev.memory is not None:
+            dev.memory.release(t.tid)
+            k.trace_mem("mem.free", dev, t.owner, t.nbytes)
+            k.unpark(dev)
     c.fail(errno, message)
 
 

@@ -27,7 +27,6 @@ class Tensor:
     holders: Counter = field(default_factory=Counter)  # pid -> handles open on it
     shm: str = ""
     lost: str = ""  # why the tensor is gone (its device's driver died), or ""
-    charged: bool = True  # its bytes still count in its device's memory account
     _map: mmap.mmap | None = None
 
     def desc(self) -> TensorDesc:
@@ -74,7 +73,7 @@ class TensorTable:
 
     def being_made(self, owner: int) -> list[Tensor]:
         """Tensors on their way to a device for `owner`: charged to it, no handle open on them yet."""
-        return [t for t in self.by_tid.values() if t.owner == owner and not t.holders and t.charged]
+        return [t for t in self.by_tid.values() if t.owner == owner and not t.holders]
 
     def on_device(self, device: str) -> list[Tensor]:
         """Every tensor on one device."""

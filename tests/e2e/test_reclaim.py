@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
@@ -25,7 +24,7 @@ time.sleep(600)
 ALLOCATOR = """
 import sys
 from llmos.userland import Client
-Client(sys.argv[1], name=sys.argv[2]).alloc("cpu", [int(sys.argv[3]) << 18])
+Client(sys.argv[1], name=sys.argv[2]).alloc(sys.argv[3], [int(sys.argv[4]) << 18])
 """
 
 
@@ -71,30 +70,37 @@ def test_spawned_program_killed_through_the_kernel(client):
 
 
 def test_allocations_still_on_their_way_to_the_device_are_reclaimed_at_once(runtime_dir):
-    kp = start_kernel(runtime_dir, "busy", ping_s=30.0, hang_s=60.0)  # no heartbeat while the host is stopped
-    waiting = []
+    tpu = {"hbm_bytes": 4 << 20}  # a device that refuses what does not fit
+    kp = start_kernel(runtime_dir, "busy", drivers=["mocktpu"], driver_options={"mocktpu": tpu}, ping_s=30.0, hang_s=60.0)
+    waiting = {}
+
+    def allocate(name: str, mib: int) -> None:
+        waiting[name] = subprocess.Popen([sys.executable, "-c", ALLOCATOR, kp.address, name, "mocktpu0", str(mib)])
+
     try:
         with Client(kp.address, name="watcher") as watcher, Client(name="admin", kernel="busy", admin=True) as admin:
-            before = used(watcher)
-            host = watcher.device("cpu0").driver_os_pid
-            os.kill(host, signal.SIGSTOP)  # the device takes work but does none
+            tpu_used = lambda: watcher.device("mocktpu0").used_bytes  # noqa: E731
+            host = watcher.device("mocktpu0").driver_os_pid
+            os.kill(host, signal.SIGSTOP)  # the device takes work but does none (no heartbeat for 30 s)
             try:
-                for name, mib, total in (("in-flight", 1, 1), ("queued", 2, 3)):
-                    waiting.append(subprocess.Popen([sys.executable, "-c", ALLOCATOR, kp.address, name, str(mib)]))
-                    until(lambda total=total: used(watcher) == before + (total << 20))  # charged as it is asked for
+                allocate("in-flight", 1)
+                until(lambda: tpu_used() == 1 << 20)  # charged when asked for, sent to the device
+                allocate("queued", 2)
+                until(lambda: tpu_used() == 3 << 20)  # charged, waiting in the device's queue
                 by_name = {p.name: p.pid for p in watcher.ps()}
                 admin.kill(by_name["queued"])
-                assert used(watcher) == before + (1 << 20)  # the queued allocation never reaches the device
+                assert tpu_used() == 1 << 20  # the queued allocation will never reach the device
                 admin.kill(by_name["in-flight"])
-                assert used(watcher) == before  # the device will free it after making it
+                assert tpu_used() == 0  # the device frees it right after making it
+                allocate("whole-device", 4)
+                until(lambda: tpu_used() == 4 << 20)
             finally:
                 os.kill(host, signal.SIGCONT)
-            ref = watcher.put(torch.ones(1 << 18))  # the device works on, its queue in order
-            assert used(watcher) == before + (1 << 20)
-            watcher.free(ref.handle)
-            assert used(watcher) == before and watcher.device("cpu0").driver_os_pid == host
+            assert waiting["whole-device"].wait(timeout=30) == 0  # it fit: the free went to the device before it
+            until(lambda: tpu_used() == 0)  # its process ended
+            assert watcher.device("mocktpu0").driver_os_pid == host  # the device never went offline
     finally:
-        for proc in waiting:
+        for proc in waiting.values():
             proc.kill()
             proc.wait()
         assert kp.stop() == 0
