@@ -48,10 +48,10 @@ def ensure_private(path: str) -> str:
     return path
 
 
-def shm_dir(name: str) -> str:
-    """A private folder in shared memory for host-visible tensors of this kernel."""
+def shm_dir(name: str, os_pid: int | None = None) -> str:
+    """A private folder in shared memory for host-visible tensors of the kernel `name` (run by `os_pid`, or this process)."""
     root = "/dev/shm" if os.path.isdir("/dev/shm") else base_dir()
-    return os.path.join(root, f"llmos-{os.getuid()}-{name}-{os.getpid()}")
+    return os.path.join(root, f"llmos-{os.getuid()}-{name}-{os.getpid() if os_pid is None else os_pid}")
 
 
 def write_state(path: str, state: dict) -> None:

@@ -1,13 +1,15 @@
 """A process that exits, crashes, is killed or stops answering leaves nothing behind."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from llmos.syscalls import Errno
+from llmos.syscalls import Errno, runtime
 from llmos.userland import Client, LlmosError
 
 from conftest import start_kernel, until
@@ -30,6 +32,11 @@ Client(sys.argv[1], name=sys.argv[2]).alloc(sys.argv[3], [int(sys.argv[4]) << 18
 
 def used(c: Client) -> int:
     return c.device("cpu0").used_bytes
+
+
+def tensor_files(kp) -> set[str]:
+    """The tensors a kernel's cpu driver holds: one shared-memory file each."""
+    return set(os.listdir(runtime.shm_dir(kp.config.name, kp.state["os_pid"])))
 
 
 def pids(c: Client) -> set[int]:
@@ -150,5 +157,32 @@ def test_process_that_stops_answering_loses_its_lease(runtime_dir):
             assert watcher.device("cpu0").used_bytes == before - (4 << 20)
             proc.kill()
             proc.wait()
+    finally:
+        assert kp.stop() == 0
+
+
+@pytest.mark.slow
+def test_processes_killed_at_random_moments_leave_nothing_behind(runtime_dir):
+    """Churning processes are killed (SIGTERM through the kernel, or SIGKILL by the OS) at random moments:
+    afterwards the kernel's account and the device's tensors are what they were before."""
+    rng = random.Random(20261204)
+    kp = start_kernel(runtime_dir, "churn")
+    try:
+        with Client(kp.address, name="killer") as c:
+            before, files = used(c), tensor_files(kp)
+            statuses = []
+            for round_ in range(2):
+                children = [c.spawn("churn", [f"{round_}.{i}"]) for i in range(3)]
+                until(lambda: used(c) > before, timeout=30)  # one of them is churning
+                time.sleep(rng.uniform(0.0, 1.5))  # the others start meanwhile, or not yet
+                for child in children:
+                    if rng.random() < 0.5:
+                        c.kill(child.pid)
+                    else:
+                        os.kill(child.os_pid, signal.SIGKILL)
+                statuses += [c.wait(child.pid).status for child in children]  # reclaimed by now
+            assert set(statuses) <= {-15, -9}  # all were killed: none failed on its own
+            assert used(c) == before
+            until(lambda: tensor_files(kp) == files)  # the device frees in queue order, just after
     finally:
         assert kp.stop() == 0

@@ -6,6 +6,7 @@ recorder appends one JSON line per notification to $LLMOS_TEST_EVENTS.
 
 import json
 import os
+import random
 import sys
 import time
 
@@ -17,12 +18,13 @@ from llmos.userland import Client
 
 @hookimpl
 def llmos_programs() -> list[ProgramEntry]:
-    """hold, crash, echo and talk."""
+    """hold, crash, echo, talk and churn."""
     return [
         ProgramEntry("hold", "llmos_testprogs:hold", "allocate MiB on a device, say ready, sleep"),
         ProgramEntry("crash", "llmos_testprogs:crash", "allocate, then die without exit()"),
         ProgramEntry("echo", "llmos_testprogs:echo", "print the arguments; exit with the first if it is a number"),
         ProgramEntry("talk", "llmos_testprogs:talk", "generate at length from an inherited model handle"),
+        ProgramEntry("churn", "llmos_testprogs:churn", "allocate, compute, read and free at random until killed"),
     ]
 
 
@@ -86,4 +88,33 @@ def talk(argv: list[str]) -> int:
                 await asyncio.gather(*(c.generate(model, f"talk {i}: ", max_tokens=40) for i in range(4)))
 
     asyncio.run(forever())
+    return 0
+
+
+def churn(argv: list[str]) -> int:
+    """Three tasks at once put, add, read and free tensors on cpu at random (seed argv[0]) until killed,
+    so that a kill finds calls of this process queued on the device, in flight and parked."""
+    import asyncio
+
+    from llmos.userland import AsyncClient
+
+    async def task(c: AsyncClient, rng: random.Random) -> None:
+        held = []
+        while True:
+            roll = rng.random()
+            if len(held) < 2 or (roll < 0.4 and len(held) < 6):
+                held.append((await c.put(torch.ones(rng.randint(1, 64) << 10), "cpu")).handle)
+            elif roll < 0.7:
+                held.append((await c.compute("add", held[-1], held[-1])).handle)
+            elif roll < 0.8:
+                await c.read(rng.choice(held))
+            else:
+                await c.free(held.pop(rng.randrange(len(held))))
+
+    async def tasks() -> None:
+        async with AsyncClient() as c:
+            print("churning", flush=True)
+            await asyncio.gather(*(task(c, random.Random(f"{argv[0]}/{i}")) for i in range(3)))
+
+    asyncio.run(tasks())
     return 0
