@@ -93,7 +93,7 @@ def talk(argv: list[str]) -> int:
 
 def churn(argv: list[str]) -> int:
     """Three tasks at once put, add, read and free tensors on cpu at random (seed argv[0]) until killed,
-    so that a kill finds calls of this process queued on the device, in flight and parked."""
+    so that a kill finds calls of this process queued on the device and in flight."""
     import asyncio
 
     from llmos.userland import AsyncClient
