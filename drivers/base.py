@@ -300,7 +300,8 @@ class TorchDriver(Driver):
         try:
             save_checkpoint(path, m.model, m.optimizer, step=m.step, arch=m.arch)
         except OSError as exc:
-            raise DriverError(Errno.EINVAL, f"cannot write {path}: {exc}") from exc
+            errno = Errno.ENAMETOOLONG if exc.errno == Errno.ENAMETOOLONG else Errno.EINVAL
+            raise DriverError(errno, f"cannot write {path}: {exc}") from exc
 
     def model_train_step(self, mid: int, tokens: list[list[int]], lr: float, weight_decay: float, clip: float) -> TrainOut:
         from .models.train import make_optimizer, set_hyperparams, train_step

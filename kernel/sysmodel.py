@@ -79,14 +79,36 @@ class Model:
 
 
 def storage_path(k: Kernel, path: str) -> str:
-    """The absolute path of `path` under the kernel's storage directory; EPERM if it escapes it."""
-    if not path:
-        raise SysError(Errno.EINVAL, "an empty checkpoint path")
+    """The absolute path of `path` under the kernel's storage directory.
+
+    EINVAL if empty or holding a NUL byte, ENAMETOOLONG past the file system's
+    limits (checked before any call walks it), EPERM if it escapes the directory.
+    """
+    if not path or "\0" in path:
+        raise SysError(Errno.EINVAL, f"a checkpoint path must be non-empty and hold no NUL byte, not {path[:80]!r}")
     root = os.path.realpath(k.storage)
-    full = os.path.realpath(os.path.join(root, path))
+    joined = os.path.join(root, path)
+    name_max, path_max = os.pathconf(root, "PC_NAME_MAX"), os.pathconf(root, "PC_PATH_MAX")
+    if len(os.fsencode(joined)) >= path_max or any(len(os.fsencode(n)) > name_max for n in path.split("/")):
+        raise SysError(Errno.ENAMETOOLONG, f"checkpoint path {path[:80]!r}... is longer than the file system allows "
+                       f"({path_max} bytes in all, {name_max} per name)")  # fmt: skip
+    full = os.path.realpath(joined)
     if os.path.commonpath([root, full]) != root:
         raise SysError(Errno.EPERM, f"{path!r} is outside the kernel's storage directory")
     return full
+
+
+def make_parents(k: Kernel, full: str) -> None:
+    """Create the folders above `full` under the storage directory, one at a time (EINVAL if one is a file)."""
+    root = os.path.realpath(k.storage)
+    here = root
+    for name in os.path.relpath(os.path.dirname(full), root).split(os.sep):
+        here = os.path.join(here, name)
+        if name != "." and not os.path.isdir(here):
+            try:
+                os.mkdir(here, 0o700)
+            except OSError as exc:
+                raise SysError(Errno.EINVAL, f"cannot create {os.path.relpath(here, root)!r}: {exc.strerror}") from None
 
 
 def model_info(handle: int, model: Model) -> m.ModelInfo:
@@ -183,8 +205,10 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     if req.kv_blocks < 1 or req.block_size < 1:
         raise SysError(Errno.EINVAL, f"kv_blocks and block_size must be at least 1 ({req.kv_blocks}, {req.block_size})")
     path = storage_path(k, req.checkpoint) if req.checkpoint else ""
+    if path and not os.path.exists(path):
+        raise SysError(Errno.ENOENT, f"no checkpoint {req.checkpoint!r} in the storage directory")
     if path and not os.path.isfile(path):
-        raise SysError(Errno.EINVAL, f"no checkpoint {req.checkpoint!r} in the storage directory")
+        raise SysError(Errno.EINVAL, f"checkpoint {req.checkpoint!r} is not a file")
     mid = k.next_model
     k.next_model += 1
     msg = proto.DModelLoad(
@@ -275,7 +299,7 @@ def sys_model_save(k: Kernel, c: CallCtx) -> None:
     """Write the model as a safetensors checkpoint under the storage directory."""
     model = model_of(k, c.proc, c.req.model)
     path = storage_path(k, c.req.path)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    make_parents(k, path)
     dev = k.devices[model.device]
     msg = proto.DModelSave(seq=dev.next_seq(), model=model.mid, path=path)
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(m.Done()), fail=c.fail))

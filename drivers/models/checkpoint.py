@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 FORMAT = "llmos-checkpoint"
@@ -77,11 +77,22 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`, tensors placed on `device`."""
+    """Read a checkpoint written by `save_checkpoint`, tensors placed on `device`.
+
+    A file that is not one (garbage, truncated, other metadata) raises ValueError naming it.
+    """
+    try:
+        return _read(path, device)
+    except (SafetensorError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable {FORMAT} file: {exc}") from exc
+
+
+def _read(path: str, device: str | torch.device) -> Checkpoint:
+    """`load_checkpoint` without the translation of a malformed file's errors."""
     with safe_open(path, framework="pt", device=str(device)) as f:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise ValueError(f"{path} is not an {FORMAT} version {VERSION} file")
+            raise ValueError(f"not an {FORMAT} version {VERSION} file")
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer_state = None

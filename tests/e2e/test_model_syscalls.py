@@ -295,3 +295,32 @@ def test_a_fresh_model_is_drawn_from_its_seed(mc):
     assert a == b and a != c
     for h in models:
         mc.model_free(h)
+
+
+def test_bad_checkpoint_paths_and_files_get_typed_errors(mc, storage):
+    def error(fn, *args, **kw):
+        with pytest.raises(LlmosError) as err:
+            fn(*args, **kw)
+        return err.value.errno, err.value.message
+
+    with open(os.path.join(storage, "garbage.safetensors"), "wb") as f:
+        f.write(os.urandom(3000))
+    with open(os.path.join(storage, "tiny.safetensors"), "rb") as f, open(os.path.join(storage, "cut.safetensors"), "wb") as g:
+        g.write(f.read()[:5000])
+    deep = "d/" * 3000 + "x.safetensors"
+    long_name = "n" * 300 + ".safetensors"
+    load = lambda path: error(mc.model_load, "cpu", "tinygpt", checkpoint=path)  # noqa: E731
+    assert load("missing.safetensors")[0] == Errno.ENOENT
+    assert load("a\0b")[0] == Errno.EINVAL
+    assert load(deep)[0] == Errno.ENAMETOOLONG
+    assert load(long_name)[0] == Errno.ENAMETOOLONG
+    for name in ("garbage.safetensors", "cut.safetensors"):
+        errno, message = load(name)
+        assert errno == Errno.EINVAL and name in message
+    info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=2, block_size=4)
+    save = lambda path: error(mc.model_save, info.model, path)[0]  # noqa: E731
+    assert save("a\0b") == Errno.EINVAL
+    assert save(deep) == Errno.ENAMETOOLONG
+    assert save(long_name) == Errno.ENAMETOOLONG
+    mc.model_save(info.model, "fine.safetensors")  # the kernel and the driver host go on serving
+    mc.model_free(info.model)
