@@ -56,12 +56,15 @@ _ints_decoder = msgspec.msgpack.Decoder(list[int])
 class Generation:
     """One generate call in progress: its prompt, its output so far, its text stream and counters."""
 
-    def __init__(self, c: CallCtx, rid: int, prompt: list[int], max_tokens: int, stream: StopStream):
+    def __init__(self, c: CallCtx, rid: int, prompt: list[int], max_tokens: int, stream: StopStream,
+                 limit: str = "length"):  # fmt: skip
+        """`limit`: the finish reason once `max_tokens` are out ("max_len" when the model's length cut them)."""
         self.c = c
         self.rid = rid
         self.prompt = prompt
         self.output: list[int] = []
         self.max_tokens = max_tokens
+        self.limit = limit
         self.stream = stream
         self.unsent = ""  # text produced but not streamed yet
         self.shared_steps = 0  # steps that carried other sequences too
@@ -95,7 +98,7 @@ class Generation:
             return True
         if len(self.output) == self.max_tokens:
             self.unsent += self.stream.finish()
-            self.finish("length")
+            self.finish(self.limit)
             return True
         return False
 

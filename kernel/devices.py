@@ -68,6 +68,8 @@ class Device:
     backoff: float = 0.0
     restart_at: float = 0.0
     up_since: float = 0.0
+    started_at: float = 0.0  # when its current driver host was started
+    start_s: float = 0.0  # how long its last host took from start to hello (0: never came up)
     inflight: Work | None = None
     inflight_since: float = 0.0
     last_heard: float = 0.0
@@ -97,12 +99,20 @@ class Device:
         )
         self.os_pid = self.popen.pid
         self.state = STARTING
-        self.last_heard = time.monotonic()
+        self.last_heard = self.started_at = time.monotonic()
 
     def next_seq(self) -> int:
         """A fresh sequence number for a driver message."""
         self.seq += 1
         return self.seq
+
+    def back_in(self) -> str:
+        """When an offline device's next host starts and, from its last start, when it should be online."""
+        wait = max(0.0, self.restart_at - time.monotonic())
+        if not self.start_s:
+            return f"a new driver host starts in {wait:.1f} s"
+        return (f"a new driver host starts in {wait:.1f} s; expect the device back in about {wait + self.start_s:.1f} s "
+                f"(its last start took {self.start_s:.1f} s)")  # fmt: skip
 
     def kill_host(self) -> None:
         """Kill the driver host at once (it hangs or the kernel stops)."""

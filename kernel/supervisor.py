@@ -107,6 +107,7 @@ class DeviceSupervision:
             dev.memory.set_quota(KERNEL_PID, hello.spec.capacity_bytes)  # KV pools are the kernel's
             dev.state = ONLINE
             dev.up_since = time.monotonic()
+            dev.start_s = dev.up_since - dev.started_at
             self.log.info(
                 "device.online",
                 device=dev.name,
@@ -212,8 +213,7 @@ class DeviceSupervision:
             known = ", ".join(d.name for d in self.devices.values() if d.state != ABSENT) or "none"
             raise SysError(Errno.ENODEV, f"no device {name!r}; devices: {known}")
         if dev.state == OFFLINE:
-            wait = max(0.0, dev.restart_at - time.monotonic())
-            raise SysError(Errno.ENODEV, f"device {dev.name} is offline ({dev.offline_reason}); restarting in {wait:.1f} s")
+            raise SysError(Errno.ENODEV, f"device {dev.name} is offline ({dev.offline_reason}); {dev.back_in()}")
         return dev
 
     def _watch_device(self, dev: Device, now: float) -> None:

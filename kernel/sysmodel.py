@@ -274,18 +274,26 @@ def sys_generate(k: Kernel, c: CallCtx) -> None:
         SamplingParams(req.temperature, req.top_k, req.top_p, req.seed)
     except ValueError as exc:
         raise SysError(Errno.EINVAL, str(exc)) from None
-    max_tokens = min(req.max_tokens, max_len - len(prompt) + 1)  # the last token is never fed back
+    room = max_len - len(prompt) + 1  # the last token is never fed back
+    max_tokens = min(req.max_tokens, room)
     need = model.kv.blocks_for(len(prompt) + max_tokens - 1)
     if need > min(model.kv.num_blocks, model.kv.quota(c.proc.pid) or model.kv.num_blocks):
         raise SysError(Errno.ENOMEM, f"{need} KV blocks needed; the model's pool can never give {c.proc.pid} that many")
     rid = k.next_kvseq
     k.next_kvseq += 1
-    model.batcher.add(Generation(c, rid, prompt, max_tokens, StopStream(req.stop, tok)))
+    limit = "max_len" if room < req.max_tokens else "length"
+    model.batcher.add(Generation(c, rid, prompt, max_tokens, StopStream(req.stop, tok), limit=limit))
 
 
 def sys_logprobs(k: Kernel, c: CallCtx) -> None:
     """Log-probability of each token given the ones before it (one forward on the device)."""
     model = model_of(k, c.proc, c.req.model)
+    vocab, max_len = model.config["vocab_size"], model.config["max_len"]
+    bad = next((t for t in c.req.tokens if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise SysError(Errno.EINVAL, f"token id {bad} is out of range: the model's vocabulary has {vocab} tokens (0..{vocab - 1})")
+    if len(c.req.tokens) > max_len + 1:
+        raise SysError(Errno.EINVAL, f"{len(c.req.tokens)} tokens are more than max_len {max_len} + 1")
     dev = k.devices[model.device]
     msg = proto.DLogProbs(seq=dev.next_seq(), model=model.mid, tokens=list(c.req.tokens))
 

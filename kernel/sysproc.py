@@ -221,7 +221,7 @@ def proc_info(k: Kernel, p: Process) -> m.ProcInfo:
         name=p.name,
         state=p.state,
         os_pid=p.os_pid,
-        handles=len(p.handles),
+        handles=len(p.handles) + len(p.kvseqs) + len(p.models),  # tensors, KV sequences and models
         mem_bytes=mem,
         syscalls=p.syscalls,
         started=p.started,
@@ -232,3 +232,9 @@ def proc_info(k: Kernel, p: Process) -> m.ProcInfo:
 def sys_ps(k: Kernel, c: CallCtx) -> None:
     """The process table."""
     c.reply(m.ProcList(procs=[proc_info(k, p) for p in k.procs.by_pid.values()]))
+
+
+def sys_prog_list(k: Kernel, c: CallCtx) -> None:
+    """The programs `spawn` can start: the kernel's own plugins' (not the caller's environment's)."""
+    entries = sorted(k.programs.values(), key=lambda e: e.name)
+    c.reply(m.Programs(programs=[m.ProgramInfo(name=e.name, help=e.help, interactive=e.interactive) for e in entries]))

@@ -163,7 +163,7 @@ class ProcInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
     name: str
     state: str
     os_pid: int
-    handles: int
+    handles: int  # open handles of every kind: tensors, KV sequences and models
     mem_bytes: int
     syscalls: int
     started: float
@@ -174,6 +174,24 @@ class ProcList(Reply):
     """Reply of ps."""
 
     procs: list[ProcInfo]
+
+
+class ProgList(Call, tag=int(Sys.PROG_LIST)):
+    """List the programs the kernel can spawn (its plugins' `llmos_programs`)."""
+
+
+class ProgramInfo(msgspec.Struct, kw_only=True):
+    """One registered program: its name, what it does, and whether it reads its user's input."""
+
+    name: str
+    help: str
+    interactive: bool
+
+
+class Programs(Reply):
+    """Reply of prog_list, sorted by name."""
+
+    programs: list[ProgramInfo]
 
 
 # ---- device ---------------------------------------------------------------------------
@@ -546,7 +564,7 @@ class Completion(Reply):
 
     text: str
     tokens: int
-    finish: str  # "stop" (a stop string or EOS) or "length" (max_tokens)
+    finish: str  # "stop" (a stop string or EOS), "length" (max_tokens) or "max_len" (the model's length, first)
     wall_s: float = 0.0  # from the call to the last token
     device_s: float = 0.0  # the device's own time for the steps (its share of batched steps)
     shared_steps: int = 0  # steps batched together with other sequences (continuous batching)

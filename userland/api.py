@@ -92,6 +92,10 @@ class SyscallApi:
         """The process table: a list of ProcInfo."""
         return self._run(_field(m.Ps(), "procs"))
 
+    def programs(self):
+        """The programs the kernel can spawn (syscall `prog_list`): a list of ProgramInfo, by name."""
+        return self._run(_field(m.ProgList(), "programs"))
+
     def spawn(
         self, program: str, args: list[str] | None = None, quotas: dict[str, int] | None = None,
         kv_quota: int | None = None, models: list[int] | None = None,

@@ -1,6 +1,7 @@
 """A driver host that dies or hangs costs its device for a moment, never the kernel."""
 
 import os
+import re
 import signal
 import time
 
@@ -49,6 +50,27 @@ def test_kill_9_of_the_driver_host(restart_kernel):
         c.free(ref.handle)  # a lost handle can still be closed
         again = c.put(x)
         torch.testing.assert_close(c.read(c.compute("add", again.handle, again.handle).handle), x + x)
+
+
+@pytest.mark.slow
+def test_an_offline_device_says_when_it_is_expected_back(runtime_dir):
+    kp = start_kernel(runtime_dir, "eta", restart_backoff_s=(1.0, 5.0))
+    try:
+        with Client(kp.address) as c:
+            host = c.device("cpu0").driver_os_pid
+            os.kill(host, signal.SIGKILL)
+            with pytest.raises(LlmosError) as err:
+                for _ in range(500):
+                    c.device("cpu0")
+                    time.sleep(0.01)
+            found = re.search(r"starts in ([\d.]+) s; expect the device back in about ([\d.]+) s "
+                              r"\(its last start took ([\d.]+) s\)", err.value.message)
+            assert err.value.errno == Errno.ENODEV and found, err.value.message
+            starts, back, took = map(float, found.groups())
+            assert starts <= 1.0 and took > 0 and back == pytest.approx(starts + took, abs=0.11)
+            wait_replaced(c, host)
+    finally:
+        assert kp.stop() == 0
 
 
 def test_a_hung_driver_host_is_replaced(restart_kernel):

@@ -107,6 +107,30 @@ def test_bad_input(mc):
     assert errno(mc.model_free, info.model) == Errno.EBADF
 
 
+def test_logprobs_checks_token_ids_in_the_kernel(mc):
+    info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=2, block_size=4)
+    vocab = info.config["vocab_size"]
+    for tokens in ([1, 100000], [-1, 2], [2, vocab]):
+        with pytest.raises(LlmosError) as err:
+            mc.logprobs(info.model, tokens)
+        assert err.value.errno == Errno.EINVAL and f"vocabulary has {vocab} tokens" in err.value.message
+    with pytest.raises(LlmosError) as err:
+        mc.logprobs(info.model, [1] * (CONFIG["max_len"] + 2))
+    assert err.value.errno == Errno.EINVAL and "max_len" in err.value.message
+    assert len(mc.logprobs(info.model, [1] * (CONFIG["max_len"] + 1))) == CONFIG["max_len"]
+    mc.model_free(info.model)
+
+
+def test_generation_cut_by_max_len_says_so(mc):
+    info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=20, block_size=4)
+    prompt = [1] * (CONFIG["max_len"] - 5)
+    cut = mc.generate(info.model, prompt, max_tokens=50)
+    assert cut.finish == "max_len" and cut.tokens == 6  # positions run out: 5 fed back, the last one not
+    whole = mc.generate(info.model, prompt, max_tokens=6)
+    assert whole.finish == "length" and whole.tokens == 6
+    mc.model_free(info.model)
+
+
 def _windows(text: str, count: int, width: int, seed: int) -> list[list[int]]:
     """`count` seeded windows of `width` token ids from `text`."""
     ids = torch.tensor(ByteTokenizer().encode(text))

@@ -106,6 +106,28 @@ def test_memory_is_charged_and_returned(client):
     assert client.device("cpu0").used_bytes == before
 
 
+def test_ps_counts_every_kind_of_handle(client):
+    def handles():
+        return [p for p in client.ps() if p.pid == client.pid][0].handles
+
+    before = handles()
+    ref = client.alloc("cpu0", [4], "float32")
+    pool = client.kv_pool("cpu", layers=1, kv_heads=1, head_dim=4, blocks=4)
+    seq = client.kv_alloc("cpu", pool.pool, 3)
+    model = client.model_load("cpu", "tinygpt", config=dict(d_model=16, n_layers=1, n_heads=2, max_len=16), kv_blocks=2)
+    assert handles() == before + 3  # a tensor, a KV sequence and a model
+    client.model_free(model.model)
+    client.kv_free(seq.seq)
+    client.free(ref.handle)
+    assert handles() == before
+
+
+def test_prog_list_names_the_kernels_programs(client):
+    programs = {p.name: p for p in client.programs()}
+    assert {"hold", "echo", "matmul", "chat"} <= set(programs)  # the test plugin's and the built-in ones
+    assert programs["chat"].interactive and not programs["echo"].interactive and programs["echo"].help
+
+
 def test_ps_spawn_wait_follow(client):
     child = client.spawn("echo", ["5", "hello"])
     assert any(p.pid == child.pid and p.ppid == client.pid for p in client.ps())

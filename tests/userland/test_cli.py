@@ -55,8 +55,10 @@ def test_commands_without_a_kernel_say_how_to_start_one(tmp_path):
     assert out.returncode != 0 and "llmos boot" in out.stderr
 
 
-def test_run_list_shows_programs():
-    assert "matmul" in llmos("run", "--list").stdout
+def test_run_list_shows_the_kernels_programs_not_this_environments(kernel, monkeypatch):
+    monkeypatch.setenv("LLMOS_PLUGINS", "")  # this command's environment lacks the test plugin; the kernel has it
+    out = llmos("run", "--kernel", "shared", "--list").stdout
+    assert "matmul" in out and "hold " in out and "chat         talk with a model line by line (interactive)" in out
 
 
 def test_keygen_writes_keys(tmp_path):

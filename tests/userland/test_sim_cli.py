@@ -59,6 +59,19 @@ def test_trace_limit_and_user_policy_by_module_path(capsys):
     assert "more ticks (--trace-limit)" in out
 
 
-def test_unknown_policy_is_an_error(capsys):
-    with pytest.raises(SystemExit, match="no policy 'nope'"):
-        main.main(["sim", "--policy", "nope"])
+def test_policy_from_a_plugin(capsys, monkeypatch):
+    monkeypatch.setenv("LLMOS_PLUGINS", "llmos_testpolicy")  # tests/support, as a plugin package would register it
+    out = sim(capsys, "--policy", "plugin-fcfs", "-c")
+    assert out.splitlines()[0] == "ARG policy plugin-fcfs" and "Answers" in out
+
+
+@pytest.mark.parametrize("policy, message", [
+    ("nope", "no policy 'nope'; choose from fcfs, mlfq"),
+    ("no_such_module:Policy", "cannot load policy 'no_such_module:Policy': No module named 'no_such_module'"),
+    ("llmos.services.scheduler.policies:Nope", "cannot load policy 'llmos.services.scheduler.policies:Nope'"),
+    ("llmos.services.scheduler.policies:BUILTIN", "'llmos.services.scheduler.policies:BUILTIN' is not a class"),
+])
+def test_unknown_policy_is_a_one_line_error(capsys, policy, message):
+    assert main.main(["sim", "--policy", policy]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"llmos sim: {message}") and captured.err.count("\n") == 1

@@ -19,12 +19,12 @@ def add_parser(sub) -> None:
         "comes, and exit with its status. The kernel gives its children no input (stdin is /dev/null), so an "
         "interactive program (such as chat; `llmos run --list` marks them) runs in this command's own process "
         "instead, reading this terminal and attached to the same kernel (--kernel, else $LLMOS_KERNEL or the "
-        "local default). `llmos run --list` lists the programs.",
+        "local default). `llmos run --list` asks the kernel which programs it can run.",
     )
     add_kernel_option(p)
     p.add_argument("program", nargs="?", help="program name (see --list)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
-    p.add_argument("--list", action="store_true", help="list the registered programs")
+    p.add_argument("--list", action="store_true", help="list the programs the kernel can run")
     p.add_argument("--detach", action="store_true", help="print the pid and leave the program running")
     p.set_defaults(func=run)
 
@@ -33,12 +33,12 @@ def run(args: argparse.Namespace) -> int:
     """Spawn, follow, and return the child's status (or run an interactive program here)."""
     from llmos.kernel import plugins
 
-    programs = plugins.programs(plugins.plugin_manager())
     if args.list or not args.program:
-        for entry in sorted(programs.values()):
-            print(f"{entry.name:12} {entry.help}{' (interactive)' if entry.interactive else ''}")
+        with connect(args, "llmos-run") as c:
+            for info in c.programs():
+                print(f"{info.name:12} {info.help}{' (interactive)' if info.interactive else ''}")
         return 0
-    entry = programs.get(args.program)
+    entry = plugins.programs(plugins.plugin_manager()).get(args.program)
     if entry is not None and entry.interactive:
         return run_here(args, entry)
     with connect(args, "llmos-run") as c:

@@ -16,12 +16,12 @@ import json
 import sys
 
 from llmos.drivers import costmodel
+from llmos.kernel import plugins
 from llmos.services.scheduler import sim as simulator
 from llmos.services.scheduler import workload
 from llmos.services.scheduler.batching import Budget, Preemption, Scheduler
 from llmos.services.memory.kv import KVCache
 from llmos.services.scheduler.blocks import PagedBlockSpace
-from llmos.services.scheduler.plugin import llmos_scheduler_policies
 from llmos.services.scheduler.policies import Policy
 
 QUESTIONS = """\
@@ -77,18 +77,32 @@ def add_parser(sub) -> None:
 
 
 def load_policy(name: str) -> type[Policy]:
-    """The policy class called `name`: a built-in name or `module:Class`."""
+    """The policy class called `name`: one the plugins provide (as the kernel's) or `module:Class`.
+
+    LookupError, with a one-line message, when there is none.
+    """
     if ":" in name:
         module, _, attr = name.partition(":")
-        return getattr(importlib.import_module(module), attr)
-    policies = llmos_scheduler_policies()
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise LookupError(f"cannot load policy {name!r}: {exc}") from None
+        if not isinstance(cls, type):
+            raise LookupError(f"{name!r} is not a class")
+        return cls
+    policies = plugins.policies(plugins.plugin_manager())
     if name not in policies:
-        raise SystemExit(f"llmos sim: no policy {name!r}; choose from {', '.join(policies)} or module:Class")
+        raise LookupError(f"no policy {name!r}; choose from {', '.join(sorted(policies))} or module:Class")
     return policies[name]
 
 
 def run(args: argparse.Namespace) -> int:
     """Simulate, print the arguments, the trace, and the questions or the answers."""
+    try:
+        policy = load_policy(args.policy)
+    except LookupError as exc:
+        print(f"llmos sim: {exc}", file=sys.stderr)
+        return 2
     if args.workload:
         requests = workload.load(args.workload)
     else:
@@ -102,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     owners = {r.rid: r.pid for r in requests}
     kv = KVCache(args.blocks, args.block_size, host_blocks=args.swap_blocks if args.preempt == "swap" else 0, watermark=0.0)
     blocks = PagedBlockSpace(kv, owners.__getitem__)
-    scheduler = Scheduler(load_policy(args.policy)(), blocks, Budget(args.token_budget, args.max_seqs),
+    scheduler = Scheduler(policy(), blocks, Budget(args.token_budget, args.max_seqs),
                           args.preempt)
     try:
         result = simulator.Simulator(
