@@ -69,6 +69,14 @@ class Driver:
         """A tensor's raw bytes."""
         raise NotImplementedError
 
+    def write_at(self, tid: int, offset: int, data: memoryview) -> None:
+        """Overwrite `len(data)` bytes of a tensor from byte `offset` on: a piece of a write over the bulk limit."""
+        raise DriverError(Errno.EINVAL, f"the {self.kind} driver writes whole tensors only")
+
+    def read_at(self, tid: int, offset: int, length: int) -> memoryview:
+        """`length` bytes of a tensor from byte `offset` on: a piece of a read over the bulk limit."""
+        raise DriverError(Errno.EINVAL, f"the {self.kind} driver reads whole tensors only")
+
     def run_op(self, op: str, inputs: list[TensorDesc], out: TensorDesc, params: dict) -> float:
         """Run one op into `out`; return simulated device seconds (0.0 on a real device)."""
         raise NotImplementedError
@@ -177,6 +185,19 @@ class TorchDriver(Driver):
     def read(self, tid: int) -> memoryview:
         t = self.tensor(tid).contiguous().cpu()
         return memoryview(t.view(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+
+    def write_at(self, tid: int, offset: int, data: memoryview) -> None:
+        if len(data):
+            with warnings.catch_warnings():  # a read-only buffer is fine: it is only read
+                warnings.simplefilter("ignore", UserWarning)
+                src = torch.frombuffer(data, dtype=torch.uint8)
+            self.tensor(tid).view(-1).view(torch.uint8)[offset : offset + len(data)].copy_(src)
+
+    def read_at(self, tid: int, offset: int, length: int) -> memoryview:
+        t = self.tensor(tid)
+        if not t.numel() or not length:
+            return memoryview(b"")
+        return memoryview(t.contiguous().view(-1).view(torch.uint8)[offset : offset + length].cpu().numpy())
 
     def operand(self, t: torch.Tensor) -> torch.Tensor:
         """An op's input as the device computes with it (a subclass may convert it)."""

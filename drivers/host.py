@@ -73,12 +73,14 @@ class Host:
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm))]
                 case proto.DFree():
                     self.driver.free(msg.tid)
-                case proto.DWrite():
+                case proto.DWrite() if msg.offset is None:
                     self.driver.write(msg.tid, frames[1].buffer)
+                case proto.DWrite():
+                    self.driver.write_at(msg.tid, msg.offset, frames[1].buffer)
                 case proto.DCopyBlocks():
                     self.driver.copy_blocks(msg.tid, msg.block_bytes, msg.pairs)
                 case proto.DRead():
-                    data = self.driver.read(msg.tid)
+                    data = self.driver.read(msg.tid) if msg.offset is None else self.driver.read_at(msg.tid, msg.offset, msg.length)
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), data]
                 case proto.DModelLoad():
                     desc = self.driver.model_load(

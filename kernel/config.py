@@ -25,6 +25,7 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     hang_s: float = 5.0  # a heartbeat unanswered this long means the host hangs
     op_timeout_s: float = 120.0  # one device call may take this long before the host is declared hung
     restart_backoff_s: tuple[float, float] = (0.1, 5.0)  # first and largest delay between driver restarts
-    max_bulk_bytes: int = 4 << 30  # the largest tensor frame accepted
+    # the largest bulk frame (tensor bytes) of one call; the client writes and reads larger tensors in pieces
+    max_bulk_bytes: int = 1 << 30
     log_level: str = "info"
     log_file: str | None = None  # default: stderr

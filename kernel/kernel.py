@@ -104,8 +104,9 @@ class Kernel(DeviceSupervision):
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVTIMEO, int(TICK_S * 1000))
-        # frames up to twice the limits get a typed E2BIG; beyond that ZeroMQ drops the sender
-        self.sock.setsockopt(zmq.MAXMSGSIZE, 2 * max(self.config.max_bulk_bytes, fr.MAX_HEADER_BYTES))
+        # ZeroMQ refuses a frame larger than this as soon as its header arrives, before buffering any of it, and
+        # drops the sender; frames up to 1 MiB over the limits get a typed E2BIG (docs/abi.md: limits)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max(self.config.max_bulk_bytes, fr.MAX_HEADER_BYTES) + fr.MAX_HEADER_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         if self.config.tcp:

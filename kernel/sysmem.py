@@ -138,39 +138,63 @@ def sys_free(k: Kernel, c: CallCtx) -> None:
 
 
 def sys_write(k: Kernel, c: CallCtx) -> None:
-    """Overwrite a tensor with the call's bulk frame."""
+    """Overwrite a tensor, or the piece of it from `offset` on, with the call's bulk frame."""
     t = k.tensor(c.proc, c.req.handle)
     frame = c.bulk[0]
-    if len(frame) != t.nbytes:
+    offset = c.req.offset
+    if offset is None and len(frame) != t.nbytes:
         raise SysError(
             Errno.EINVAL, f"write of {len(frame)} bytes to handle {c.req.handle}, a {t.dtype} {t.shape} tensor of {t.nbytes} bytes"
         )
+    if offset is not None and not (0 <= offset and offset + len(frame) <= t.nbytes):
+        raise SysError(Errno.EINVAL, f"a piece of {len(frame)} bytes at offset {offset} does not fit a tensor of {t.nbytes} bytes")
     dev = k.device(t.device)
     if dev.spec.host_visible:
+        start = offset or 0
 
         def copy_in() -> None:
-            if t.nbytes:
-                t.view()[:] = frame.buffer
+            if len(frame):
+                t.view()[start : start + len(frame)] = frame.buffer
             c.reply(m.Done())
 
         work = Work(owner=c.proc.pid, local=copy_in, fail=c.fail)
     else:
-        msg = proto.DWrite(seq=dev.next_seq(), tid=t.tid)
+        msg = proto.DWrite(seq=dev.next_seq(), tid=t.tid, offset=offset)
         work = Work(owner=c.proc.pid, msg=msg, bulk=(frame,), done=lambda ok, frames: c.reply(m.Done()), fail=c.fail)
     k.submit(dev, work)
 
 
+def _read_span(k: Kernel, req: m.Read, nbytes: int) -> tuple[int, int] | None:
+    """The (offset, length) a read asks for, None for the whole tensor; EINVAL or E2BIG past the limits."""
+    limit = k.config.max_bulk_bytes
+    if req.offset is None and req.length is None:
+        if nbytes > limit:
+            raise SysError(Errno.E2BIG, f"a tensor of {nbytes} bytes is over the {limit}-byte bulk limit: "
+                           "read it in pieces (offset, length)")  # fmt: skip
+        return None
+    offset = req.offset or 0
+    if not 0 <= offset <= nbytes or (req.length is not None and req.length < 0):
+        raise SysError(Errno.EINVAL, f"offset {offset} and length {req.length} do not fit a tensor of {nbytes} bytes")
+    length = nbytes - offset if req.length is None else min(req.length, nbytes - offset)
+    if length > limit:
+        raise SysError(Errno.E2BIG, f"a piece of {length} bytes is over the {limit}-byte bulk limit")
+    return offset, length
+
+
 def sys_read(k: Kernel, c: CallCtx) -> None:
-    """Send a tensor's bytes back as the reply's bulk frame."""
+    """Send a tensor's bytes, or the piece asked for, back as the reply's bulk frame."""
     t = k.tensor(c.proc, c.req.handle)
+    span = _read_span(k, c.req, t.nbytes)
     dev = k.device(t.device)
     ref = tensor_ref(c.req.handle, t)
     if dev.spec.host_visible:
-        work = Work(owner=c.proc.pid, local=lambda: c.reply(ref, (t.view(),)), fail=c.fail)
+        start, length = span or (0, t.nbytes)
+        work = Work(owner=c.proc.pid, local=lambda: c.reply(ref, (t.view()[start : start + length],)), fail=c.fail)
     else:
+        offset, length = span or (None, None)
         work = Work(
             owner=c.proc.pid,
-            msg=proto.DRead(seq=dev.next_seq(), tid=t.tid),
+            msg=proto.DRead(seq=dev.next_seq(), tid=t.tid, offset=offset, length=length),
             done=lambda ok, frames: c.reply(ref, (frames[0],)),
             fail=c.fail,
         )

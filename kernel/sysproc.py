@@ -57,7 +57,8 @@ def sys_attach(k: Kernel, c: CallCtx) -> None:
                 proc.watch = None
     proc.last_seen = time.monotonic()
     k.log.info("process.attach", pid=proc.pid, name=proc.name, os_pid=proc.os_pid, t=time.monotonic())
-    c.reply(m.Attached(pid=proc.pid, token=proc.token, lease_s=k.config.lease_s, abi=ABI_VERSION, kernel=k.config.name))
+    c.reply(m.Attached(pid=proc.pid, token=proc.token, lease_s=k.config.lease_s, abi=ABI_VERSION, kernel=k.config.name,
+                       max_bulk_bytes=k.config.max_bulk_bytes))  # fmt: skip
 
 
 def sys_exit(k: Kernel, c: CallCtx) -> None:

@@ -53,15 +53,18 @@ class DFree(ToDriver, tag="free"):
 
 
 class DWrite(ToDriver, tag="write"):
-    """Overwrite a tensor with the one bulk frame that follows."""
+    """Overwrite a tensor with the one bulk frame that follows (from byte `offset` on, when set)."""
 
     tid: int
+    offset: int | None = None
 
 
 class DRead(ToDriver, tag="read"):
-    """Send a tensor's bytes back as one bulk frame after Ok."""
+    """Send a tensor's bytes (or `length` of them from byte `offset` on, when set) back as one bulk frame after Ok."""
 
     tid: int
+    offset: int | None = None
+    length: int | None = None
 
 
 class DOp(ToDriver, tag="op"):

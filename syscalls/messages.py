@@ -77,6 +77,7 @@ class Attached(Reply):
     lease_s: float
     abi: int
     kernel: str
+    max_bulk_bytes: int = 0  # the largest bulk frame the kernel takes or sends (0: an older kernel, no limit said)
 
 
 class Exit(Call, tag=int(Sys.EXIT)):
@@ -257,15 +258,26 @@ class Free(Call, tag=int(Sys.FREE)):
 
 
 class Write(Call, tag=int(Sys.WRITE)):
-    """Overwrite a tensor with the bytes of the one bulk frame that follows."""
+    """Overwrite a tensor with the bytes of the one bulk frame that follows.
+
+    Without `offset` the frame is the whole tensor; with it, a piece written
+    from that byte on (a tensor larger than the kernel's bulk limit is written so).
+    """
 
     handle: int
+    offset: int | None = None
 
 
 class Read(Call, tag=int(Sys.READ)):
-    """Read a tensor: a TensorRef and one bulk frame with its bytes."""
+    """Read a tensor: a TensorRef and one bulk frame with its bytes.
+
+    With `offset` and/or `length`, the frame holds at most `length` bytes from
+    byte `offset` on (a tensor larger than the kernel's bulk limit is read so).
+    """
 
     handle: int
+    offset: int | None = None
+    length: int | None = None
 
 
 class Share(Call, tag=int(Sys.SHARE)):

@@ -48,6 +48,7 @@ class AsyncClient(SyscallApi):
             await self._shutdown()
             raise
         self.pid, self.token, self.lease_s = attached.pid, attached.token, attached.lease_s
+        self.max_bulk_bytes = attached.max_bulk_bytes
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         return self
 

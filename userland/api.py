@@ -64,6 +64,7 @@ class SyscallApi:
         self._rids = itertools.count(1)
         self.token = b""
         self.pid = 0
+        self.max_bulk_bytes = 0  # the kernel's bulk limit, from attach: larger tensors travel in pieces
 
     def _run(self, program: Program):
         raise NotImplementedError
@@ -154,12 +155,15 @@ class SyscallApi:
         return self._run(one_call(m.Free(handle=handle)))
 
     def write(self, handle: int, tensor: torch.Tensor):
-        """Overwrite the tensor behind `handle` with `tensor`'s bytes (same size)."""
-        return self._run(one_call(m.Write(handle=handle), (tensor_bytes(tensor),)))
+        """Overwrite the tensor behind `handle` with `tensor`'s bytes (same size).
+
+        A tensor over the kernel's bulk limit goes as several `write` calls, a piece each.
+        """
+        return self._run(_write(handle, tensor_bytes(tensor), self.max_bulk_bytes))
 
     def read(self, handle: int) -> torch.Tensor:
-        """The tensor behind `handle`, as a torch tensor on the CPU."""
-        return self._run(_read(handle))
+        """The tensor behind `handle`, as a torch tensor on the CPU (in pieces, past the kernel's bulk limit)."""
+        return self._run(_read(handle, self.max_bulk_bytes))
 
     def share(self, handle: int, pid: int) -> int:
         """Give process `pid` a handle to the same tensor; returns that handle's number there."""
@@ -167,7 +171,7 @@ class SyscallApi:
 
     def put(self, tensor: torch.Tensor, device: str = "cpu"):
         """Copy a torch tensor to `device`: alloc + write. Returns the TensorRef."""
-        return self._run(_put(tensor, device))
+        return self._run(_put(tensor, device, self.max_bulk_bytes))
 
     def memstat(self):
         """The memory map of every device (a list of DeviceMem)."""
@@ -276,12 +280,32 @@ def _field(call: m.Call, field: str) -> Program:
     return getattr(body, field)
 
 
-def _read(handle: int) -> Program:
-    ref, bulk = yield m.Read(handle=handle), (), None
-    return from_bytes(ref, bulk[0].buffer)
+def _write(handle: int, data: memoryview, piece: int) -> Program:
+    """One write call, or (over `piece` bytes, the kernel's bulk limit) one per piece."""
+    if not piece or len(data) <= piece:
+        return (yield from one_call(m.Write(handle=handle), (data,)))
+    for start in range(0, len(data), piece):
+        done = yield from one_call(m.Write(handle=handle, offset=start), (data[start : start + piece],))
+    return done
 
 
-def _put(tensor: torch.Tensor, device: str) -> Program:
+def _read(handle: int, piece: int) -> Program:
+    """One read call, or (for a tensor over `piece` bytes, the kernel's bulk limit) one per piece."""
+    if not piece:
+        ref, bulk = yield m.Read(handle=handle), (), None
+        return from_bytes(ref, bulk[0].buffer)
+    ref, bulk = yield m.Read(handle=handle, offset=0, length=piece), (), None
+    if ref.nbytes <= piece:
+        return from_bytes(ref, bulk[0].buffer)
+    buf = bytearray(ref.nbytes)
+    buf[:piece] = bulk[0].buffer
+    for start in range(piece, ref.nbytes, piece):
+        _, bulk = yield m.Read(handle=handle, offset=start, length=piece), (), None
+        buf[start : start + len(bulk[0])] = bulk[0].buffer
+    return from_bytes(ref, buf)
+
+
+def _put(tensor: torch.Tensor, device: str, piece: int) -> Program:
     ref = yield from one_call(m.Alloc(device=device, shape=list(tensor.shape), dtype=dtype_name(tensor)))
-    yield from one_call(m.Write(handle=ref.handle), (tensor_bytes(tensor),))
+    yield from _write(ref.handle, tensor_bytes(tensor), piece)
     return ref

@@ -53,6 +53,7 @@ class Client(SyscallApi):
         self.pid = attached.pid
         self.token = attached.token
         self.lease_s = attached.lease_s
+        self.max_bulk_bytes = attached.max_bulk_bytes
         self._beat = threading.Thread(target=self._heartbeat, name="llmos-heartbeat", daemon=True)
         self._beat.start()
 

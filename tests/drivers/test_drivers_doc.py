@@ -31,3 +31,12 @@ def test_every_kit_test_is_documented():
     for name in dir(DriverConformance):
         if name.startswith("test_"):
             assert f"| `{name}` |" in DOC and f"::{name} PASSED" in DOC, name
+
+
+def test_the_protocol_table_lists_every_message():
+    from llmos.syscalls import driver as proto
+
+    table = DOC.split("| message | driver method | answer |", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"^\| `(\w+)", table, re.M))
+    tags = {cls.__struct_config__.tag for cls in proto.ToDriver.__subclasses__()}
+    assert tags <= listed, f"docs/drivers.md's protocol table misses {sorted(tags - listed)}"

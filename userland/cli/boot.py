@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
         help="scheduling policy of the device queues: fcfs (default), rr, priority, mlfq, vtc; DEVICE=NAME for one device",
     )
     p.add_argument("--quota", type=int, metavar="BYTES", help="default per-process memory quota on each device")
+    p.add_argument(
+        "--max-bulk-bytes", type=int, default=KernelConfig().max_bulk_bytes, metavar="BYTES",
+        help="largest tensor frame of one call (default 1 GiB); clients move larger tensors in pieces",
+    )
     p.add_argument("--lease", type=float, default=15.0, metavar="S", help="reclaim a process silent this long (default 15)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-file", help="append logs here instead of stderr")
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         default_quota=args.quota,
         lease_s=args.lease,
+        max_bulk_bytes=args.max_bulk_bytes,
         log_level=args.log_level,
         log_file=args.log_file,
     )
