@@ -203,7 +203,26 @@ class DevList(Call, tag=int(Sys.DEV_LIST)):
 
 
 class DeviceInfo(Reply):
-    """One device: what it is, whether it is online, its memory and what it runs."""
+    """One device: what it is, whether it is online, its memory and what it runs.
+
+    Attributes:
+        name: the device's name, `KINDINDEX` (`cpu0`).
+        kind: its driver kind (`cpu`, `cuda`, `mocktpu`).
+        state: `starting`, `online`, `offline` (its driver host is being replaced) or `absent`.
+        description: one line from the driver.
+        capacity_bytes: the device's memory, as its driver reports it.
+        used_bytes: memory charged on it now (tensors, models, KV pools).
+        dtypes: the dtypes it stores.
+        ops: the ops of the op set it runs.
+        host_visible: its tensors are shared-memory files the kernel maps (no copy through the driver host).
+        driver_os_pid: the OS pid of its current driver host process (a new one after each restart).
+        restarts: how many times its driver host was replaced (crash or hang).
+        queued: work items waiting in its queue.
+        simulated: its time is simulated by a cost model, not measured.
+        peak_flops: from the driver's cost figures, where it gives them.
+        busy_s: wall time the driver spent running ops.
+        sim_busy_s: simulated device time of those ops (simulated devices).
+    """
 
     name: str
     kind: str
@@ -572,7 +591,18 @@ class Generated(Reply):
 
 
 class Completion(Reply):
-    """The FINAL reply of generate: the whole text, how many tokens were generated, and times."""
+    """The FINAL reply of generate: the whole text, how many tokens were generated, and times.
+
+    Attributes:
+        text: the whole generated text (the PARTIAL pieces concatenated), cut before a stop string.
+        tokens: tokens generated.
+        finish: why it ended: "stop" (a stop string or EOS), "length" (`max_tokens` generated) or
+            "max_len" (the model's `max_len` positions were filled first).
+        wall_s: from the call to the last token.
+        device_s: the device's own time for the steps (its share of batched steps).
+        shared_steps: steps batched together with other sequences (continuous batching).
+        preemptions: times its KV blocks were taken for others (it re-fed its text and went on).
+    """
 
     text: str
     tokens: int

@@ -70,8 +70,19 @@ class Request:
 class Sequence:
     """The scheduler's progress record of one request.
 
-    `computed` counts tokens whose KV is on the device (for training: tokens
-    already processed); `generated` counts output tokens emitted so far.
+    Policies read these fields (and `request`'s) to order sequences; only the
+    scheduler changes them.
+
+    Attributes:
+        request: the `Request` it serves (its `arrival`, `prompt_len`, `output_len`, `priority`, `kind`).
+        rid: the request's id.
+        pid: the process that submitted it.
+        computed: tokens whose KV is on the device (for training: tokens already processed).
+        generated: output tokens emitted so far.
+        state: where it is: waiting, running, swapped or finished (`State`).
+        first_token_at: when its first output token was emitted (None until then).
+        finished_at: when it finished (None until then).
+        preemptions: how many times it was preempted.
     """
 
     __slots__ = (

@@ -1,6 +1,7 @@
 """The docs build as a site with mkdocs, strictly (no broken links, every page in the nav)."""
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -18,6 +19,26 @@ def test_mkdocs_builds_strictly(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "site" / "concepts" / "index.html").is_file()
+    # the API pages are generated from the docstrings: what was only in docstrings is on the site
+    client = (tmp_path / "site" / "api-client" / "index.html").read_text()
+    for text in ("AsyncClient", "yield_", "driver_os_pid", "goes as several", "Move this process"):
+        assert text in client, text
+    plugin = (tmp_path / "site" / "api-plugins" / "index.html").read_text()
+    for text in ("end_tick", "llmos_scheduler_policies", "first_token_at", "write_at"):
+        assert text in plugin, text
+
+
+def test_the_client_page_maps_every_syscall_to_its_method():
+    from llmos.syscalls.table import TABLE
+    from llmos.userland.api import SyscallApi
+
+    page = (ROOT / "docs" / "api-client.md").read_text().split("## Method names and syscall names", 1)[1]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", page, re.M))
+    assert list(rows) == [s.name for s in TABLE]
+    for name, text in rows.items():
+        if name not in ("attach", "exit"):  # the constructor and exit() are the clients' own
+            method = re.match(r"`(\w+)\(", text).group(1)
+            assert callable(getattr(SyscallApi, method, None)), f"{name}: no method {method}"
 
 
 def test_every_page_is_in_the_nav():
