@@ -160,6 +160,31 @@ def check_round_trip(h: Harness) -> None:
             h.free(desc)
 
 
+def check_pieces(h: Harness) -> None:
+    """A tensor written and read in pieces (`write_at`, `read_at`: tensors over the kernel's bulk limit).
+
+    A driver may refuse pieces with EINVAL (its tensors are then limited to one
+    frame); a host-visible one is never asked (the kernel maps its tensors).
+    """
+    if h.spec.host_visible:
+        return
+    dtype = h.spec.dtypes[0]
+    x = sample([7, 9], dtype, torch.Generator().manual_seed(3))
+    data = to_bytes(x)
+    desc = h.empty([7, 9], dtype)
+    cuts = [0, 5, len(data) // 2, len(data)]
+    try:
+        for start, end in zip(cuts, cuts[1:]):
+            h.driver.write_at(desc.tid, start, memoryview(data[start:end]))
+    except DriverError as exc:
+        expect(exc.errno == Errno.EINVAL, f"write_at failed with {Errno(exc.errno).name}; refuse pieces with EINVAL")
+        return h.free(desc)
+    expect(to_bytes(h.get(desc)) == data, f"{dtype}: the pieces written read back as {h.get(desc).tolist()}")
+    got = b"".join(bytes(h.driver.read_at(desc.tid, start, end - start)) for start, end in zip(cuts, cuts[1:]))
+    expect(got == data, f"{dtype}: read_at's pieces do not add up to the tensor's bytes")
+    h.free(desc)
+
+
 def case_failure(h: Harness, case: Case, computes_in: dict[str, str]) -> str:
     """Why the device gets `case` wrong ("" if right): a wrong result, or not failing where torch fails."""
     want_failure = case.reference() is None

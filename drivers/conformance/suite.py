@@ -80,6 +80,10 @@ class DriverConformance:
         """Bytes written read back unchanged, in every declared dtype."""
         checks.check_round_trip(harness)
 
+    def test_pieces_round_trip(self, harness):
+        """A tensor written and read in pieces reads back unchanged (or the driver refuses pieces with EINVAL)."""
+        checks.check_pieces(harness)
+
     def test_every_op_agrees_with_torch(self, harness):
         """Every declared op and dtype agrees with torch within tolerance."""
         checks.check_ops(harness, self.computes_in)
