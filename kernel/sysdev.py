@@ -72,7 +72,7 @@ def sys_driver_list(k: Kernel, c: CallCtx) -> None:
 def sys_driver_load(k: Kernel, c: CallCtx) -> None:
     """Start a driver's devices; answer once they are online (or absent)."""
     _admin(c, "load")
-    k.pm.load_setuptools_entrypoints(plugins.ENTRY_POINT_GROUP)  # packages installed since boot
+    plugins.load_entry_points(k.pm)  # packages installed since boot
     k.drivers = plugins.drivers(k.pm)
     if any(d.kind == c.req.kind for d in k.devices.values()):
         raise SysError(Errno.EINVAL, f"driver {c.req.kind} is already loaded")
