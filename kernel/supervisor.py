@@ -202,8 +202,13 @@ class DeviceSupervision:
         dev.parked.clear()
         dev.memory = None
 
-    def device(self, name: str) -> Device:
-        """The device called `name` (the first of kind `name`, or the plugins' pick for `auto`); else ENODEV."""
+    def device(self, name: str, starting: bool = False) -> Device:
+        """The online device called `name` (the first of kind `name`, or the plugins' pick for `auto`).
+
+        ENODEV if there is none or it is offline; EAGAIN while its driver host starts (at boot, after a
+        restart, or a driver_load), since it has no memory service until the host says hello. With
+        `starting`, a starting device is returned too (for calls that only describe it or its queue).
+        """
         if name == "auto":
             online = [device_info(d) for d in self.devices.values() if d.state == ONLINE]
             name = self.pm.hook.llmos_pick_device(devices=online) or "auto"
@@ -214,6 +219,10 @@ class DeviceSupervision:
         if dev.state == OFFLINE:
             wait = max(0.0, dev.restart_at - time.monotonic())
             raise SysError(Errno.ENODEV, f"device {dev.name} is offline ({dev.offline_reason}); restarting in {wait:.1f} s")
+        if dev.state == STARTING and not starting:
+            since = time.monotonic() - dev.last_heard
+            again = f" (restart {dev.restarts}: {dev.offline_reason})" if dev.restarts else ""
+            raise SysError(Errno.EAGAIN, f"device {dev.name} is starting{again}: its driver host was started {since:.1f} s ago; retry in a moment")
         return dev
 
     def _watch_device(self, dev: Device, now: float) -> None:

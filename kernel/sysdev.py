@@ -46,7 +46,7 @@ def sys_dev_list(k: Kernel, c: CallCtx) -> None:
 
 def sys_dev_info(k: Kernel, c: CallCtx) -> None:
     """One device, by name or by kind."""
-    c.reply(device_info(k.device(c.req.device)))
+    c.reply(device_info(k.device(c.req.device, starting=True)))
 
 
 def driver_list(k: Kernel) -> m.Drivers:
