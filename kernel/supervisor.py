@@ -188,11 +188,10 @@ class DeviceSupervision:
         self._check_ready()
 
     def _lose_device(self, dev: Device, message: str) -> None:
-        """Everything on a device is gone: fail its work and parked calls, mark its tensors lost."""
+        """Everything on a device is gone: fail its work and parked calls, mark its tensors lost (their files unlinked)."""
         self._fail_device_work(dev, message)
-        for t in self.tensors.on_device(dev.name):
-            t.lost = message
-            t.unmap()
+        for t in self.tensors.on_device(dev.name):  # the host is dead: nobody else would unlink their files
+            t.lose(message)
         for key in [key for key in self.kv_tensors if key[0] == dev.name]:
             self.kv.remove(*key)
             self.tensors.drop(self.kv_tensors.pop(key))
