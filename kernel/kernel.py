@@ -446,7 +446,10 @@ class Kernel(DeviceSupervision):
     # ---- timers --------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Watch processes and driver hosts; runs every TICK_S."""
+        """Watch processes, driver hosts and (embedded kernels) the parent; runs every TICK_S."""
+        if self.config.parent_os_pid and os.getppid() != self.config.parent_os_pid and not self.stopping:
+            self.log.warning("kernel.orphaned", parent_os_pid=self.config.parent_os_pid)
+            self.stopping = True  # the process that started this embedded kernel is gone
         for proc in self.procs.live():
             if proc.popen is not None and proc.popen.poll() is not None:
                 self.reclaim(proc, proc.popen.returncode, os_exit_reason(proc.popen.returncode))
