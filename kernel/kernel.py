@@ -18,7 +18,6 @@ import time
 from collections import Counter
 
 import msgspec
-import psutil
 import structlog
 import zmq
 
@@ -41,9 +40,11 @@ from .proc import KERNEL_PID, Process, ProcessTable
 from .supervisor import DeviceSupervision
 from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
+from .watch import ProcessWatch
 
 TICK_S = 0.05
 KILL_GRACE_S = 2.0
+LEASE_CHECK_S = 1.0  # how often leases are checked (and exited processes swept) in the tick
 
 
 class Kernel(DeviceSupervision):
@@ -67,6 +68,8 @@ class Kernel(DeviceSupervision):
         self.programs = plugins.programs(self.pm)
         self.policies = plugins.policies(self.pm)
         self.waiters: list = []  # pending wait calls (sysproc)
+        self.watch = ProcessWatch()  # the OS processes of the process table (kernel/watch.py)
+        self.next_lease_check = 0.0
         self.counts: Counter = Counter()
         self.errors = 0
         self.started = time.monotonic()
@@ -213,6 +216,7 @@ class Kernel(DeviceSupervision):
                 _wait_or_kill(dev.popen, deadline)
         for t in list(self.tensors.by_tid.values()):
             self.tensors.drop(t)
+        self.watch.close()
         if self.auth is not None:
             self.auth.stop()
         if self.sock is not None:
@@ -426,6 +430,8 @@ class Kernel(DeviceSupervision):
                 dev.memory.forget_owner(proc.pid)
         if proc.popen is not None and proc.popen.poll() is None and reason.startswith("lease"):
             proc.popen.kill()
+        if proc.popen is None:
+            self.watch.discard(proc.pid)  # its OS process lives on; a spawned one is watched until it ends (reap)
         for child in self.procs.children(proc.pid):
             child.ppid = 0
         self.log.info("process.exit", pid=proc.pid, name=proc.name, status=status, reason=reason, t=time.monotonic())
@@ -450,14 +456,24 @@ class Kernel(DeviceSupervision):
         if self.config.parent_os_pid and os.getppid() != self.config.parent_os_pid and not self.stopping:
             self.log.warning("kernel.orphaned", parent_os_pid=self.config.parent_os_pid)
             self.stopping = True  # the process that started this embedded kernel is gone
-        for proc in self.procs.live():
-            if proc.popen is not None and proc.popen.poll() is not None:
-                self.reclaim(proc, proc.popen.returncode, os_exit_reason(proc.popen.returncode))
-            elif proc.watch is not None and not _watch_alive(proc.watch):
+        ended = self.watch.ended()  # only the processes whose OS process ended: no cost per process
+        for pid in ended:
+            proc = self.procs.by_pid.get(pid)
+            if proc is None or proc.state == "exited":
+                continue
+            if proc.popen is not None:
+                status = proc.popen.wait()  # it has ended: this reaps it at once
+                self.reclaim(proc, status, os_exit_reason(status))
+            else:
                 self.reclaim(proc, -1, "the OS process ended without calling exit")
-            elif proc.state == "running" and now - proc.last_seen > self.config.lease_s:
-                self.reclaim(proc, -1, f"lease expired: no call for {self.config.lease_s:.0f} s")
-        self.reap()
+        if now >= self.next_lease_check:
+            self.next_lease_check = now + LEASE_CHECK_S
+            for proc in self.procs.live():
+                if proc.state == "running" and now - proc.last_seen > self.config.lease_s:
+                    self.reclaim(proc, -1, f"lease expired: no call for {self.config.lease_s:.0f} s")
+            self.reap()
+        elif ended:
+            self.reap()
         tick_waits(self, now)
         for dev in list(self.devices.values()):
             self._watch_device(dev, now)
@@ -474,13 +490,6 @@ def _alive(os_pid: int) -> bool:
     except (ProcessLookupError, PermissionError, OverflowError, ValueError):
         return False
     return os_pid > 0
-
-
-def _watch_alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _wait_or_kill(popen: subprocess.Popen, deadline: float) -> None:

@@ -14,8 +14,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import psutil
-
 from llmos.syscalls.frames import TOKEN_BYTES
 
 STALE_TOKENS_KEPT = 4096
@@ -43,7 +41,6 @@ class Process:
     tokens: int = 0  # tokens its generate calls produced
     admin: bool = False  # proved it holds the kernel's admin key
     popen: subprocess.Popen | None = None  # spawned children only
-    watch: psutil.Process | None = None  # local attached processes
     log: str = ""
     status: int | None = None
     reason: str = ""

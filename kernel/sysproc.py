@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import psutil
-
 from llmos.syscalls import ABI_VERSION, Errno
 from llmos.syscalls import messages as m
 
@@ -51,10 +49,7 @@ def sys_attach(k: Kernel, c: CallCtx) -> None:
         proc.admin = bool(req.admin)
         if req.os_pid > 0:
             proc.os_pid = req.os_pid
-            try:
-                proc.watch = psutil.Process(req.os_pid)
-            except psutil.Error:
-                proc.watch = None
+            k.watch.add(proc.pid, req.os_pid)  # reclaimed when it ends (kernel/watch.py)
     proc.last_seen = time.monotonic()
     k.log.info("process.attach", pid=proc.pid, name=proc.name, os_pid=proc.os_pid, t=time.monotonic())
     c.reply(m.Attached(pid=proc.pid, token=proc.token, lease_s=k.config.lease_s, abi=ABI_VERSION, kernel=k.config.name))
@@ -100,6 +95,7 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
         k.procs.remove(child)
         raise SysError(Errno.EIO, f"could not start {req.program}: {exc}") from exc
     child.os_pid = child.popen.pid
+    k.watch.add(child.pid, child.os_pid)
     for handle in set(req.models):
         sysmodel.share_model(k, c.proc, handle, child, same_number=True)
     k.log.info("process.spawn", pid=child.pid, name=child.name, ppid=c.proc.pid, os_pid=child.os_pid, t=time.monotonic())
