@@ -20,6 +20,7 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     policies: dict[str, str] = {}  # per device name (cpu0), overriding `policy`
     # constructor options per policy; on a device queue, quanta count work items
     policy_options: dict[str, dict] = msgspec.field(default_factory=lambda: {"rr": {"quantum": 1}, "mlfq": {"quantum": 1}})
+    max_procs_per_user: int = 256  # attached processes per OS user (who owns the attaching process); admin exempt
     lease_s: float = 15.0  # an attached process that makes no call for this long is reclaimed
     ping_s: float = 1.0  # heartbeat to idle driver hosts
     hang_s: float = 5.0  # a heartbeat unanswered this long means the host hangs

@@ -11,6 +11,7 @@ call gets a typed error and the loop goes on.
 """
 
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -92,6 +93,7 @@ class Kernel(DeviceSupervision):
 
     def open(self) -> None:
         """Make the runtime dir, bind the socket, start the driver hosts."""
+        open_files = _raise_open_files()
         runtime.ensure_private(runtime.base_dir(self.config.runtime_dir))
         runtime.ensure_private(self.dir)
         state = runtime.read_state(self.dir)
@@ -123,7 +125,9 @@ class Kernel(DeviceSupervision):
             self.sock.bind(tcp_address)
         self._write_state(tcp=tcp_address)
         self._start_drivers()
-        self.log.info("kernel.boot", address=self.address, tcp=tcp_address or None, os_pid=os.getpid(), abi=ABI_VERSION)
+        self.log.info(
+            "kernel.boot", address=self.address, tcp=tcp_address or None, os_pid=os.getpid(), abi=ABI_VERSION, open_files=open_files
+        )
         self._check_ready()  # at once when there are no drivers to wait for
 
     def _setup_tcp_security(self) -> None:
@@ -490,6 +494,22 @@ def _alive(os_pid: int) -> bool:
     except (ProcessLookupError, PermissionError, OverflowError, ValueError):
         return False
     return os_pid > 0
+
+
+def _raise_open_files() -> int:
+    """Raise the soft limit of open files to the hard one (each connection costs one); return the limit in force.
+
+    ZeroMQ aborts the whole process when it cannot accept a connection, so the kernel takes all it may
+    have, and `sysproc.check_room` refuses attaches before they run out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # an unlimited hard limit the system does not allow as a soft one
+            pass
+    return soft
 
 
 def _wait_or_kill(popen: subprocess.Popen, deadline: float) -> None:

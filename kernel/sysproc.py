@@ -10,11 +10,14 @@ from __future__ import annotations
 import codecs
 import hmac
 import os
+import resource
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import psutil
 
 from llmos.syscalls import ABI_VERSION, Errno
 from llmos.syscalls import messages as m
@@ -28,6 +31,36 @@ if TYPE_CHECKING:
     from .proc import Process
 
 READ_CHUNK = 1 << 16
+FDS_PER_PROC = 3  # the kernel's open files per process: its call and heartbeat connections, its pidfd
+FD_RESERVE = 64  # open files kept for the kernel itself: driver hosts, logs, tensor files, ZeroMQ
+
+
+def os_user(os_pid: int) -> int:
+    """The OS user (real uid) who owns the process `os_pid`; -1 if the kernel cannot see it (remote, or no pid)."""
+    try:
+        return psutil.Process(os_pid).uids().real if os_pid > 0 else -1
+    except psutil.Error:
+        return -1
+
+
+def check_room(k: Kernel, user: int | None) -> None:
+    """EAGAIN unless one more process fits the kernel's open files and, for `user`, its bound."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    most = (soft - FD_RESERVE) // FDS_PER_PROC
+    if soft != resource.RLIM_INFINITY and len(k.procs.by_token) >= most:
+        raise SysError(
+            Errno.EAGAIN,
+            f"the kernel runs {len(k.procs.by_token)} processes, all its open-file limit ({soft}) allows "
+            f"with {FD_RESERVE} kept for itself; retry when some have exited",
+        )
+    bound = k.config.max_procs_per_user
+    if user is not None and k.procs.per_user[user] >= bound:
+        who = "processes the kernel cannot see" if user < 0 else f"user {user}"
+        raise SysError(
+            Errno.EAGAIN,
+            f"{who} already has {bound} attached processes, the bound (max_procs_per_user = {bound}); "
+            "exit some first",
+        )
 
 
 def sys_attach(k: Kernel, c: CallCtx) -> None:
@@ -45,7 +78,10 @@ def sys_attach(k: Kernel, c: CallCtx) -> None:
     else:
         if req.admin and not hmac.compare_digest(req.admin, k.admin_key):
             raise SysError(Errno.EPERM, "wrong admin key")
-        proc = k.procs.create(req.name)
+        user = None if req.admin else os_user(req.os_pid)  # the kernel's owner may always attach
+        if user is not None:
+            check_room(k, user)
+        proc = k.procs.create(req.name, user=user)
         proc.admin = bool(req.admin)
         if req.os_pid > 0:
             proc.os_pid = req.os_pid
@@ -72,6 +108,7 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.EINVAL, "quotas cannot be negative")
     for handle in req.models:
         sysmodel.model_of(k, c.proc, handle)  # EBADF/EIO before anything starts
+    check_room(k, None)
     child = k.procs.create(req.program, ppid=c.proc.pid, state="starting")
     child.kv_quota = req.kv_quota
     for dev, nbytes in quotas.items():

@@ -42,7 +42,8 @@ def sleeper() -> subprocess.Popen:
 
 
 def test_a_tick_checks_only_processes_that_ended(runtime_dir, checks):
-    k = Kernel(KernelConfig(name="watch", runtime_dir=runtime_dir, drivers=[], log_level="warning"))
+    config = KernelConfig(name="watch", runtime_dir=runtime_dir, drivers=[], max_procs_per_user=2 * ATTACHED)
+    k = Kernel(config)
     k.open()
     doomed = sleeper()
     sock = zmq.Context.instance().socket(zmq.DEALER)
