@@ -126,7 +126,12 @@ class Kernel(DeviceSupervision):
         self._write_state(tcp=tcp_address)
         self._start_drivers()
         self.log.info(
-            "kernel.boot", address=self.address, tcp=tcp_address or None, os_pid=os.getpid(), abi=ABI_VERSION, open_files=open_files
+            "kernel.boot",
+            address=self.address,
+            tcp=tcp_address or None,
+            os_pid=os.getpid(),
+            abi=ABI_VERSION,
+            open_files=open_files,
         )
         self._check_ready()  # at once when there are no drivers to wait for
 

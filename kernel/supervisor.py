@@ -221,7 +221,10 @@ class DeviceSupervision:
         if dev.state == STARTING and not starting:
             since = time.monotonic() - dev.last_heard
             again = f" (restart {dev.restarts}: {dev.offline_reason})" if dev.restarts else ""
-            raise SysError(Errno.EAGAIN, f"device {dev.name} is starting{again}: its driver host was started {since:.1f} s ago; retry in a moment")
+            raise SysError(
+                Errno.EAGAIN,
+                f"device {dev.name} is starting{again}: its driver host was started {since:.1f} s ago; retry in a moment",
+            )
         return dev
 
     def _watch_device(self, dev: Device, now: float) -> None:
