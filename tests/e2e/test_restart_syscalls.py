@@ -15,7 +15,7 @@ from llmos.userland import Client, LlmosError
 from conftest import start_kernel
 
 CONFIG = dict(d_model=16, n_layers=1, n_heads=2, max_len=32)
-RUN_S = 8.0  # how long the calls and kills go on
+RUN_S = 6.0  # how long the calls and kills go on
 
 
 def driver_hosts(kernel_os_pid: int) -> list[psutil.Process]:
