@@ -2,9 +2,13 @@
 
 Used by `llmos demo`, the benchmarks and the tests. `start` returns once the
 kernel's state file says every driver has answered; `stop` sends SIGTERM and
-waits for the clean shutdown.
+waits for the clean shutdown. The kernel runs in its own session (a Ctrl-C
+meant for the parent does not reach it), so it watches its parent instead:
+when the parent dies, whatever the signal, the kernel shuts down cleanly,
+stopping its driver hosts and child programs (`KernelConfig.parent_os_pid`).
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -49,9 +53,10 @@ class KernelProcess:
 
 
 def start(config: KernelConfig, timeout: float = 60.0, stderr=None) -> KernelProcess:
-    """Start a kernel process and wait until it is ready (or raise RuntimeError)."""
+    """Start a kernel process that stops when this process ends; wait until it is ready (or raise RuntimeError)."""
+    watched = msgspec.structs.replace(config, parent_os_pid=os.getpid())
     popen = subprocess.Popen(
-        [sys.executable, "-m", "llmos.kernel", msgspec.json.encode(config).decode()],
+        [sys.executable, "-m", "llmos.kernel", msgspec.json.encode(watched).decode()],
         stdin=subprocess.DEVNULL,
         stderr=stderr,
         start_new_session=True,

@@ -20,6 +20,7 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     policies: dict[str, str] = {}  # per device name (cpu0), overriding `policy`
     # constructor options per policy; on a device queue, quanta count work items
     policy_options: dict[str, dict] = msgspec.field(default_factory=lambda: {"rr": {"quantum": 1}, "mlfq": {"quantum": 1}})
+    max_procs_per_user: int = 256  # attached processes per OS user (who owns the attaching process); admin exempt
     lease_s: float = 15.0  # an attached process that makes no call for this long is reclaimed
     ping_s: float = 1.0  # heartbeat to idle driver hosts
     hang_s: float = 5.0  # a heartbeat unanswered this long means the host hangs
@@ -27,5 +28,6 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     restart_backoff_s: tuple[float, float] = (0.1, 5.0)  # first and largest delay between driver restarts
     # the largest bulk frame (tensor bytes) of one call; the client writes and reads larger tensors in pieces
     max_bulk_bytes: int = 1 << 30
+    parent_os_pid: int = 0  # embedded kernels: stop once this OS process is no longer the parent; 0: never
     log_level: str = "info"
     log_file: str | None = None  # default: stderr

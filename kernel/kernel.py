@@ -11,6 +11,7 @@ call gets a typed error and the loop goes on.
 """
 
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -18,7 +19,6 @@ import time
 from collections import Counter
 
 import msgspec
-import psutil
 import structlog
 import zmq
 
@@ -41,9 +41,11 @@ from .proc import KERNEL_PID, Process, ProcessTable
 from .supervisor import DeviceSupervision
 from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
+from .watch import ProcessWatch
 
 TICK_S = 0.05
 KILL_GRACE_S = 2.0
+LEASE_CHECK_S = 1.0  # how often leases are checked (and exited processes swept) in the tick
 
 
 class Kernel(DeviceSupervision):
@@ -67,6 +69,8 @@ class Kernel(DeviceSupervision):
         self.programs = plugins.programs(self.pm)
         self.policies = plugins.policies(self.pm)
         self.waiters: list = []  # pending wait calls (sysproc)
+        self.watch = ProcessWatch()  # the OS processes of the process table (kernel/watch.py)
+        self.next_lease_check = 0.0
         self.counts: Counter = Counter()
         self.errors = 0
         self.started = time.monotonic()
@@ -89,6 +93,7 @@ class Kernel(DeviceSupervision):
 
     def open(self) -> None:
         """Make the runtime dir, bind the socket, start the driver hosts."""
+        open_files = _raise_open_files()
         runtime.ensure_private(runtime.base_dir(self.config.runtime_dir))
         runtime.ensure_private(self.dir)
         state = runtime.read_state(self.dir)
@@ -121,7 +126,14 @@ class Kernel(DeviceSupervision):
             self.sock.bind(tcp_address)
         self._write_state(tcp=tcp_address)
         self._start_drivers()
-        self.log.info("kernel.boot", address=self.address, tcp=tcp_address or None, os_pid=os.getpid(), abi=ABI_VERSION)
+        self.log.info(
+            "kernel.boot",
+            address=self.address,
+            tcp=tcp_address or None,
+            os_pid=os.getpid(),
+            abi=ABI_VERSION,
+            open_files=open_files,
+        )
         self._check_ready()  # at once when there are no drivers to wait for
 
     def _setup_tcp_security(self) -> None:
@@ -214,6 +226,7 @@ class Kernel(DeviceSupervision):
                 _wait_or_kill(dev.popen, deadline)
         for t in list(self.tensors.by_tid.values()):
             self.tensors.drop(t)
+        self.watch.close()
         if self.auth is not None:
             self.auth.stop()
         if self.sock is not None:
@@ -427,6 +440,8 @@ class Kernel(DeviceSupervision):
                 dev.memory.forget_owner(proc.pid)
         if proc.popen is not None and proc.popen.poll() is None and reason.startswith("lease"):
             proc.popen.kill()
+        if proc.popen is None:
+            self.watch.discard(proc.pid)  # its OS process lives on; a spawned one is watched until it ends (reap)
         for child in self.procs.children(proc.pid):
             child.ppid = 0
         self.log.info("process.exit", pid=proc.pid, name=proc.name, status=status, reason=reason, t=time.monotonic())
@@ -447,15 +462,28 @@ class Kernel(DeviceSupervision):
     # ---- timers --------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Watch processes and driver hosts; runs every TICK_S."""
-        for proc in self.procs.live():
-            if proc.popen is not None and proc.popen.poll() is not None:
-                self.reclaim(proc, proc.popen.returncode, os_exit_reason(proc.popen.returncode))
-            elif proc.watch is not None and not _watch_alive(proc.watch):
+        """Watch processes, driver hosts and (embedded kernels) the parent; runs every TICK_S."""
+        if self.config.parent_os_pid and os.getppid() != self.config.parent_os_pid and not self.stopping:
+            self.log.warning("kernel.orphaned", parent_os_pid=self.config.parent_os_pid)
+            self.stopping = True  # the process that started this embedded kernel is gone
+        ended = self.watch.ended()  # only the processes whose OS process ended: no cost per process
+        for pid in ended:
+            proc = self.procs.by_pid.get(pid)
+            if proc is None or proc.state == "exited":
+                continue
+            if proc.popen is not None:
+                status = proc.popen.wait()  # it has ended: this reaps it at once
+                self.reclaim(proc, status, os_exit_reason(status))
+            else:
                 self.reclaim(proc, -1, "the OS process ended without calling exit")
-            elif proc.state == "running" and now - proc.last_seen > self.config.lease_s:
-                self.reclaim(proc, -1, f"lease expired: no call for {self.config.lease_s:.0f} s")
-        self.reap()
+        if now >= self.next_lease_check:
+            self.next_lease_check = now + LEASE_CHECK_S
+            for proc in self.procs.live():
+                if proc.state == "running" and now - proc.last_seen > self.config.lease_s:
+                    self.reclaim(proc, -1, f"lease expired: no call for {self.config.lease_s:.0f} s")
+            self.reap()
+        elif ended:
+            self.reap()
         tick_waits(self, now)
         for dev in list(self.devices.values()):
             self._watch_device(dev, now)
@@ -474,11 +502,20 @@ def _alive(os_pid: int) -> bool:
     return os_pid > 0
 
 
-def _watch_alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+def _raise_open_files() -> int:
+    """Raise the soft limit of open files to the hard one (each connection costs one); return the limit in force.
+
+    ZeroMQ aborts the whole process when it cannot accept a connection, so the kernel takes all it may
+    have, and `sysproc.check_room` refuses attaches before they run out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # an unlimited hard limit the system does not allow as a soft one
+            pass
+    return soft
 
 
 def _wait_or_kill(popen: subprocess.Popen, deadline: float) -> None:

@@ -3,9 +3,12 @@
 Like pytest: DEFAULT_PLUGINS are always loaded; packages add plugins through
 the `llmos` entry-point group unless LLMOS_DISABLE_PLUGIN_AUTOLOAD is set;
 LLMOS_PLUGINS names extra modules (comma-separated) to load explicitly.
+Registration is idempotent: a module named twice (in LLMOS_PLUGINS and by an
+entry point, or twice in either) is registered once, under its first name.
 """
 
 import importlib
+import importlib.metadata
 import os
 
 import pluggy
@@ -37,10 +40,23 @@ def plugin_manager(extra: tuple[str, ...] = ()) -> pluggy.PluginManager:
     names += [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
     for name in names:
         if pm.get_plugin(name) is None:
-            pm.register(importlib.import_module(name), name=name)
+            _register(pm, importlib.import_module(name), name)
     if not os.environ.get(DISABLE_AUTOLOAD_ENV):
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        load_entry_points(pm)
     return pm
+
+
+def load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Register the plugins of the `llmos` entry-point group that are not registered yet (under any name)."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is None and not pm.is_blocked(ep.name):
+            _register(pm, ep.load(), ep.name)
+
+
+def _register(pm: pluggy.PluginManager, plugin, name: str) -> None:
+    """Register `plugin` as `name` unless it is registered already (pluggy refuses a second name)."""
+    if not pm.is_registered(plugin):
+        pm.register(plugin, name=name)
 
 
 def drivers(pm: pluggy.PluginManager) -> dict[str, DriverEntry]:

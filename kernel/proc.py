@@ -11,10 +11,8 @@ handles are never reused within a process, so a stale one fails cleanly.
 import secrets
 import subprocess
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-
-import psutil
 
 from llmos.syscalls.frames import TOKEN_BYTES
 
@@ -42,8 +40,8 @@ class Process:
     syscalls: int = 0
     tokens: int = 0  # tokens its generate calls produced
     admin: bool = False  # proved it holds the kernel's admin key
+    user: int | None = None  # the OS user it is counted against (attached, not admin); -1: one the kernel cannot see
     popen: subprocess.Popen | None = None  # spawned children only
-    watch: psutil.Process | None = None  # local attached processes
     log: str = ""
     status: int | None = None
     reason: str = ""
@@ -68,11 +66,15 @@ class ProcessTable:
         self.by_pid: dict[int, Process] = {}
         self.by_token: dict[bytes, Process] = {}
         self.stale: OrderedDict[bytes, str] = OrderedDict()  # token -> why it is no longer valid
+        self.per_user: Counter = Counter()  # OS user -> its live attached processes
         self.next_pid = 1
 
-    def create(self, name: str, ppid: int = 0, state: str = "running") -> Process:
-        """Add a process with a fresh pid and token."""
+    def create(self, name: str, ppid: int = 0, state: str = "running", user: int | None = None) -> Process:
+        """Add a process with a fresh pid and token (counted against `user`, if given, until revoked)."""
         proc = Process(self.next_pid, name or f"proc{self.next_pid}", secrets.token_bytes(TOKEN_BYTES), ppid, state=state)
+        proc.user = user
+        if user is not None:
+            self.per_user[user] += 1
         self.next_pid += 1
         self.by_pid[proc.pid] = proc
         self.by_token[proc.token] = proc
@@ -82,6 +84,8 @@ class ProcessTable:
         """Make the process's token invalid from now on."""
         if self.by_token.pop(proc.token, None) is not None:
             self.stale[proc.token] = why
+            if proc.user is not None:
+                self.per_user[proc.user] -= 1
             while len(self.stale) > STALE_TOKENS_KEPT:
                 self.stale.popitem(last=False)
 

@@ -189,11 +189,10 @@ class DeviceSupervision:
         self._check_ready()
 
     def _lose_device(self, dev: Device, message: str) -> None:
-        """Everything on a device is gone: fail its work and parked calls, mark its tensors lost."""
+        """Everything on a device is gone: fail its work and parked calls, mark its tensors lost (their files unlinked)."""
         self._fail_device_work(dev, message)
-        for t in self.tensors.on_device(dev.name):
-            t.lost = message
-            t.unmap()
+        for t in self.tensors.on_device(dev.name):  # the host is dead: nobody else would unlink their files
+            t.lose(message)
         for key in [key for key in self.kv_tensors if key[0] == dev.name]:
             self.kv.remove(*key)
             self.tensors.drop(self.kv_tensors.pop(key))
@@ -203,8 +202,13 @@ class DeviceSupervision:
         dev.parked.clear()
         dev.memory = None
 
-    def device(self, name: str) -> Device:
-        """The device called `name` (the first of kind `name`, or the plugins' pick for `auto`); else ENODEV."""
+    def device(self, name: str, starting: bool = False) -> Device:
+        """The online device called `name` (the first of kind `name`, or the plugins' pick for `auto`).
+
+        ENODEV if there is none or it is offline; EAGAIN while its driver host starts (at boot, after a
+        restart, or a driver_load), since it has no memory service until the host says hello. With
+        `starting`, a starting device is returned too (for calls that only describe it or its queue).
+        """
         if name == "auto":
             online = [device_info(d) for d in self.devices.values() if d.state == ONLINE]
             name = self.pm.hook.llmos_pick_device(devices=online) or "auto"
@@ -214,6 +218,14 @@ class DeviceSupervision:
             raise SysError(Errno.ENODEV, f"no device {name!r}; devices: {known}")
         if dev.state == OFFLINE:
             raise SysError(Errno.ENODEV, f"device {dev.name} is offline ({dev.offline_reason}); {dev.back_in()}")
+        if dev.state == STARTING and not starting:
+            since = time.monotonic() - dev.last_heard
+            again = f" (restart {dev.restarts}: {dev.offline_reason})" if dev.restarts else ""
+            raise SysError(
+                Errno.EAGAIN,
+                f"device {dev.name} is starting{again}: its driver host was started {since:.1f} s ago"
+                + (f"; its last start took {dev.start_s:.1f} s" if dev.start_s else "") + "; retry in a moment",
+            )
         return dev
 
     def _watch_device(self, dev: Device, now: float) -> None:

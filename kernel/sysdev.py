@@ -46,7 +46,7 @@ def sys_dev_list(k: Kernel, c: CallCtx) -> None:
 
 def sys_dev_info(k: Kernel, c: CallCtx) -> None:
     """One device, by name or by kind."""
-    c.reply(device_info(k.device(c.req.device)))
+    c.reply(device_info(k.device(c.req.device, starting=True)))
 
 
 def driver_list(k: Kernel) -> m.Drivers:
@@ -72,7 +72,7 @@ def sys_driver_list(k: Kernel, c: CallCtx) -> None:
 def sys_driver_load(k: Kernel, c: CallCtx) -> None:
     """Start a driver's devices; answer once they are online (or absent)."""
     _admin(c, "load")
-    k.pm.load_setuptools_entrypoints(plugins.ENTRY_POINT_GROUP)  # packages installed since boot
+    plugins.load_entry_points(k.pm)  # packages installed since boot
     k.drivers = plugins.drivers(k.pm)
     if any(d.kind == c.req.kind for d in k.devices.values()):
         raise SysError(Errno.EINVAL, f"driver {c.req.kind} is already loaded")

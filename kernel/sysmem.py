@@ -89,8 +89,8 @@ def not_created(k: Kernel, c: CallCtx, t: Tensor, errno: Errno, message: str) ->
     """A new tensor could not be created: give its memory back (unless reclaim did) and fail the call."""
     if t.tid in k.tensors.by_tid:
         k.tensors.drop(t)
-        dev = k.devices[t.device]
-        if dev.memory is not None:
+        dev = k.devices.get(t.device)  # None: its driver was unloaded meanwhile
+        if dev is not None and dev.memory is not None:
             dev.memory.release(t.tid)
             k.trace_mem("mem.free", dev, t.owner, t.nbytes)
             k.unpark(dev)
@@ -107,8 +107,6 @@ def sys_alloc(k: Kernel, c: CallCtx) -> None:
     """Allocate an uninitialised tensor; with `wait`, wait for memory others hold."""
     req: m.Alloc = c.req
     dev = k.device(req.device)
-    if dev.spec is None:
-        raise SysError(Errno.EAGAIN, f"{dev.name} is still starting; retry in a moment")
 
     def allocate() -> None:
         t = new_tensor(k, dev, c.proc, req.shape, req.dtype)

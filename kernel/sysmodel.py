@@ -196,8 +196,6 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     """Build a model on a device (from a checkpoint under storage, or fresh); charge it to the caller."""
     req: m.ModelLoad = c.req
     dev = k.device(req.device)
-    if dev.spec is None:
-        raise SysError(Errno.EAGAIN, f"{dev.name} is still starting; retry in a moment")
     archs = plugins.models(k.pm)
     if req.arch not in archs:
         raise SysError(Errno.EINVAL, f"unknown architecture {req.arch!r}; known: {', '.join(sorted(archs)) or 'none'}")

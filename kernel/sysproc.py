@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import hmac
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -30,6 +31,36 @@ if TYPE_CHECKING:
     from .proc import Process
 
 READ_CHUNK = 1 << 16
+FDS_PER_PROC = 3  # the kernel's open files per process: its call and heartbeat connections, its pidfd
+FD_RESERVE = 64  # open files kept for the kernel itself: driver hosts, logs, tensor files, ZeroMQ
+
+
+def os_user(os_pid: int) -> int:
+    """The OS user (real uid) who owns the process `os_pid`; -1 if the kernel cannot see it (remote, or no pid)."""
+    try:
+        return psutil.Process(os_pid).uids().real if os_pid > 0 else -1
+    except psutil.Error:
+        return -1
+
+
+def check_room(k: Kernel, user: int | None) -> None:
+    """EAGAIN unless one more process fits the kernel's open files and, for `user`, its bound."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    most = (soft - FD_RESERVE) // FDS_PER_PROC
+    if soft != resource.RLIM_INFINITY and len(k.procs.by_token) >= most:
+        raise SysError(
+            Errno.EAGAIN,
+            f"the kernel runs {len(k.procs.by_token)} processes, all its open-file limit ({soft}) allows "
+            f"with {FD_RESERVE} kept for itself; retry when some have exited",
+        )
+    bound = k.config.max_procs_per_user
+    if user is not None and k.procs.per_user[user] >= bound:
+        who = "processes the kernel cannot see" if user < 0 else f"user {user}"
+        raise SysError(
+            Errno.EAGAIN,
+            f"{who} already has {bound} attached processes, the bound (max_procs_per_user = {bound}); "
+            "exit some first",
+        )
 
 
 def sys_attach(k: Kernel, c: CallCtx) -> None:
@@ -47,14 +78,14 @@ def sys_attach(k: Kernel, c: CallCtx) -> None:
     else:
         if req.admin and not hmac.compare_digest(req.admin, k.admin_key):
             raise SysError(Errno.EPERM, "wrong admin key")
-        proc = k.procs.create(req.name)
+        user = None if req.admin else os_user(req.os_pid)  # the kernel's owner may always attach
+        if user is not None:
+            check_room(k, user)
+        proc = k.procs.create(req.name, user=user)
         proc.admin = bool(req.admin)
         if req.os_pid > 0:
             proc.os_pid = req.os_pid
-            try:
-                proc.watch = psutil.Process(req.os_pid)
-            except psutil.Error:
-                proc.watch = None
+            k.watch.add(proc.pid, req.os_pid)  # reclaimed when it ends (kernel/watch.py)
     proc.last_seen = time.monotonic()
     k.log.info("process.attach", pid=proc.pid, name=proc.name, os_pid=proc.os_pid, t=time.monotonic())
     c.reply(m.Attached(pid=proc.pid, token=proc.token, lease_s=k.config.lease_s, abi=ABI_VERSION, kernel=k.config.name,
@@ -78,6 +109,7 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.EINVAL, "quotas cannot be negative")
     for handle in req.models:
         sysmodel.model_of(k, c.proc, handle)  # EBADF/EIO before anything starts
+    check_room(k, None)
     child = k.procs.create(req.program, ppid=c.proc.pid, state="starting")
     child.kv_quota = req.kv_quota
     for dev, nbytes in quotas.items():
@@ -101,6 +133,7 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
         k.procs.remove(child)
         raise SysError(Errno.EIO, f"could not start {req.program}: {exc}") from exc
     child.os_pid = child.popen.pid
+    k.watch.add(child.pid, child.os_pid)
     for handle in set(req.models):
         sysmodel.share_model(k, c.proc, handle, child, same_number=True)
     k.log.info("process.spawn", pid=child.pid, name=child.name, ppid=c.proc.pid, os_pid=child.os_pid, t=time.monotonic())

@@ -23,12 +23,12 @@ def sched_info(k: Kernel, dev: Device) -> m.SchedInfo:
 
 def sys_sched_get(k: Kernel, c: CallCtx) -> None:
     """The device's policy."""
-    c.reply(sched_info(k, k.device(c.req.device)))
+    c.reply(sched_info(k, k.device(c.req.device, starting=True)))
 
 
 def sys_sched_set(k: Kernel, c: CallCtx) -> None:
     """Switch the device's policy (its work queue and its models' batching); queued work moves over in order."""
-    dev = k.device(c.req.device)
+    dev = k.device(c.req.device, starting=True)
     try:
         policy = k.new_policy(c.req.policy)
     except ValueError as exc:

@@ -51,6 +51,16 @@ class Tensor:
             self._map.close()
             self._map = None
 
+    def lose(self, why: str) -> None:
+        """The tensor's device went away (its driver host is dead): drop the mapping and unlink its file."""
+        self.lost = why
+        self.unmap()
+        if self.shm:
+            try:
+                os.unlink(self.shm)
+            except FileNotFoundError:
+                pass
+
 
 class TensorTable:
     """All tensors by id."""

@@ -109,8 +109,8 @@ def test_notification_hooks_fire_in_a_real_kernel(client, kernel):
     assert {"hook": "llmos_process_exit", "pid": other.pid, "status": 4, "reason": "exit(4)"} in events
 
 
-@pytest.mark.parametrize("disable", [False, True])
-def test_entry_points_and_the_disable_variable(tmp_path, disable):
+def fake_plugin_env(tmp_path) -> dict:
+    """An environment where the package llmos-fake-plugin is installed with an `llmos` entry point."""
     dist = tmp_path / "llmos_fake_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: llmos-fake-plugin\nVersion: 1.0\n")
@@ -121,11 +121,31 @@ def test_entry_points_and_the_disable_variable(tmp_path, disable):
     )
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     env.pop(plugins.DISABLE_AUTOLOAD_ENV, None)
+    return env
+
+
+@pytest.mark.parametrize("disable", [False, True])
+def test_entry_points_and_the_disable_variable(tmp_path, disable):
+    env = fake_plugin_env(tmp_path)
     if disable:
         env[plugins.DISABLE_AUTOLOAD_ENV] = "1"
     code = "from llmos.kernel import plugins; print('fake' in plugins.programs(plugins.plugin_manager()))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(not disable)
+
+
+def test_a_plugin_named_twice_is_registered_once(tmp_path):
+    """An installed package with an entry point, also named in LLMOS_PLUGINS: one registration, no crash."""
+    env = fake_plugin_env(tmp_path)
+    env[plugins.PLUGINS_ENV] = f"{env.get(plugins.PLUGINS_ENV, '')},llmos_fake_plugin"
+    code = (
+        "from llmos.kernel import plugins; import llmos_fake_plugin as mod; pm = plugins.plugin_manager();"
+        "plugins.load_entry_points(pm);"  # again, as driver_load does
+        "print([name for name, p in pm.list_name_plugin() if p is mod], 'fake' in plugins.programs(pm))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "['llmos_fake_plugin'] True"
 
 
 def test_model_architectures_come_from_the_hook_and_a_later_plugin_wins():

@@ -34,6 +34,13 @@ def add_parser(sub) -> None:
         help="largest tensor frame of one call (default 1 GiB); clients move larger tensors in pieces",
     )
     p.add_argument("--lease", type=float, default=15.0, metavar="S", help="reclaim a process silent this long (default 15)")
+    p.add_argument(
+        "--max-procs-per-user",
+        type=int,
+        default=KernelConfig().max_procs_per_user,
+        metavar="N",
+        help="attached processes allowed per OS user; more attaches get EAGAIN (default %(default)s; the admin is exempt)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-file", help="append logs here instead of stderr")
     p.set_defaults(func=run)
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         default_quota=args.quota,
         lease_s=args.lease,
         max_bulk_bytes=args.max_bulk_bytes,
+        max_procs_per_user=args.max_procs_per_user,
         log_level=args.log_level,
         log_file=args.log_file,
     )
