@@ -9,12 +9,14 @@ backoff. Drivers are loaded and unloaded here too (hot swap). `Kernel`
 inherits these methods; they use its tables.
 """
 
+import os
 import time
 
 import msgspec
 
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
+from llmos.syscalls import runtime
 
 from . import sysmodel
 from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
@@ -57,9 +59,13 @@ class DeviceSupervision:
         return dev
 
     def _start_host(self, dev: Device) -> None:
-        dev.start_host(self.address, self.shm, self.curve_env)
+        dev.start_host(self.address, runtime.ensure_private(self.shm_of(dev)), self.curve_env)
         self.driver_idents[dev.ident] = dev
         self.log.info("device.starting", device=dev.name, driver=dev.entry.target, os_pid=dev.os_pid)
+
+    def shm_of(self, dev: Device) -> str:
+        """The device's own folder in the kernel's shared memory, where its host keeps host-visible tensors."""
+        return os.path.join(self.shm, dev.name)
 
     def send_driver(self, dev: Device, msg: proto.ToDriver, bulk: tuple = ()) -> None:
         """Send one message to a device's driver host."""
@@ -189,10 +195,13 @@ class DeviceSupervision:
         self._check_ready()
 
     def _lose_device(self, dev: Device, message: str) -> None:
-        """Everything on a device is gone: fail its work and parked calls, mark its tensors lost (their files unlinked)."""
+        """Everything on a device is gone: fail its work and parked calls, mark its tensors lost, remove their files."""
         self._fail_device_work(dev, message)
-        for t in self.tensors.on_device(dev.name):  # the host is dead: nobody else would unlink their files
+        for t in self.tensors.on_device(dev.name):
             t.lose(message)
+        # the host is dead, so nobody else would unlink its files; the folder also holds those of allocations
+        # that were in flight, which no tensor record names yet
+        runtime.remove(self.shm_of(dev))
         for key in [key for key in self.kv_tensors if key[0] == dev.name]:
             self.kv.remove(*key)
             self.tensors.drop(self.kv_tensors.pop(key))

@@ -52,14 +52,9 @@ class Tensor:
             self._map = None
 
     def lose(self, why: str) -> None:
-        """The tensor's device went away (its driver host is dead): drop the mapping and unlink its file."""
+        """The tensor's device went away (its driver host is dead): drop the mapping; the kernel removes the file."""
         self.lost = why
         self.unmap()
-        if self.shm:
-            try:
-                os.unlink(self.shm)
-            except FileNotFoundError:
-                pass
 
 
 class TensorTable:

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from llmos.kernel import boot
 from llmos.kernel.config import KernelConfig
+from llmos.syscalls import runtime
 
 HERE = pathlib.Path(__file__).parent
 
@@ -49,6 +50,12 @@ def until(predicate, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def shm_files(kp: boot.KernelProcess) -> set[str]:
+    """The host-visible tensors of a kernel's devices: one shared-memory file each, under a folder per device."""
+    root = runtime.shm_dir(kp.config.name, kp.state["os_pid"])
+    return {os.path.relpath(os.path.join(top, f), root) for top, _, files in os.walk(root) for f in files}
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from llmos.syscalls import Errno, runtime
+from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
 
-from conftest import start_kernel
+from conftest import shm_files, start_kernel
 
 
 def wait_replaced(c: Client, old_host: int, timeout: float = 15.0) -> float:
@@ -84,17 +84,16 @@ def test_a_hung_driver_host_is_replaced(restart_kernel):
 
 def test_tensor_files_of_a_crashed_host_are_unlinked_at_once(restart_kernel):
     """Host-visible tensors lost with a killed host leave no file in /dev/shm, though their handles stay open."""
-    shm = runtime.shm_dir(restart_kernel.config.name, restart_kernel.state["os_pid"])
     with Client(restart_kernel.address) as c:
-        before = set(os.listdir(shm))
+        before = shm_files(restart_kernel)
         refs = [c.put(torch.ones(1 << 16)) for _ in range(3)]
         c.kv_pool("cpu", 1, 1, 8, blocks=4)
-        made = set(os.listdir(shm)) - before
+        made = shm_files(restart_kernel) - before
         assert len(made) == 4  # three tensors and the pool
         host = c.device("cpu0").driver_os_pid
         os.kill(host, signal.SIGKILL)
         wait_replaced(c, host)
-        assert not made & set(os.listdir(shm))  # gone while the kernel runs and the handles are open
+        assert not made & shm_files(restart_kernel)  # gone while the kernel runs and the handles are open
         with pytest.raises(LlmosError) as err:
             c.read(refs[0].handle)
         assert err.value.errno == Errno.EIO

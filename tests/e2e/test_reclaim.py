@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from llmos.syscalls import Errno, runtime
+from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
 
-from conftest import start_kernel, until
+from conftest import shm_files, start_kernel, until
 
 HOLDER = """
 import sys, time, torch
@@ -32,11 +32,6 @@ Client(sys.argv[1], name=sys.argv[2]).alloc(sys.argv[3], [int(sys.argv[4]) << 18
 
 def used(c: Client) -> int:
     return c.device("cpu0").used_bytes
-
-
-def tensor_files(kp) -> set[str]:
-    """The tensors a kernel's cpu driver holds: one shared-memory file each."""
-    return set(os.listdir(runtime.shm_dir(kp.config.name, kp.state["os_pid"])))
 
 
 def pids(c: Client) -> set[int]:
@@ -170,7 +165,7 @@ def test_processes_killed_at_random_moments_leave_nothing_behind(runtime_dir, tm
     kp = start_kernel(runtime_dir, "churn", log_file=str(log))
     try:
         with Client(kp.address, name="killer") as c:
-            before, files = used(c), tensor_files(kp)
+            before, files = used(c), shm_files(kp)
             statuses = []
             for round_ in range(2):
                 children = [c.spawn("churn", [f"{round_}.{i}"]) for i in range(3)]
@@ -184,7 +179,7 @@ def test_processes_killed_at_random_moments_leave_nothing_behind(runtime_dir, tm
                 statuses += [c.wait(child.pid).status for child in children]  # reclaimed by now
             assert set(statuses) <= {-15, -9}  # all were killed: none failed on its own
             assert used(c) == before
-            until(lambda: tensor_files(kp) == files)  # the device frees in queue order, just after
+            until(lambda: shm_files(kp) == files)  # the device frees in queue order, just after
     finally:
         assert kp.stop() == 0
     assert "kernel.bug" not in log.read_text()  # no callback of the cancelled calls raised

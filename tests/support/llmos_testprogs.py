@@ -18,13 +18,14 @@ from llmos.userland import Client
 
 @hookimpl
 def llmos_programs() -> list[ProgramEntry]:
-    """hold, crash, echo, talk and churn."""
+    """hold, crash, echo, talk, churn and chaos."""
     return [
         ProgramEntry("hold", "llmos_testprogs:hold", "allocate MiB on a device, say ready, sleep"),
         ProgramEntry("crash", "llmos_testprogs:crash", "allocate, then die without exit()"),
         ProgramEntry("echo", "llmos_testprogs:echo", "print the arguments; exit with the first if it is a number"),
         ProgramEntry("talk", "llmos_testprogs:talk", "generate at length from an inherited model handle"),
         ProgramEntry("churn", "llmos_testprogs:churn", "allocate, compute, read and free at random until killed"),
+        ProgramEntry("chaos", "llmos_testprogs:chaos", "generate and churn tensors until killed, logging each call's outcome"),
     ]
 
 
@@ -115,6 +116,51 @@ def churn(argv: list[str]) -> int:
         async with AsyncClient() as c:
             print("churning", flush=True)
             await asyncio.gather(*(task(c, random.Random(f"{argv[0]}/{i}")) for i in range(3)))
+
+    asyncio.run(tasks())
+    return 0
+
+
+def chaos(argv: list[str]) -> int:
+    """Until killed: two tasks generate from the inherited model handle argv[0] and one puts, adds, reads
+    and frees tensors, while the test kills driver hosts and processes around it. Each call's outcome
+    is appended to the file argv[1] as `ok NAME` or `err ERRNO NAME MESSAGE`; a failure that is not a
+    typed syscall error ends the program with a traceback (exit status 1), which the test looks for."""
+    import asyncio
+
+    from llmos.userland import AsyncClient, LlmosError
+
+    model, out = int(argv[0]), open(argv[1], "a", buffering=1)
+
+    async def call(name: str, coro):
+        try:
+            result = await coro
+        except LlmosError as exc:
+            out.write(f"err {exc.errno.name if hasattr(exc.errno, 'name') else exc.errno} {name} {exc.message}\n")
+            await asyncio.sleep(0.02)  # a lost handle or an offline device answers at once: do not spin
+            return None
+        out.write(f"ok {name}\n")
+        return result
+
+    async def generator(c: AsyncClient, i: int) -> None:
+        while True:
+            await call("generate", c.generate(model, f"chaos {i}: ", max_tokens=24))
+
+    async def tensors(c: AsyncClient) -> None:
+        rng, held = random.Random(argv[1]), []
+        while True:
+            if len(held) < 3:
+                ref = await call("put", c.put(torch.ones(rng.randint(1, 64) << 10), "cpu"))
+                held += [ref.handle] if ref is not None else []
+            elif rng.random() < 0.5:
+                await call("read", c.read(rng.choice(held)))
+            else:
+                await call("free", c.free(held.pop(rng.randrange(len(held)))))
+
+    async def tasks() -> None:
+        async with AsyncClient() as c:
+            print("chaos", flush=True)
+            await asyncio.gather(generator(c, 0), generator(c, 1), tensors(c))
 
     asyncio.run(tasks())
     return 0
