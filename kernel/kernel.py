@@ -39,6 +39,7 @@ from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
 from .proc import KERNEL_PID, Process, ProcessTable
 from .supervisor import DeviceSupervision
+from .syskv import reap_pools
 from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
 
@@ -412,12 +413,13 @@ class Kernel(DeviceSupervision):
         for work in [w for dev in self.devices.values() for w in dev.queue if w.owner == proc.pid and not w.always]:
             work.cancelled = True  # skipped when it reaches the head of the queue
             work.fail(Errno.ESRCH, gone)  # gives back what the call had reserved
+        self.kv.free_owner(proc.pid)
+        reap_pools(self, proc.pid)  # before being_made: a pool it created is charged to it, with no handle
         for t in self.tensors.being_made(proc.pid):  # in flight: the free is queued behind it (sysmem.created)
             self.free_tensor(t)
         for tid in list(proc.handles.values()):
             self.release_ref(proc.pid, self.tensors.by_tid[tid])
         proc.handles.clear()
-        self.kv.free_owner(proc.pid)
         self.kv.forget_owner(proc.pid)
         proc.kvseqs.clear()
         sysmodel.free_models(self, proc)

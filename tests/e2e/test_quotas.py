@@ -1,0 +1,49 @@
+"""Quotas hold: KV pools are charged to their creators, children fit in their parents, nobody is charged
+for memory it never asked for, and waiting allocations do not block each other (one kernel with a 64 MiB quota)."""
+
+import threading
+
+import pytest
+
+from llmos.syscalls import Errno
+from llmos.userland import Client, LlmosError
+
+from conftest import start_kernel, until
+
+QUOTA = 64 << 20
+LAYOUT = dict(layers=2, kv_heads=2, head_dim=8)  # 2 KiB blocks of 16 tokens
+
+
+@pytest.fixture(scope="module")
+def qkernel(runtime_dir):
+    kp = start_kernel(runtime_dir, "quotas", default_quota=QUOTA, max_children=2)
+    yield kp
+    assert kp.stop() == 0
+
+
+def cpu_map(c: Client):
+    (cpu,) = c.memstat()
+    return cpu
+
+
+def test_a_kv_pool_is_charged_to_its_creator_within_its_quota_and_freed_after_it(qkernel):
+    with Client(qkernel.address, name="user") as user:
+        before = cpu_map(user).used
+        with Client(qkernel.address, name="creator") as creator:
+            with pytest.raises(LlmosError) as err:  # 256 MiB of KV under a 64 MiB quota
+                creator.kv_pool("cpu", **LAYOUT, blocks=128 << 10)
+            assert err.value.errno == Errno.ENOMEM and f"quota {QUOTA}" in err.value.message
+            pool = creator.kv_pool("cpu", **LAYOUT, blocks=64)
+            nbytes = 64 * pool.block_bytes
+            cpu = cpu_map(creator)
+            assert cpu.by_process[creator.pid] == nbytes and 0 not in cpu.by_process
+            seq = user.kv_alloc("cpu", pool.pool, 40)
+        cpu = cpu_map(user)  # the creator left; the user's sequence keeps the pool, held by the kernel
+        assert cpu.by_process.get(0) == nbytes and user.pid not in cpu.by_process
+        assert user.kv_table(seq.seq).num_tokens == 40
+        user.kv_free(seq.seq)  # no holder left: the pool goes
+        cpu = cpu_map(user)
+        assert cpu.used == before and pool.pool not in [p.pool for p in cpu.kv_pools]
+        with Client(qkernel.address, name="lone") as lone:
+            lone.kv_pool("cpu", **LAYOUT, blocks=8)
+        until(lambda: cpu_map(user).used == before)  # a pool nobody uses goes with its creator
