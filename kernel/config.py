@@ -26,5 +26,6 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     op_timeout_s: float = 120.0  # one device call may take this long before the host is declared hung
     restart_backoff_s: tuple[float, float] = (0.1, 5.0)  # first and largest delay between driver restarts
     max_bulk_bytes: int = 4 << 30  # the largest tensor frame accepted
+    max_children: int = 64  # live children one process may have (spawn answers EAGAIN beyond)
     log_level: str = "info"
     log_file: str | None = None  # default: stderr

@@ -89,8 +89,8 @@ class Spawn(Call, tag=int(Sys.SPAWN)):
     """Start a registered userland program as a child OS process.
 
     `quotas`: the child's tensor memory quota per device (bytes, by device
-    name); `kv_quota`: its KV block quota in every KV pool. Unset: the
-    kernel's defaults. `models`: model handles of the caller the child
+    name); `kv_quota`: its KV block quota in every KV pool. At most the
+    parent's (EPERM); unset: the parent's. `models`: model handles of the caller the child
     inherits, like open files across fork and exec: the child holds each
     under the same handle number, so the caller can pass the numbers in `args`.
     """

@@ -47,3 +47,31 @@ def test_a_kv_pool_is_charged_to_its_creator_within_its_quota_and_freed_after_it
         with Client(qkernel.address, name="lone") as lone:
             lone.kv_pool("cpu", **LAYOUT, blocks=8)
         until(lambda: cpu_map(user).used == before)  # a pool nobody uses goes with its creator
+
+
+def test_a_childs_quota_nests_in_its_parents(qkernel):
+    with Client(qkernel.address, name="parent") as parent:
+        with pytest.raises(LlmosError) as err:  # 8 GiB for a child of a 64 MiB parent
+            parent.spawn("hold", ["1"], quotas={"cpu0": 8 << 30})
+        assert err.value.errno == Errno.EPERM and f"parent's ({QUOTA})" in err.value.message
+        with pytest.raises(LlmosError) as err:
+            parent.spawn("hold", ["1"], kv_quota=-1)
+        assert err.value.errno == Errno.EINVAL
+        for args, said in [([], str(16 << 20)), (['{"cpu0": 33554432}'], "EPERM"), (['{"cpu0": 4194304}'], "4194304")]:
+            out = []
+            child = parent.spawn("nest", args, quotas={"cpu0": 16 << 20})  # its child: 16 MiB by default, at most
+            parent.wait(child.pid, on_output=out.append)
+            assert "".join(out).split() == [said], args
+
+
+def test_the_live_children_of_a_process_are_bounded(qkernel):
+    with Client(qkernel.address, name="parent") as parent:
+        kids = [parent.spawn("hold", ["1"]).pid for _ in range(2)]
+        with pytest.raises(LlmosError) as err:
+            parent.spawn("hold", ["1"])
+        assert err.value.errno == Errno.EAGAIN and "2 live children" in err.value.message
+        parent.kill(kids[0], 9)
+        parent.wait(kids[0])
+        kids[0] = parent.spawn("hold", ["1"]).pid  # one ended: room for another
+        for pid in kids:
+            parent.kill(pid, 9)

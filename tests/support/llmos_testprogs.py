@@ -13,18 +13,19 @@ import time
 import torch
 
 from llmos.syscalls.plugin import ProgramEntry, hookimpl
-from llmos.userland import Client
+from llmos.userland import Client, LlmosError
 
 
 @hookimpl
 def llmos_programs() -> list[ProgramEntry]:
-    """hold, crash, echo, talk and churn."""
+    """hold, crash, echo, talk, churn and nest."""
     return [
         ProgramEntry("hold", "llmos_testprogs:hold", "allocate MiB on a device, say ready, sleep"),
         ProgramEntry("crash", "llmos_testprogs:crash", "allocate, then die without exit()"),
         ProgramEntry("echo", "llmos_testprogs:echo", "print the arguments; exit with the first if it is a number"),
         ProgramEntry("talk", "llmos_testprogs:talk", "generate at length from an inherited model handle"),
         ProgramEntry("churn", "llmos_testprogs:churn", "allocate, compute, read and free at random until killed"),
+        ProgramEntry("nest", "llmos_testprogs:nest", "spawn a child with the quotas given as JSON, print its quota"),
     ]
 
 
@@ -117,4 +118,20 @@ def churn(argv: list[str]) -> int:
             await asyncio.gather(*(task(c, random.Random(f"{argv[0]}/{i}")) for i in range(3)))
 
     asyncio.run(tasks())
+    return 0
+
+
+def nest(argv: list[str]) -> int:
+    """Spawn `hold` with the cpu quotas given as JSON in argv[0] (none: the default); print the child's
+    quota on cpu0 as the kernel reports it, or the errno the spawn failed with."""
+    with Client() as c:
+        try:
+            child = c.spawn("hold", ["1"], quotas=json.loads(argv[0]) if argv else {})
+        except LlmosError as exc:
+            print(exc.errno.name, flush=True)
+            return 1
+        (cpu,) = c.memstat()
+        print(cpu.quotas.get(child.pid), flush=True)
+        c.kill(child.pid, 9)
+        c.wait(child.pid)
     return 0
