@@ -98,6 +98,7 @@ HANDLERS = {
     Sys.LOGPROBS: sysmodel.sys_logprobs,
     Sys.MODEL_SAVE: sysmodel.sys_model_save,
     Sys.TRAIN_STEP: sysmodel.sys_train_step,
+    Sys.HANDLES: sysmem.sys_handles,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

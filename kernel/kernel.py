@@ -355,16 +355,19 @@ class Kernel(DeviceSupervision):
         return t
 
     def release_ref(self, pid: int, t: Tensor) -> None:
-        """One handle on `t` was closed by `pid`: free the tensor when nobody holds it."""
+        """One handle on `t` was closed by `pid`: free the tensor when nobody holds it.
+
+        When its allocator lets go while others still hold it, the kernel takes the charge (pid 0):
+        a process is never charged for memory it did not allocate (docs/memory.md).
+        """
         t.holders[pid] -= 1
         if t.holders[pid] <= 0:
             del t.holders[pid]
         if t.holders:
             if t.owner == pid and pid not in t.holders:
-                new_owner = min(t.holders)
                 if not t.lost:
-                    self.devices[t.device].memory.transfer(t.tid, new_owner)
-                t.owner = new_owner
+                    self.devices[t.device].memory.transfer(t.tid, KERNEL_PID)
+                t.owner = KERNEL_PID
             return
         self.free_tensor(t)
 

@@ -190,6 +190,29 @@ def sys_share(k: Kernel, c: CallCtx) -> None:
     c.reply(m.Shared(handle=theirs))
 
 
+def sys_handles(k: Kernel, c: CallCtx) -> None:
+    """The caller's own handles: what each names and who is charged for it."""
+    proc = c.proc
+    rows = []
+    for handle, tid in proc.handles.items():
+        t = k.tensors.by_tid[tid]
+        rows.append(m.HandleInfo(
+            handle=handle, kind="tensor", device=t.device, nbytes=t.nbytes, charged=t.owner, holders=len(t.holders),
+            shape=t.shape, dtype=t.dtype, lost=t.lost,
+        ))  # fmt: skip
+    for handle, mid in proc.models.items():
+        model = k.models[mid]
+        rows.append(m.HandleInfo(
+            handle=handle, kind="model", device=model.device, nbytes=model.nbytes, charged=model.owner,
+            holders=len(model.holders), lost=model.lost,
+        ))  # fmt: skip
+    for handle, (device, pool, _) in proc.kvseqs.items():
+        t = k.kv_tensors.get((device, pool))
+        lost = "" if t is not None else f"KV pool {pool} was lost with device {device}"
+        rows.append(m.HandleInfo(handle=handle, kind="kv", device=device, charged=t.owner if t else 0, pool=pool, lost=lost))
+    c.reply(m.HandleList(handles=sorted(rows, key=lambda row: row.handle)))
+
+
 def _pool_stat(name: str, pool, block_bytes: int) -> m.KVPoolStat:
     """One KV pool's row of the memory map."""
     row = pool.stats()

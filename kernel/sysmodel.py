@@ -36,6 +36,7 @@ from . import plugins
 from .batcher import Batcher, Generation
 from .devices import Device, Work
 from .errors import SysError
+from .proc import KERNEL_PID
 from .sysmem import admit, check_dtype
 
 if TYPE_CHECKING:
@@ -123,17 +124,17 @@ def _drop(k: Kernel, model: Model) -> None:
 
 
 def release_model(k: Kernel, pid: int, model: Model) -> None:
-    """One handle on `model` was closed by `pid`: free it when nobody holds it, else move its charge on."""
+    """One handle on `model` was closed by `pid`: free it when nobody holds it; when its loader
+    lets go while others hold it, the kernel takes the charge (pid 0), as for tensors."""
     model.holders[pid] -= 1
     if model.holders[pid] <= 0:
         del model.holders[pid]
     if not model.holders:
         return _drop(k, model)
     if model.owner == pid and pid not in model.holders:
-        new_owner = min(model.holders)
         if not model.lost:
-            k.devices[model.device].memory.transfer(model.alloc_id, new_owner)
-        model.owner = new_owner
+            k.devices[model.device].memory.transfer(model.alloc_id, KERNEL_PID)
+        model.owner = KERNEL_PID
 
 
 def share_model(k: Kernel, proc: Process, handle: int, target: Process, same_number: bool = False) -> int | None:
@@ -299,16 +300,22 @@ def _check_batch(model: Model, req: m.TrainStep) -> None:
         raise SysError(Errno.EINVAL, "weight_decay and clip must be numbers >= 0")
 
 
-def _charge_optimizer(k: Kernel, model: Model) -> None:
-    """Before the first training step: grow the model's charge by its optimizer state (ENOMEM/EAGAIN if it cannot)."""
+def _charge_optimizer(k: Kernel, model: Model, pid: int) -> None:
+    """Before the first training step: grow the model's charge by its optimizer state (ENOMEM/EAGAIN if it cannot).
+
+    The model's owner pays; a model the kernel holds (its loader left) is taken over, whole, by `pid`,
+    who asked to train it.
+    """
     dev = k.devices[model.device]
     extra = OPTIMIZER_COPIES * model.param_bytes
-    admit(dev, model.owner, extra)
+    payer = pid if model.owner == KERNEL_PID else model.owner
+    admit(dev, payer, extra if payer == model.owner else model.nbytes + extra)
     dev.memory.release(model.alloc_id)
-    dev.memory.charge(model.alloc_id, model.owner, model.nbytes + extra)
+    dev.memory.charge(model.alloc_id, payer, model.nbytes + extra)
+    model.owner = payer
     model.nbytes += extra
     model.training = True
-    k.trace_mem("mem.alloc", dev, model.owner, extra)
+    k.trace_mem("mem.alloc", dev, payer, extra)
 
 
 def sys_train_step(k: Kernel, c: CallCtx) -> None:
@@ -317,7 +324,7 @@ def sys_train_step(k: Kernel, c: CallCtx) -> None:
     model = model_of(k, c.proc, req.model)
     _check_batch(model, req)
     if not model.training:
-        _charge_optimizer(k, model)
+        _charge_optimizer(k, model, c.proc.pid)
     dev = k.devices[model.device]
     msg = proto.DTrainStep(
         seq=dev.next_seq(), model=model.mid, tokens=req.tokens, lr=req.lr, weight_decay=req.weight_decay, clip=req.clip

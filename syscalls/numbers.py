@@ -57,3 +57,5 @@ class Sys(enum.IntEnum):
     LOGPROBS = 33
     MODEL_SAVE = 34
     TRAIN_STEP = 35
+    # memory
+    HANDLES = 36

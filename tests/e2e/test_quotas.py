@@ -75,3 +75,40 @@ def test_the_live_children_of_a_process_are_bounded(qkernel):
         kids[0] = parent.spawn("hold", ["1"]).pid  # one ended: room for another
         for pid in kids:
             parent.kill(pid, 9)
+
+
+def test_a_process_is_never_charged_for_memory_it_did_not_allocate(qkernel):
+    with Client(qkernel.address, name="receiver") as receiver:
+        mine = receiver.alloc("cpu", [32 << 20], "uint8")
+        with Client(qkernel.address, name="giver") as giver:
+            gift = giver.alloc("cpu", [48 << 20], "uint8")
+            theirs = giver.share(gift.handle, receiver.pid)
+            rows = {row.handle: row for row in receiver.handles()}
+            assert rows[theirs].charged == giver.pid and rows[theirs].holders == 2
+        # the giver left: the kernel holds the gift's charge, the receiver still only its own 32 MiB
+        cpu = cpu_map(receiver)
+        assert cpu.by_process[receiver.pid] == 32 << 20 and cpu.by_process[0] == 48 << 20
+        more = receiver.alloc("cpu", [16 << 20], "uint8")  # within its own quota
+        rows = receiver.handles()
+        assert [(r.handle, r.kind, r.nbytes, r.charged, r.holders) for r in rows] == [
+            (mine.handle, "tensor", 32 << 20, receiver.pid, 1),
+            (theirs, "tensor", 48 << 20, 0, 1),
+            (more.handle, "tensor", 16 << 20, receiver.pid, 1),
+        ]
+        assert rows[0].shape == [32 << 20] and rows[0].dtype == "uint8"
+        receiver.free(theirs)
+        assert 0 not in cpu_map(receiver).by_process
+
+
+def test_handles_lists_models_and_kv_sequences_too(qkernel):
+    with Client(qkernel.address, name="lister") as c:
+        assert c.handles() == []
+        pool = c.kv_pool("cpu", **LAYOUT, blocks=4)
+        seq = c.kv_alloc("cpu", pool.pool, 3)
+        model = c.model_load("cpu", "tinygpt", config=dict(d_model=16, n_layers=1, n_heads=2, max_len=16), kv_blocks=2)
+        rows = {row.handle: row for row in c.handles()}
+        assert (rows[seq.seq].kind, rows[seq.seq].pool, rows[seq.seq].charged) == ("kv", pool.pool, c.pid)
+        assert (rows[model.model].kind, rows[model.model].nbytes, rows[model.model].charged) == ("model", model.bytes, c.pid)
+        c.kv_free(seq.seq)
+        c.model_free(model.model)
+        assert c.handles() == []
