@@ -22,7 +22,6 @@ import psutil
 import structlog
 import zmq
 
-from llmos.services.memory.admission import Admission
 from llmos.services.memory.kv_pools import KVPools
 from llmos.syscalls import ABI_VERSION, Errno
 from llmos.syscalls import driver as proto
@@ -365,9 +364,10 @@ class Kernel(DeviceSupervision):
             del t.holders[pid]
         if t.holders:
             if t.owner == pid and pid not in t.holders:
+                t.owner = KERNEL_PID
                 if not t.lost:
                     self.devices[t.device].memory.transfer(t.tid, KERNEL_PID)
-                t.owner = KERNEL_PID
+                    self.unpark(self.devices[t.device])  # its quota has room again
             return
         self.free_tensor(t)
 
@@ -383,20 +383,14 @@ class Kernel(DeviceSupervision):
         self.unpark(dev)
 
     def park(self, dev: Device, ctx: CallCtx, size: int, run) -> None:
-        """Hold an allocation that fits only once others free memory; `run` it when it fits."""
-        dev.parked.append((ctx, size, run))
+        """Hold an allocation that does not fit yet; `run` it, admitted, once it does."""
+        dev.parked.add(ctx.proc.pid, size, (ctx, run))
 
     def unpark(self, dev: Device) -> None:
-        """Run parked allocations that fit now, first come first served."""
-        while dev.parked and dev.memory is not None:
-            ctx, size, run = dev.parked[0]
-            if ctx.proc.state == "exited":
-                dev.parked.pop(0)
-                continue
-            verdict = dev.memory.admit(ctx.proc.pid, size)
-            if verdict is Admission.LATER:
-                return
-            dev.parked.pop(0)
+        """Run the parked allocations admitted now, earliest first; one that does not fit holds back
+        nobody, and one passed too often reserves its size (services/memory/waits.py)."""
+        while dev.memory is not None and (w := dev.parked.next_ready(dev.memory)) is not None:
+            ctx, run = w.payload
             try:
                 run()
             except SysError as exc:
@@ -427,8 +421,12 @@ class Kernel(DeviceSupervision):
         proc.kvseqs.clear()
         sysmodel.free_models(self, proc)
         for dev in self.devices.values():
+            for w in dev.parked:
+                if w.owner == proc.pid:
+                    dev.parked.discard(w)
             if dev.memory is not None:
                 dev.memory.forget_owner(proc.pid)
+                self.unpark(dev)  # a reservation it held is gone
         if proc.popen is not None and proc.popen.poll() is None and reason.startswith("lease"):
             proc.popen.kill()
         for child in self.procs.children(proc.pid):

@@ -42,13 +42,19 @@ def check_shape(shape: list[int], dtype: str) -> int:
 
 
 def admit(dev: Device, pid: int, size: int) -> None:
-    """Ask the device's memory service; raise ENOMEM (never fits) or EAGAIN (not now)."""
-    verdict = dev.memory.admit(pid, size)
+    """Ask the device's memory service, and its waiting allocations' reservations; raise ENOMEM (never fits) or EAGAIN (not now)."""
+    verdict = dev.parked.admit(dev.memory, pid, size)
     if verdict is Admission.NEVER:
         raise SysError(
             Errno.ENOMEM,
             f"{size} bytes is more than {dev.name} can ever give process {pid} "
             f"(device capacity {dev.memory.capacity}, quota {dev.memory.quota(pid)})",
+        )
+    if verdict is Admission.LATER and dev.memory.admit(pid, size) is Admission.OK:
+        raise SysError(
+            Errno.EAGAIN,
+            f"{size} bytes would eat into the {dev.parked.reserved(dev.memory)} bytes {dev.name} keeps for "
+            "allocations waiting longest; retry later, or alloc with wait",
         )
     if verdict is Admission.LATER:
         mine = dev.memory.by_owner.get(pid, 0)
@@ -65,11 +71,12 @@ def check_dtype(dev: Device, dtype: str) -> None:
         raise SysError(Errno.EINVAL, f"{dev.name} does not support {dtype}; it supports {', '.join(dev.spec.dtypes)}")
 
 
-def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: str) -> Tensor:
-    """Admit, record and charge a tensor that is about to be created on `dev`."""
+def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: str, admitted: bool = False) -> Tensor:
+    """Admit (unless `admitted` already), record and charge a tensor that is about to be created on `dev`."""
     check_dtype(dev, dtype)
     size = check_shape(shape, dtype)
-    admit(dev, proc.pid, size)
+    if not admitted:
+        admit(dev, proc.pid, size)
     t = k.tensors.create(dev.name, shape, dtype, size, proc.pid)
     dev.memory.charge(t.tid, proc.pid, size)
     k.trace_mem("mem.alloc", dev, proc.pid, size)
@@ -110,8 +117,8 @@ def sys_alloc(k: Kernel, c: CallCtx) -> None:
     if dev.spec is None:
         raise SysError(Errno.EAGAIN, f"{dev.name} is still starting; retry in a moment")
 
-    def allocate() -> None:
-        t = new_tensor(k, dev, c.proc, req.shape, req.dtype)
+    def allocate(admitted: bool = False) -> None:
+        t = new_tensor(k, dev, c.proc, req.shape, req.dtype, admitted)
         work = Work(
             owner=c.proc.pid,
             msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()),
@@ -120,11 +127,13 @@ def sys_alloc(k: Kernel, c: CallCtx) -> None:
         )
         k.submit(dev, work)
 
-    if req.wait:
+    if req.wait:  # what fits goes ahead of earlier waiters, unless it eats into their reservation
         check_dtype(dev, req.dtype)
         size = check_shape(req.shape, req.dtype)
-        if dev.memory.admit(c.proc.pid, size) is Admission.LATER or dev.parked:
-            return k.park(dev, c, size, allocate)
+        verdict = dev.parked.admit(dev.memory, c.proc.pid, size)
+        if verdict is Admission.LATER:
+            return k.park(dev, c, size, lambda: allocate(admitted=True))
+        return allocate(admitted=verdict is Admission.OK)
     allocate()
 
 

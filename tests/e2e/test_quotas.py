@@ -112,3 +112,26 @@ def test_handles_lists_models_and_kv_sequences_too(qkernel):
         c.kv_free(seq.seq)
         c.model_free(model.model)
         assert c.handles() == []
+
+
+def test_a_waiter_that_only_its_own_free_can_help_does_not_block_others(qkernel):
+    with Client(qkernel.address, name="blocker") as a, Client(qkernel.address, name="other") as b:
+        full = a.alloc("cpu", [QUOTA], "uint8")  # a's quota is full
+        got = {}
+
+        def wait_alloc(name: str, c: Client) -> None:
+            got[name] = c.alloc("cpu", [1 << 20], "uint8", wait=True)
+
+        allocs = b.stat().by_syscall["alloc"]
+        mine = threading.Thread(target=wait_alloc, args=("a", a))
+        mine.start()  # parked: only a's own free can make room for it
+        until(lambda: b.stat().by_syscall["alloc"] == allocs + 1)
+        theirs = threading.Thread(target=wait_alloc, args=("b", b))
+        theirs.start()
+        theirs.join(10)
+        assert "b" in got, "a waiter blocked by its own quota held back another process's allocation"
+        a.free(full.handle)
+        mine.join(10)
+        assert got["a"].nbytes == 1 << 20
+        assert {row.handle for row in a.handles()} == {got["a"].handle}
+
