@@ -3,6 +3,7 @@ for memory it never asked for, and waiting allocations do not block each other (
 
 import threading
 
+import psutil
 import pytest
 
 from llmos.syscalls import Errno
@@ -135,3 +136,29 @@ def test_a_waiter_that_only_its_own_free_can_help_does_not_block_others(qkernel)
         assert got["a"].nbytes == 1 << 20
         assert {row.handle for row in a.handles()} == {got["a"].handle}
 
+
+
+def peak_rss(c: Client) -> int:
+    """The cpu driver host's peak resident memory so far (VmHWM), in bytes."""
+    with open(f"/proc/{c.device('cpu0').driver_os_pid}/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmHWM:"))
+
+
+def test_model_load_admits_before_the_driver_builds_anything(qkernel):
+    with Client(qkernel.address, name="loader") as c:
+        before, peak = cpu_map(c).used, peak_rss(c)
+        big = dict(d_model=512, n_layers=20, n_heads=8, max_len=64)  # 64 M parameters: 256 MiB of float32 weights
+        for config, kv_blocks in [(big, 1), ({}, 10**9)]:  # the second: 16 TB of KV storage
+            with pytest.raises(LlmosError) as err:
+                c.model_load("cpu", "tinygpt", config=config, kv_blocks=kv_blocks)
+            assert peak_rss(c) - peak < 32 << 20  # the driver never built it
+            assert err.value.errno == Errno.ENOMEM and f"quota {QUOTA}" in err.value.message
+        assert cpu_map(c).used == before and c.pid not in cpu_map(c).by_process
+        for config in [{"d_model": "wide"}, {"no_such_field": 1}, {"d_model": 30, "n_heads": 4}]:
+            with pytest.raises(LlmosError) as err:
+                c.model_load("cpu", "tinygpt", config=config)
+            assert err.value.errno == Errno.EINVAL, config
+        small = c.model_load("cpu", "tinygpt", config=dict(d_model=16, n_layers=1, n_heads=2, max_len=16), kv_blocks=2)
+        assert cpu_map(c).by_process[c.pid] == small.bytes
+        c.model_free(small.model)
+        assert psutil.pid_exists(c.device("cpu0").driver_os_pid)
