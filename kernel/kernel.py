@@ -407,6 +407,10 @@ class Kernel(DeviceSupervision):
         proc.reason = reason
         gone = f"process {proc.pid} ({proc.name}) exited: {reason}"
         self.procs.revoke(proc, gone)
+        for dev in self.devices.values():  # first: the frees below must not run its waiting allocations
+            for w in dev.parked:
+                if w.owner == proc.pid:
+                    dev.parked.discard(w)
         for work in [w for dev in self.devices.values() for w in dev.queue if w.owner == proc.pid and not w.always]:
             work.cancelled = True  # skipped when it reaches the head of the queue
             work.fail(Errno.ESRCH, gone)  # gives back what the call had reserved
@@ -421,9 +425,6 @@ class Kernel(DeviceSupervision):
         proc.kvseqs.clear()
         sysmodel.free_models(self, proc)
         for dev in self.devices.values():
-            for w in dev.parked:
-                if w.owner == proc.pid:
-                    dev.parked.discard(w)
             if dev.memory is not None:
                 dev.memory.forget_owner(proc.pid)
                 self.unpark(dev)  # a reservation it held is gone

@@ -1,13 +1,13 @@
 """Quotas hold: KV pools are charged to their creators, children fit in their parents, nobody is charged
 for memory it never asked for, and waiting allocations do not block each other (one kernel with a 64 MiB quota)."""
 
-import threading
+import asyncio
 
 import psutil
 import pytest
 
 from llmos.syscalls import Errno
-from llmos.userland import Client, LlmosError
+from llmos.userland import AsyncClient, Client, LlmosError
 
 from conftest import start_kernel, until
 
@@ -116,26 +116,22 @@ def test_handles_lists_models_and_kv_sequences_too(qkernel):
 
 
 def test_a_waiter_that_only_its_own_free_can_help_does_not_block_others(qkernel):
-    with Client(qkernel.address, name="blocker") as a, Client(qkernel.address, name="other") as b:
-        full = a.alloc("cpu", [QUOTA], "uint8")  # a's quota is full
-        got = {}
+    async def scenario() -> None:
+        async with AsyncClient(qkernel.address, name="blocker") as a, AsyncClient(qkernel.address, name="other") as b:
+            full = await a.alloc("cpu", [QUOTA], "uint8")  # a's quota is full
+            allocs = (await b.stat()).by_syscall["alloc"]
+            mine = asyncio.ensure_future(a.alloc("cpu", [1 << 20], "uint8", wait=True))  # only a's own free can help it
+            while (await b.stat()).by_syscall["alloc"] == allocs:  # until the kernel has parked it
+                await asyncio.sleep(0.01)
+            try:
+                theirs = await asyncio.wait_for(b.alloc("cpu", [1 << 20], "uint8", wait=True), 10)
+            except asyncio.TimeoutError:
+                raise AssertionError("a waiter blocked by its own quota held back another process's allocation") from None
+            assert theirs.nbytes == 1 << 20 and not mine.done()
+            await a.free(full.handle)
+            assert (await asyncio.wait_for(mine, 10)).nbytes == 1 << 20
 
-        def wait_alloc(name: str, c: Client) -> None:
-            got[name] = c.alloc("cpu", [1 << 20], "uint8", wait=True)
-
-        allocs = b.stat().by_syscall["alloc"]
-        mine = threading.Thread(target=wait_alloc, args=("a", a))
-        mine.start()  # parked: only a's own free can make room for it
-        until(lambda: b.stat().by_syscall["alloc"] == allocs + 1)
-        theirs = threading.Thread(target=wait_alloc, args=("b", b))
-        theirs.start()
-        theirs.join(10)
-        assert "b" in got, "a waiter blocked by its own quota held back another process's allocation"
-        a.free(full.handle)
-        mine.join(10)
-        assert got["a"].nbytes == 1 << 20
-        assert {row.handle for row in a.handles()} == {got["a"].handle}
-
+    asyncio.run(scenario())
 
 
 def peak_rss(c: Client) -> int:
