@@ -122,16 +122,17 @@ def churn(argv: list[str]) -> int:
 
 
 def nest(argv: list[str]) -> int:
-    """Spawn `hold` with the cpu quotas given as JSON in argv[0] (none: the default); print the child's
-    quota on cpu0 as the kernel reports it, or the errno the spawn failed with."""
+    """For each argument, spawn `hold` with the quotas it gives as JSON ("{}": the default) and print the
+    child's quota on cpu0 as the kernel reports it, or the errno the spawn failed with."""
     with Client() as c:
-        try:
-            child = c.spawn("hold", ["1"], quotas=json.loads(argv[0]) if argv else {})
-        except LlmosError as exc:
-            print(exc.errno.name, flush=True)
-            return 1
-        (cpu,) = c.memstat()
-        print(cpu.quotas.get(child.pid), flush=True)
-        c.kill(child.pid, 9)
-        c.wait(child.pid)
+        for quotas in argv:
+            try:
+                child = c.spawn("hold", ["1"], quotas=json.loads(quotas))
+            except LlmosError as exc:
+                print(exc.errno.name, flush=True)
+                continue
+            (cpu,) = c.memstat()
+            print(cpu.quotas.get(child.pid), flush=True)
+            c.kill(child.pid, 9)
+            c.wait(child.pid)
     return 0
