@@ -42,7 +42,7 @@ def check_shape(shape: list[int], dtype: str) -> int:
 
 
 def admit(dev: Device, pid: int, size: int) -> None:
-    """Ask the device's memory service, and its waiting allocations' reservations; raise ENOMEM (never fits) or EAGAIN (not now)."""
+    """Ask the device's memory service and its waiters' reservations; raise ENOMEM (never fits) or EAGAIN (not now)."""
     verdict = dev.parked.admit(dev.memory, pid, size)
     if verdict is Admission.NEVER:
         raise SysError(
@@ -218,7 +218,8 @@ def sys_handles(k: Kernel, c: CallCtx) -> None:
     for handle, (device, pool, _) in proc.kvseqs.items():
         t = k.kv_tensors.get((device, pool))
         lost = "" if t is not None else f"KV pool {pool} was lost with device {device}"
-        rows.append(m.HandleInfo(handle=handle, kind="kv", device=device, charged=t.owner if t else 0, pool=pool, lost=lost))
+        charged = t.owner if t is not None else 0
+        rows.append(m.HandleInfo(handle=handle, kind="kv", device=device, charged=charged, pool=pool, lost=lost))
     c.reply(m.HandleList(handles=sorted(rows, key=lambda row: row.handle)))
 
 

@@ -217,8 +217,9 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
             unreserve()  # the caller left, or the size function disagrees with the driver: drop it there
             k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=mid), always=True))
             if c.proc.state != "exited":
-                k.log.error("model.size_mismatch", arch=req.arch, computed=size, built=desc.param_bytes + desc.kv_bytes)
-                c.fail(Errno.EIO, f"{req.arch}'s size function gave {size} bytes; the driver built {desc.param_bytes + desc.kv_bytes}")
+                built = desc.param_bytes + desc.kv_bytes
+                k.log.error("model.size_mismatch", arch=req.arch, computed=size, built=built)
+                c.fail(Errno.EIO, f"{req.arch}'s size function gave {size} bytes; the driver built {built}")
             return
         kv = KVCache(req.kv_blocks, req.block_size, default_quota=k.config.kv_quota, device=dev.name, layout=f"model{mid}")
         model = Model(
