@@ -29,5 +29,6 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     # the largest bulk frame (tensor bytes) of one call; the client writes and reads larger tensors in pieces
     max_bulk_bytes: int = 1 << 30
     parent_os_pid: int = 0  # embedded kernels: stop once this OS process is no longer the parent; 0: never
+    max_children: int = 64  # live children one process may have (spawn answers EAGAIN beyond)
     log_level: str = "info"
     log_file: str | None = None  # default: stderr

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llmos.services.memory.waits import WaitQueue
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
 from llmos.syscalls.plugin import DriverEntry
@@ -77,7 +78,7 @@ class Device:
     offline_reason: str = ""
     busy_s: float = 0.0  # wall seconds of ops in the driver
     sim_busy_s: float = 0.0  # simulated seconds of those ops
-    parked: list = field(default_factory=list)  # (ctx, size, run) of allocations waiting for memory
+    parked: WaitQueue = field(default_factory=WaitQueue)  # allocations waiting for memory, payload (ctx, run)
 
     def start_host(self, kernel_address: str, shm_dir: str, curve: str | None) -> None:
         """Start a fresh driver host process for this device."""

@@ -99,6 +99,7 @@ HANDLERS = {
     Sys.MODEL_SAVE: sysmodel.sys_model_save,
     Sys.TRAIN_STEP: sysmodel.sys_train_step,
     Sys.PROG_LIST: sysproc.sys_prog_list,
+    Sys.HANDLES: sysmem.sys_handles,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

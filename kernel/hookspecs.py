@@ -41,6 +41,20 @@ def llmos_models() -> dict[str, str]:
     """
 
 
+@hookspec
+def llmos_model_sizes() -> dict[str, str]:
+    """Name, per model architecture, a torch-free function that sizes a model before it is built.
+
+    Called on every model_load, before the driver builds anything: the kernel
+    admits the model's memory first. name -> "module:function"; the function
+    takes (config dict, dtype, kv_blocks, block_size) and returns a
+    `llmos.syscalls.driver.ModelDesc` (full config, params, param_bytes,
+    kv_bytes) equal to the one the driver reports once built, or raises
+    ValueError for a bad config. It is imported in the kernel, so it must not
+    import torch. An architecture without one cannot be loaded (EINVAL).
+    """
+
+
 @hookspec(firstresult=True)
 def llmos_memory_service(device: str, capacity: int, default_quota: int | None):
     """Make the tensor memory accounting of one device.

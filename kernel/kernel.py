@@ -22,7 +22,6 @@ import msgspec
 import structlog
 import zmq
 
-from llmos.services.memory.admission import Admission
 from llmos.services.memory.kv_pools import KVPools
 from llmos.syscalls import ABI_VERSION, Errno
 from llmos.syscalls import driver as proto
@@ -39,6 +38,7 @@ from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
 from .proc import KERNEL_PID, Process, ProcessTable
 from .supervisor import DeviceSupervision
+from .syskv import reap_pools
 from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
 from .watch import ProcessWatch
@@ -368,16 +368,20 @@ class Kernel(DeviceSupervision):
         return t
 
     def release_ref(self, pid: int, t: Tensor) -> None:
-        """One handle on `t` was closed by `pid`: free the tensor when nobody holds it."""
+        """One handle on `t` was closed by `pid`: free the tensor when nobody holds it.
+
+        When its allocator lets go while others still hold it, the kernel takes the charge (pid 0):
+        a process is never charged for memory it did not allocate (docs/memory.md).
+        """
         t.holders[pid] -= 1
         if t.holders[pid] <= 0:
             del t.holders[pid]
         if t.holders:
             if t.owner == pid and pid not in t.holders:
-                new_owner = min(t.holders)
+                t.owner = KERNEL_PID
                 if not t.lost:
-                    self.devices[t.device].memory.transfer(t.tid, new_owner)
-                t.owner = new_owner
+                    self.devices[t.device].memory.transfer(t.tid, KERNEL_PID)
+                    self.unpark(self.devices[t.device])  # its quota has room again
             return
         self.free_tensor(t)
 
@@ -393,20 +397,14 @@ class Kernel(DeviceSupervision):
         self.unpark(dev)
 
     def park(self, dev: Device, ctx: CallCtx, size: int, run) -> None:
-        """Hold an allocation that fits only once others free memory; `run` it when it fits."""
-        dev.parked.append((ctx, size, run))
+        """Hold an allocation that does not fit yet; `run` it, admitted, once it does."""
+        dev.parked.add(ctx.proc.pid, size, (ctx, run))
 
     def unpark(self, dev: Device) -> None:
-        """Run parked allocations that fit now, first come first served."""
-        while dev.parked and dev.memory is not None:
-            ctx, size, run = dev.parked[0]
-            if ctx.proc.state == "exited":
-                dev.parked.pop(0)
-                continue
-            verdict = dev.memory.admit(ctx.proc.pid, size)
-            if verdict is Admission.LATER:
-                return
-            dev.parked.pop(0)
+        """Run the parked allocations admitted now, earliest first; one that does not fit holds back
+        nobody, and one passed too often reserves its size (services/memory/waits.py)."""
+        while dev.memory is not None and (w := dev.parked.next_ready(dev.memory)) is not None:
+            ctx, run = w.payload
             try:
                 run()
             except SysError as exc:
@@ -423,21 +421,27 @@ class Kernel(DeviceSupervision):
         proc.reason = reason
         gone = f"process {proc.pid} ({proc.name}) exited: {reason}"
         self.procs.revoke(proc, gone)
+        for dev in self.devices.values():  # first: the frees below must not run its waiting allocations
+            for w in dev.parked:
+                if w.owner == proc.pid:
+                    dev.parked.discard(w)
         for work in [w for dev in self.devices.values() for w in dev.queue if w.owner == proc.pid and not w.always]:
             work.cancelled = True  # skipped when it reaches the head of the queue
             work.fail(Errno.ESRCH, gone)  # gives back what the call had reserved
+        self.kv.free_owner(proc.pid)
+        reap_pools(self, proc.pid)  # before being_made: a pool it created is charged to it, with no handle
         for t in self.tensors.being_made(proc.pid):  # in flight: the free is queued behind it (sysmem.created)
             self.free_tensor(t)
         for tid in list(proc.handles.values()):
             self.release_ref(proc.pid, self.tensors.by_tid[tid])
         proc.handles.clear()
-        self.kv.free_owner(proc.pid)
         self.kv.forget_owner(proc.pid)
         proc.kvseqs.clear()
         sysmodel.free_models(self, proc)
         for dev in self.devices.values():
             if dev.memory is not None:
                 dev.memory.forget_owner(proc.pid)
+                self.unpark(dev)  # a reservation it held is gone
         if proc.popen is not None and proc.popen.poll() is None and reason.startswith("lease"):
             proc.popen.kill()
         if proc.popen is None:

@@ -77,3 +77,8 @@ def policies(pm: pluggy.PluginManager) -> dict[str, type]:
 def models(pm: pluggy.PluginManager) -> dict[str, str]:
     """Every model architecture the plugins provide, name -> target (the last registered wins a clash)."""
     return {name: target for answer in reversed(pm.hook.llmos_models()) for name, target in answer.items()}
+
+
+def model_sizes(pm: pluggy.PluginManager) -> dict[str, str]:
+    """The torch-free size function of each model architecture, name -> target (the last registered wins a clash)."""
+    return {name: target for answer in reversed(pm.hook.llmos_model_sizes()) for name, target in answer.items()}

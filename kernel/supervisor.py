@@ -206,8 +206,8 @@ class DeviceSupervision:
             self.kv.remove(*key)
             self.tensors.drop(self.kv_tensors.pop(key))
         sysmodel.lose_models(self, dev, message)
-        for ctx, _, _ in dev.parked:
-            ctx.fail(Errno.EIO, message)
+        for w in dev.parked:
+            w.payload[0].fail(Errno.EIO, message)
         dev.parked.clear()
         dev.memory = None
 

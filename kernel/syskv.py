@@ -2,8 +2,11 @@
 
 The paged KV cache service (`services/memory/kv.py`) keeps the books; the
 kernel gives each pool real device memory (one tensor of `blocks x
-block_bytes` bytes, charged to the kernel), hands processes handles on their
-sequences, and has the driver copy blocks when copy-on-write says so.
+block_bytes` bytes, charged to the process that created the pool, within its
+quota), hands processes handles on their sequences, and has the driver copy
+blocks when copy-on-write says so. When its creator leaves, a pool nobody has
+a sequence in is freed; one still in use is held by the kernel (pid 0) until
+its last sequence is freed (`reap_pools`).
 """
 
 from __future__ import annotations
@@ -72,12 +75,14 @@ def sys_kv_pool(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.EINVAL, f"no KV pool {layout.name} on {dev.name} yet; pass blocks=N to create one")
     block_bytes = layout.block_bytes(req.block_size)
     shape = [req.blocks, block_bytes]
-    admit(dev, KERNEL_PID, req.blocks * block_bytes)
-    t = k.tensors.create(dev.name, shape, "uint8", req.blocks * block_bytes, KERNEL_PID)
-    dev.memory.charge(t.tid, KERNEL_PID, t.nbytes)
-    k.trace_mem("mem.alloc", dev, KERNEL_PID, t.nbytes)
+    admit(dev, c.proc.pid, req.blocks * block_bytes)
+    t = k.tensors.create(dev.name, shape, "uint8", req.blocks * block_bytes, c.proc.pid)
+    dev.memory.charge(t.tid, c.proc.pid, t.nbytes)
+    k.trace_mem("mem.alloc", dev, c.proc.pid, t.nbytes)
 
     def created(ok: proto.DOk, frames) -> None:
+        if t.tid not in k.tensors.by_tid:  # the caller left while the device made it: reclaim freed it already
+            return
         t.shm = ok.shm
         if (dev.name, layout.name) in k.kv_tensors:  # someone created it meanwhile
             k.free_tensor(t)
@@ -88,6 +93,18 @@ def sys_kv_pool(k: Kernel, c: CallCtx) -> None:
 
     msg = proto.DAlloc(seq=dev.next_seq(), tensor=t.desc())
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=created, fail=lambda errno, message: not_created(k, c, t, errno, message)))
+
+
+def reap_pools(k: Kernel, gone: int = KERNEL_PID) -> None:
+    """Process `gone` left: the kernel takes over the pools it created; free every kernel-held pool with no sequence."""
+    for key, t in list(k.kv_tensors.items()):
+        if gone != KERNEL_PID and t.owner == gone:
+            k.devices[t.device].memory.transfer(t.tid, KERNEL_PID)
+            t.owner = KERNEL_PID
+        if t.owner == KERNEL_PID and not k.kv.get(*key).sequences():
+            k.kv.remove(*key)
+            del k.kv_tensors[key]
+            k.free_tensor(t)
 
 
 def _pool(k: Kernel, device: str, name: str) -> KVCache:
@@ -196,6 +213,7 @@ def sys_kv_free(k: Kernel, c: CallCtx) -> None:
     pool, seq_id = _seq(k, c.proc, c.req.seq)
     del c.proc.kvseqs[c.req.seq]
     pool.free(seq_id)
+    reap_pools(k)
     c.reply(m.Done())
 
 

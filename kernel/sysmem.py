@@ -42,13 +42,19 @@ def check_shape(shape: list[int], dtype: str) -> int:
 
 
 def admit(dev: Device, pid: int, size: int) -> None:
-    """Ask the device's memory service; raise ENOMEM (never fits) or EAGAIN (not now)."""
-    verdict = dev.memory.admit(pid, size)
+    """Ask the device's memory service and its waiters' reservations; raise ENOMEM (never fits) or EAGAIN (not now)."""
+    verdict = dev.parked.admit(dev.memory, pid, size)
     if verdict is Admission.NEVER:
         raise SysError(
             Errno.ENOMEM,
             f"{size} bytes is more than {dev.name} can ever give process {pid} "
             f"(device capacity {dev.memory.capacity}, quota {dev.memory.quota(pid)})",
+        )
+    if verdict is Admission.LATER and dev.memory.admit(pid, size) is Admission.OK:
+        raise SysError(
+            Errno.EAGAIN,
+            f"{size} bytes would eat into the {dev.parked.reserved(dev.memory)} bytes {dev.name} keeps for "
+            "allocations waiting longest; retry later, or alloc with wait",
         )
     if verdict is Admission.LATER:
         mine = dev.memory.by_owner.get(pid, 0)
@@ -65,11 +71,12 @@ def check_dtype(dev: Device, dtype: str) -> None:
         raise SysError(Errno.EINVAL, f"{dev.name} does not support {dtype}; it supports {', '.join(dev.spec.dtypes)}")
 
 
-def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: str) -> Tensor:
-    """Admit, record and charge a tensor that is about to be created on `dev`."""
+def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: str, admitted: bool = False) -> Tensor:
+    """Admit (unless `admitted` already), record and charge a tensor that is about to be created on `dev`."""
     check_dtype(dev, dtype)
     size = check_shape(shape, dtype)
-    admit(dev, proc.pid, size)
+    if not admitted:
+        admit(dev, proc.pid, size)
     t = k.tensors.create(dev.name, shape, dtype, size, proc.pid)
     dev.memory.charge(t.tid, proc.pid, size)
     k.trace_mem("mem.alloc", dev, proc.pid, size)
@@ -108,8 +115,8 @@ def sys_alloc(k: Kernel, c: CallCtx) -> None:
     req: m.Alloc = c.req
     dev = k.device(req.device)
 
-    def allocate() -> None:
-        t = new_tensor(k, dev, c.proc, req.shape, req.dtype)
+    def allocate(admitted: bool = False) -> None:
+        t = new_tensor(k, dev, c.proc, req.shape, req.dtype, admitted)
         work = Work(
             owner=c.proc.pid,
             msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()),
@@ -118,11 +125,13 @@ def sys_alloc(k: Kernel, c: CallCtx) -> None:
         )
         k.submit(dev, work)
 
-    if req.wait:
+    if req.wait:  # what fits goes ahead of earlier waiters, unless it eats into their reservation
         check_dtype(dev, req.dtype)
         size = check_shape(req.shape, req.dtype)
-        if dev.memory.admit(c.proc.pid, size) is Admission.LATER or dev.parked:
-            return k.park(dev, c, size, allocate)
+        verdict = dev.parked.admit(dev.memory, c.proc.pid, size)
+        if verdict is Admission.LATER:
+            return k.park(dev, c, size, lambda: allocate(admitted=True))
+        return allocate(admitted=verdict is Admission.OK)
     allocate()
 
 
@@ -210,6 +219,30 @@ def sys_share(k: Kernel, c: CallCtx) -> None:
         t.holders[target.pid] += 1
         theirs = target.add_handle(t.tid)
     c.reply(m.Shared(handle=theirs))
+
+
+def sys_handles(k: Kernel, c: CallCtx) -> None:
+    """The caller's own handles: what each names and who is charged for it."""
+    proc = c.proc
+    rows = []
+    for handle, tid in proc.handles.items():
+        t = k.tensors.by_tid[tid]
+        rows.append(m.HandleInfo(
+            handle=handle, kind="tensor", device=t.device, nbytes=t.nbytes, charged=t.owner, holders=len(t.holders),
+            shape=t.shape, dtype=t.dtype, lost=t.lost,
+        ))  # fmt: skip
+    for handle, mid in proc.models.items():
+        model = k.models[mid]
+        rows.append(m.HandleInfo(
+            handle=handle, kind="model", device=model.device, nbytes=model.nbytes, charged=model.owner,
+            holders=len(model.holders), lost=model.lost,
+        ))  # fmt: skip
+    for handle, (device, pool, _) in proc.kvseqs.items():
+        t = k.kv_tensors.get((device, pool))
+        lost = "" if t is not None else f"KV pool {pool} was lost with device {device}"
+        charged = t.owner if t is not None else 0
+        rows.append(m.HandleInfo(handle=handle, kind="kv", device=device, charged=charged, pool=pool, lost=lost))
+    c.reply(m.HandleList(handles=sorted(rows, key=lambda row: row.handle)))
 
 
 def _pool_stat(name: str, pool, block_bytes: int) -> m.KVPoolStat:

@@ -1,7 +1,9 @@
 """Model syscalls: model_load, model_free, generate, logprobs, model_save, train_step.
 
 A model lives in its device's driver host (weights and a paged KV storage);
-the kernel keeps its record, charges its bytes to the loading process, and
+the kernel keeps its record, charges its bytes to the loading process (sized
+from the config by the architecture's torch-free size function and admitted
+before the driver builds anything), and
 keeps the books of its KV blocks with a private `KVCache` of the memory
 service. `generate` checks the request here and hands it to the model's
 `Batcher` (kernel/batcher.py), which batches the generate calls of every
@@ -19,6 +21,8 @@ which then stays on the device with the model.
 
 from __future__ import annotations
 
+import importlib
+import json
 import math
 import os
 from collections import Counter
@@ -36,6 +40,7 @@ from . import plugins
 from .batcher import Batcher, Generation
 from .devices import Device, Work
 from .errors import SysError
+from .proc import KERNEL_PID
 from .sysmem import admit, check_dtype
 
 if TYPE_CHECKING:
@@ -145,17 +150,17 @@ def _drop(k: Kernel, model: Model) -> None:
 
 
 def release_model(k: Kernel, pid: int, model: Model) -> None:
-    """One handle on `model` was closed by `pid`: free it when nobody holds it, else move its charge on."""
+    """One handle on `model` was closed by `pid`: free it when nobody holds it; when its loader
+    lets go while others hold it, the kernel takes the charge (pid 0), as for tensors."""
     model.holders[pid] -= 1
     if model.holders[pid] <= 0:
         del model.holders[pid]
     if not model.holders:
         return _drop(k, model)
     if model.owner == pid and pid not in model.holders:
-        new_owner = min(model.holders)
         if not model.lost:
-            k.devices[model.device].memory.transfer(model.alloc_id, new_owner)
-        model.owner = new_owner
+            k.devices[model.device].memory.transfer(model.alloc_id, KERNEL_PID)
+        model.owner = KERNEL_PID
 
 
 def share_model(k: Kernel, proc: Process, handle: int, target: Process, same_number: bool = False) -> int | None:
@@ -207,23 +212,37 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.ENOENT, f"no checkpoint {req.checkpoint!r} in the storage directory")
     if path and not os.path.isfile(path):
         raise SysError(Errno.EINVAL, f"checkpoint {req.checkpoint!r} is not a file")
+    size = _size(k, req, path)
     mid = k.next_model
     k.next_model += 1
+    admit(dev, c.proc.pid, size)  # before anything is built: ENOMEM / EAGAIN cost the driver nothing
+    dev.memory.charge(-mid, c.proc.pid, size)  # reserved under the model's alloc_id while the driver builds it
+    k.trace_mem("mem.alloc", dev, c.proc.pid, size)
     msg = proto.DModelLoad(
         seq=dev.next_seq(), model=mid, arch=req.arch, target=archs[req.arch], kv_blocks=req.kv_blocks,
         block_size=req.block_size, config=dict(req.config), dtype=req.dtype, checkpoint=path, seed=req.seed,
     )  # fmt: skip
 
+    def unreserve() -> None:
+        if dev.memory is not None:
+            dev.memory.release(-mid)
+            k.trace_mem("mem.free", dev, c.proc.pid, size)
+            k.unpark(dev)
+
+    def not_loaded(errno: Errno, message: str) -> None:
+        unreserve()
+        c.fail(errno, message)
+
     def loaded(ok: proto.DOk, frames) -> None:
         desc = _desc_decoder.decode(frames[0].buffer)
-        size = desc.param_bytes + desc.kv_bytes
-        try:
-            if c.proc.state == "exited":
-                raise SysError(Errno.ESRCH, "the caller left")
-            admit(dev, c.proc.pid, size)
-        except SysError as exc:  # refused: the driver already built it, so drop it there
+        if c.proc.state == "exited" or desc.param_bytes + desc.kv_bytes != size:
+            unreserve()  # the caller left, or the size function disagrees with the driver: drop it there
             k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=mid), always=True))
-            return c.fail(exc.errno, exc.message)
+            if c.proc.state != "exited":
+                built = desc.param_bytes + desc.kv_bytes
+                k.log.error("model.size_mismatch", arch=req.arch, computed=size, built=built)
+                c.fail(Errno.EIO, f"{req.arch}'s size function gave {size} bytes; the driver built {built}")
+            return
         kv = KVCache(req.kv_blocks, req.block_size, default_quota=k.config.kv_quota, device=dev.name, layout=f"model{mid}")
         model = Model(
             mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, desc.param_bytes, size, kv,
@@ -231,14 +250,34 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
         )  # fmt: skip
         model.batcher = Batcher(k, model, k.new_policy(dev.queue.policy.name))  # the device's policy
         model.holders[c.proc.pid] = 1
-        dev.memory.charge(model.alloc_id, c.proc.pid, size)
-        k.trace_mem("mem.alloc", dev, c.proc.pid, size)
         k.models[mid] = model
         handle = c.proc.new_handle()
         c.proc.models[handle] = mid
         c.reply(model_info(handle, model))
 
-    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=loaded, fail=c.fail))
+    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=loaded, fail=not_loaded))
+
+
+def _size(k: Kernel, req: m.ModelLoad, path: str) -> int:
+    """The bytes a model will take (weights and KV storage), from its config or its checkpoint's, built or not."""
+    from llmos.drivers.models.safetensors_header import read_metadata
+
+    target = plugins.model_sizes(k.pm).get(req.arch)
+    if target is None:
+        raise SysError(Errno.EINVAL, f"architecture {req.arch!r} names no size function (llmos_model_sizes), "
+                                     "so its memory cannot be admitted before it is built")  # fmt: skip
+    config = dict(req.config)
+    if path:
+        try:
+            config = json.loads(read_metadata(path)["config"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SysError(Errno.EINVAL, f"{req.checkpoint!r} is not an llmos checkpoint: {exc}") from None
+    module, _, name = target.partition(":")
+    try:
+        desc = getattr(importlib.import_module(module), name)(config, req.dtype, req.kv_blocks, req.block_size)
+    except (ValueError, TypeError) as exc:
+        raise SysError(Errno.EINVAL, f"bad {req.arch} config: {exc}") from None
+    return desc.param_bytes + desc.kv_bytes
 
 
 def sys_model_free(k: Kernel, c: CallCtx) -> None:
@@ -329,16 +368,22 @@ def _check_batch(model: Model, req: m.TrainStep) -> None:
         raise SysError(Errno.EINVAL, "weight_decay and clip must be numbers >= 0")
 
 
-def _charge_optimizer(k: Kernel, model: Model) -> None:
-    """Before the first training step: grow the model's charge by its optimizer state (ENOMEM/EAGAIN if it cannot)."""
+def _charge_optimizer(k: Kernel, model: Model, pid: int) -> None:
+    """Before the first training step: grow the model's charge by its optimizer state (ENOMEM/EAGAIN if it cannot).
+
+    The model's owner pays; a model the kernel holds (its loader left) is taken over, whole, by `pid`,
+    who asked to train it.
+    """
     dev = k.devices[model.device]
     extra = OPTIMIZER_COPIES * model.param_bytes
-    admit(dev, model.owner, extra)
+    payer = pid if model.owner == KERNEL_PID else model.owner
+    admit(dev, payer, extra if payer == model.owner else model.nbytes + extra)
     dev.memory.release(model.alloc_id)
-    dev.memory.charge(model.alloc_id, model.owner, model.nbytes + extra)
+    dev.memory.charge(model.alloc_id, payer, model.nbytes + extra)
+    model.owner = payer
     model.nbytes += extra
     model.training = True
-    k.trace_mem("mem.alloc", dev, model.owner, extra)
+    k.trace_mem("mem.alloc", dev, payer, extra)
 
 
 def sys_train_step(k: Kernel, c: CallCtx) -> None:
@@ -347,7 +392,7 @@ def sys_train_step(k: Kernel, c: CallCtx) -> None:
     model = model_of(k, c.proc, req.model)
     _check_batch(model, req)
     if not model.training:
-        _charge_optimizer(k, model)
+        _charge_optimizer(k, model, c.proc.pid)
     dev = k.devices[model.device]
     msg = proto.DTrainStep(
         seq=dev.next_seq(), model=model.mid, tokens=req.tokens, lr=req.lr, weight_decay=req.weight_decay, clip=req.clip

@@ -104,14 +104,17 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
     entry = k.programs.get(req.program)
     if entry is None:
         raise SysError(Errno.EINVAL, f"no program {req.program!r}; registered: {', '.join(sorted(k.programs)) or 'none'}")
-    quotas = {k.device(name): nbytes for name, nbytes in req.quotas.items()}
-    if any(nbytes < 0 for nbytes in quotas.values()) or (req.kv_quota is not None and req.kv_quota < 0):
-        raise SysError(Errno.EINVAL, "quotas cannot be negative")
+    quotas, kv_quota = child_quotas(k, c.proc, req)
     for handle in req.models:
         sysmodel.model_of(k, c.proc, handle)  # EBADF/EIO before anything starts
+    live = sum(1 for p in k.procs.children(c.proc.pid) if p.state != "exited")
+    if live >= k.config.max_children:
+        raise SysError(
+            Errno.EAGAIN, f"process {c.proc.pid} has {live} live children, the most allowed; wait for one to end"
+        )
     check_room(k, None)
     child = k.procs.create(req.program, ppid=c.proc.pid, state="starting")
-    child.kv_quota = req.kv_quota
+    child.kv_quota = kv_quota
     for dev, nbytes in quotas.items():
         dev.memory.set_quota(child.pid, nbytes)
     child.log = os.path.join(k.dir, "procs", f"{child.pid}.log")
@@ -138,6 +141,30 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
         sysmodel.share_model(k, c.proc, handle, child, same_number=True)
     k.log.info("process.spawn", pid=child.pid, name=child.name, ppid=c.proc.pid, os_pid=child.os_pid, t=time.monotonic())
     c.reply(m.Spawned(pid=child.pid, os_pid=child.os_pid, log=child.log))
+
+
+def child_quotas(k: Kernel, parent: Process, req: m.Spawn) -> tuple[dict, int | None]:
+    """A child's quotas, nested in its parent's as cgroups nest: at most the parent's, and the parent's by default.
+
+    Returns (device -> bytes, KV blocks or None); EINVAL for a negative quota, EPERM for one above the parent's.
+    """
+    asked = {k.device(name): nbytes for name, nbytes in req.quotas.items()}
+    if any(nbytes < 0 for nbytes in asked.values()) or (req.kv_quota is not None and req.kv_quota < 0):
+        raise SysError(Errno.EINVAL, "quotas cannot be negative")
+    quotas = {}
+    for dev in k.devices.values():
+        if dev.memory is None:
+            continue
+        mine = dev.memory.quota(parent.pid)
+        nbytes = asked.get(dev, mine)
+        if nbytes > mine:
+            raise SysError(Errno.EPERM, f"a child's quota on {dev.name} ({nbytes}) cannot exceed its parent's ({mine})")
+        quotas[dev] = nbytes
+    mine = parent.kv_quota if parent.kv_quota is not None else k.config.kv_quota
+    kv_quota = mine if req.kv_quota is None else req.kv_quota
+    if mine is not None and kv_quota > mine:
+        raise SysError(Errno.EPERM, f"a child's KV quota ({kv_quota} blocks) cannot exceed its parent's ({mine})")
+    return quotas, kv_quota
 
 
 @dataclass(eq=False)

@@ -90,8 +90,8 @@ class Spawn(Call, tag=int(Sys.SPAWN)):
     """Start a registered userland program as a child OS process.
 
     `quotas`: the child's tensor memory quota per device (bytes, by device
-    name); `kv_quota`: its KV block quota in every KV pool. Unset: the
-    kernel's defaults. `models`: model handles of the caller the child
+    name); `kv_quota`: its KV block quota in every KV pool. At most the
+    parent's (EPERM); unset: the parent's. `models`: model handles of the caller the child
     inherits, like open files across fork and exec: the child holds each
     under the same handle number, so the caller can pass the numbers in `args`.
     """
@@ -310,6 +310,38 @@ class Shared(Reply):
     """The handle number the tensor has in the other process's table."""
 
     handle: int
+
+
+class Handles(Call, tag=int(Sys.HANDLES)):
+    """List the caller's own handles: what each names and who is charged for it."""
+
+
+class HandleInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One open handle of the caller.
+
+    `kind`: "tensor", "model" or "kv" (a KV sequence, in `pool`). `nbytes`:
+    the memory behind it (0 for a KV sequence, whose blocks belong to its
+    pool). `charged`: the pid charged for that memory, or for a KV
+    sequence's pool (0: the kernel, once the allocator has let go while
+    others hold it). `holders`: how many processes hold it.
+    """
+
+    handle: int
+    kind: str
+    device: str
+    nbytes: int = 0
+    charged: int = 0
+    holders: int = 1
+    shape: list[int] = []
+    dtype: str = ""
+    pool: str = ""
+    lost: str = ""  # why it is gone (its device went offline), or ""
+
+
+class HandleList(Reply):
+    """Reply of handles, in handle order."""
+
+    handles: list[HandleInfo]
 
 
 # ---- compute --------------------------------------------------------------------------

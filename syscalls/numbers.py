@@ -59,3 +59,5 @@ class Sys(enum.IntEnum):
     TRAIN_STEP = 35
     # process
     PROG_LIST = 36
+    # memory
+    HANDLES = 37

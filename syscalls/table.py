@@ -71,6 +71,7 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.MODEL_SAVE, "model", m.ModelSave, m.Done),
     Syscall(Sys.TRAIN_STEP, "model", m.TrainStep, m.TrainResult),
     Syscall(Sys.PROG_LIST, "process", m.ProgList, m.Programs),
+    Syscall(Sys.HANDLES, "memory", m.Handles, m.HandleList),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

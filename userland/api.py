@@ -169,6 +169,10 @@ class SyscallApi:
         """Give process `pid` a handle to the same tensor; returns that handle's number there."""
         return self._run(_field(m.Share(handle=handle, pid=pid), "handle"))
 
+    def handles(self):
+        """This process's open handles (tensors, models, KV sequences) and who is charged for each: a list of HandleInfo."""
+        return self._run(_field(m.Handles(), "handles"))
+
     def put(self, tensor: torch.Tensor, device: str = "cpu"):
         """Copy a torch tensor to `device`: alloc + write. Returns the TensorRef."""
         return self._run(_put(tensor, device, self.max_bulk_bytes))

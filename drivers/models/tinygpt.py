@@ -32,52 +32,13 @@ float rounding); tests/models checks that.
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tokenizer import VOCAB_SIZE
-
-
-@dataclass
-class TinyGPTConfig:
-    """The shape of a tinygpt model."""
-
-    vocab_size: int = VOCAB_SIZE
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    max_len: int = 256
-    dropout: float = 0.0
-    tie_weights: bool = True
-    mlp_ratio: int = 4
-
-    def __post_init__(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
-        if min(self.vocab_size, self.d_model, self.n_layers, self.n_heads, self.max_len, self.mlp_ratio) < 1:
-            raise ValueError("every size in a TinyGPTConfig must be at least 1")
-
-    @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.d_model // self.n_heads
-
-    def to_dict(self) -> dict:
-        """The config as a JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TinyGPTConfig":
-        """A config from `to_dict`'s output; unknown keys are an error, missing ones take defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown TinyGPTConfig fields: {sorted(unknown)}")
-        return cls(**data)
+from .tinygpt_config import TinyGPTConfig
 
 
 class PagedKV:

@@ -3,8 +3,8 @@
 Pure bookkeeping, no I/O: the kernel asks `admit` before it asks a driver to
 allocate, `charge`s on success and `release`s on free. Each allocation is
 owned by one process; sharing a handle does not charge the receiver, and when
-the owner exits while others still hold the tensor, `transfer` moves the
-charge to one of them.
+the owner lets go while others still hold the tensor, the kernel `transfer`s
+the charge to itself (owner 0).
 """
 
 from dataclasses import dataclass, field

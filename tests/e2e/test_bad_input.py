@@ -115,6 +115,16 @@ def test_bad_alloc_arguments(client):
         assert err.value.errno == errno, kwargs
 
 
+def test_handles_lists_only_the_callers_own(raw, kernel, client):
+    reply, _ = raw([envelope({"nr": int(Sys.HANDLES), "pid": 1}, client.token)])  # no asking for another's
+    errno, message = error_of(reply)
+    assert errno == Errno.EINVAL and "handles" in message
+    with Client(kernel.address, name="other") as other:
+        other.put(torch.ones(3))
+        assert client.handles() == []  # the other's tensor is not listed here
+        assert [row.kind for row in other.handles()] == ["tensor"]
+
+
 def test_another_process_handle_and_use_after_free_are_ebadf(kernel, client):
     with Client(kernel.address, name="owner") as owner:
         theirs = [owner.alloc("cpu", [2]).handle for _ in range(50)][-1]

@@ -20,12 +20,12 @@ def pool(client):
     return client.kv_pool("cpu", **LAYOUT, blocks=32)
 
 
-def test_pool_is_real_device_memory_charged_to_the_kernel(client, pool):
+def test_pool_is_real_device_memory_charged_to_its_creator(client, pool):
     assert pool.block_bytes == 16 * 128 and pool.num_blocks == 32
     same = client.kv_pool("cpu0", **LAYOUT)  # found again by layout; no blocks needed
     assert same.pool == pool.pool
     (cpu,) = client.memstat()
-    assert cpu.by_process[0] >= 32 * pool.block_bytes
+    assert cpu.by_process[client.pid] >= 32 * pool.block_bytes
     with pytest.raises(LlmosError) as err:
         client.kv_pool("cpu", layers=3, kv_heads=1, head_dim=4)
     assert err.value.errno == Errno.EINVAL and "blocks=N" in err.value.message

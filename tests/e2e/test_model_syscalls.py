@@ -301,14 +301,17 @@ def test_a_shared_model_batches_generations_of_several_processes(mkernel, mc):
     assert err.value.errno == Errno.EBADF
 
 
-def test_a_shared_model_outlives_its_loader_and_its_charge_moves(mkernel, mc):
+def test_a_shared_model_outlives_its_loader_and_the_kernel_holds_its_charge(mkernel, mc):
     before = mc.device("cpu0").used_bytes
     with Client(mkernel.address, name="heir") as heir:
         info = mc.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=8, block_size=4)
         theirs = mc.share(info.model, heir.pid)
         mc.model_free(info.model)
         assert heir.generate(theirs, "still here", max_tokens=3).tokens == 3
-        assert [p for p in heir.ps() if p.pid == heir.pid][0].mem_bytes == info.bytes
+        assert [p for p in heir.ps() if p.pid == heir.pid][0].mem_bytes == 0  # never charged without asking
+        assert heir.memstat()[0].by_process[0] >= info.bytes
+        heir.train_step(theirs, [[1, 2, 3]])  # asking to train it is asking to pay for it: the heir takes it over
+        assert [p for p in heir.ps() if p.pid == heir.pid][0].mem_bytes == info.bytes + 3 * 4 * info.params
     assert mc.device("cpu0").used_bytes == before  # the heir's exit freed it
 
 

@@ -48,7 +48,7 @@ class Caller:
     def calls(self):
         c, r = self.c, self.rng
         return [
-            c.null, c.getpid, c.ps, c.stat, c.yield_, c.devices, c.memstat, c.drivers, c.programs,
+            c.null, c.getpid, c.ps, c.stat, c.yield_, c.devices, c.memstat, c.drivers, c.programs, c.handles,
             lambda: c.device("cpu0"),
             lambda: c.sched("cpu0"),
             lambda: c.sched_set("cpu0", r.choice(["fcfs", "rr"])),

@@ -58,6 +58,7 @@ def test_builtin_plugins_answer_every_hook():
     assert "matmul" in plugins.programs(pm)
     assert isinstance(pm.hook.llmos_memory_service(device="x", capacity=10, default_quota=None), TensorMemory)
     assert isinstance(pm.hook.llmos_device_queue(device="x", policy=FCFS()), PolicyQueue)
+    assert plugins.model_sizes(pm)["tinygpt"] == "llmos.drivers.models.tinygpt_config:tinygpt_size"
     policies = {name for answer in pm.hook.llmos_scheduler_policies() for name in answer}
     assert policies >= {"fcfs", "rr", "priority", "mlfq", "vtc"}
 
@@ -167,8 +168,9 @@ def test_the_kernel_and_its_plugins_load_without_torch():
     """The kernel process stays small: torch only loads in driver hosts and clients."""
     code = (
         "import sys; from llmos.kernel import kernel, plugins; pm = plugins.plugin_manager();"
-        "plugins.drivers(pm); plugins.programs(pm); plugins.policies(pm); plugins.models(pm);"
-        "import llmos.drivers.models.decoding, llmos.drivers.models.tokenizer;"
+        "plugins.drivers(pm); plugins.programs(pm); plugins.policies(pm); plugins.models(pm); plugins.model_sizes(pm);"
+        "import llmos.drivers.models.decoding, llmos.drivers.models.tokenizer, llmos.drivers.models.safetensors_header;"
+        "from llmos.drivers.models.tinygpt_config import tinygpt_size; tinygpt_size({}, 'float32', 4, 16);"
         "print('torch' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "LLMOS_PLUGINS"}  # the test programs plugin uses torch

@@ -68,3 +68,18 @@ def test_rejects_foreign_files(tmp_path):
     save_file({"x": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="not an llmos-checkpoint"):
         load_checkpoint(path)
+
+
+def test_the_kernel_reads_the_config_from_the_header_without_torch(tmp_path):
+    from llmos.drivers.models.safetensors_header import read_metadata
+
+    model = build_model("tinygpt", CONFIG)
+    path = str(tmp_path / "ck.safetensors")
+    save_checkpoint(path, model)
+    assert json.loads(read_metadata(path)["config"]) == model.config.to_dict()
+    raw = open(path, "rb").read()
+    for name, data in [("empty", b""), ("short", raw[:5]), ("cut", raw[:40]), ("garbage", b"\xff" * 64),
+                       ("huge", (1 << 62).to_bytes(8, "little"))]:  # fmt: skip
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError):
+            read_metadata(str(tmp_path / name))

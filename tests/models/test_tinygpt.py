@@ -144,3 +144,19 @@ def test_config_round_trip_and_registry():
     arch = architectures()["tinygpt"]
     assert arch.model_class is TinyGPT and arch.config_class is TinyGPTConfig
     assert isinstance(build_model("tinygpt", cfg.to_dict()), TinyGPT)
+
+
+@pytest.mark.parametrize(
+    "config, dtype, kv_blocks, block_size",
+    [({}, "float32", 8, 16), (dict(d_model=32, n_layers=2, n_heads=2, max_len=64, tie_weights=False, mlp_ratio=2), "bfloat16", 5, 4),
+     (dict(vocab_size=50, d_model=12, n_heads=3), "float16", 1, 1)],
+)  # fmt: skip
+def test_the_kernels_size_function_gives_what_the_driver_builds(config, dtype, kv_blocks, block_size):
+    """The kernel admits a model's bytes from `tinygpt_size` before the driver builds it: they must agree."""
+    from llmos.drivers.base import TorchDriver
+    from llmos.drivers.models.tinygpt_config import tinygpt_size
+
+    built = TorchDriver(0).model_load(1, "llmos.drivers.models:tinygpt_architecture", config, dtype, "", kv_blocks, block_size)
+    assert tinygpt_size(config, dtype, kv_blocks, block_size) == built
+    with pytest.raises(ValueError):
+        tinygpt_size({**config, "n_layers": 2.5}, dtype, kv_blocks, block_size)

@@ -13,12 +13,12 @@ import time
 import torch
 
 from llmos.syscalls.plugin import ProgramEntry, hookimpl
-from llmos.userland import Client
+from llmos.userland import Client, LlmosError
 
 
 @hookimpl
 def llmos_programs() -> list[ProgramEntry]:
-    """hold, crash, echo, talk, churn and chaos."""
+    """hold, crash, echo, talk, churn, chaos and nest."""
     return [
         ProgramEntry("hold", "llmos_testprogs:hold", "allocate MiB on a device, say ready, sleep"),
         ProgramEntry("crash", "llmos_testprogs:crash", "allocate, then die without exit()"),
@@ -26,6 +26,7 @@ def llmos_programs() -> list[ProgramEntry]:
         ProgramEntry("talk", "llmos_testprogs:talk", "generate at length from an inherited model handle"),
         ProgramEntry("churn", "llmos_testprogs:churn", "allocate, compute, read and free at random until killed"),
         ProgramEntry("chaos", "llmos_testprogs:chaos", "generate and churn tensors until killed, logging each call's outcome"),
+        ProgramEntry("nest", "llmos_testprogs:nest", "spawn a child with the quotas given as JSON, print its quota"),
     ]
 
 
@@ -163,4 +164,21 @@ def chaos(argv: list[str]) -> int:
             await asyncio.gather(generator(c, 0), generator(c, 1), tensors(c))
 
     asyncio.run(tasks())
+    return 0
+
+
+def nest(argv: list[str]) -> int:
+    """For each argument, spawn `hold` with the quotas it gives as JSON ("{}": the default) and print the
+    child's quota on cpu0 as the kernel reports it, or the errno the spawn failed with."""
+    with Client() as c:
+        for quotas in argv:
+            try:
+                child = c.spawn("hold", ["1"], quotas=json.loads(quotas))
+            except LlmosError as exc:
+                print(exc.errno.name, flush=True)
+                continue
+            (cpu,) = c.memstat()
+            print(cpu.quotas.get(child.pid), flush=True)
+            c.kill(child.pid, 9)
+            c.wait(child.pid)
     return 0

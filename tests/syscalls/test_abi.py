@@ -19,7 +19,7 @@ RELEASED = [
     "alloc", "free", "write", "read", "share", "compute", "yield", "stat",
     "kv_pool", "kv_alloc", "kv_append", "kv_fork", "kv_free", "kv_table", "memstat",
     "sched_get", "sched_set", "driver_list", "driver_load", "driver_unload",
-    "model_load", "model_free", "generate", "logprobs", "model_save",
+    "model_load", "model_free", "generate", "logprobs", "model_save", "train_step", "prog_list", "handles",
 ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
         "mem",
         help="print each device's memory map, per process",
         description="Print each device's memory: capacity, used and free bytes, what each process holds "
-        "(pid 0 is the kernel: its KV pools), quotas, and each paged KV pool's blocks.",
+        "(pid 0 is the kernel: KV pools and shared tensors whose creators left), quotas, and each paged KV pool's blocks.",
     )
     add_kernel_option(p)
     p.set_defaults(func=run)
