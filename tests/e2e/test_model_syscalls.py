@@ -243,7 +243,9 @@ def test_preemption_when_kv_runs_out_changes_no_output(mkernel, mc):
         results = asyncio.run(crowded(kw))
         assert [r.text for r in results] == [r.text for r in alone]
         assert sum(r.preemptions for r in results) > 0  # blocks really ran out and were taken back
-        assert all(r.shared_steps > 0 for r in results)
+        # steps were batched; not every request need share one, since a pool this small fits about one
+        # sequence whole, and one that is preempted at once may run alone once the others are done
+        assert any(r.shared_steps > 0 for r in results)
 
 
 def test_a_killed_generating_process_frees_its_kv_blocks(mkernel, mc):
