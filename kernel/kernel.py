@@ -182,7 +182,7 @@ class Kernel(DeviceSupervision):
         sock = self.sock
         while not self.stopping:
             try:
-                frames = sock.recv_multipart(copy=False)
+                frames = fr.recv_frames(sock)
             except zmq.Again:
                 frames = None
             except zmq.ZMQError as exc:
@@ -255,7 +255,12 @@ class Kernel(DeviceSupervision):
 
     def send_reply(self, ident: bytes, rid: int, kind: int, body: m.Reply, bulk: tuple = ()) -> None:
         """Send one reply frame set to a client."""
-        self.sock.send_multipart([ident, fr.encode_reply(rid, kind, body), *bulk])
+        head = fr.encode_reply(rid, kind, body)
+        if bulk:
+            self.sock.send_multipart([ident, head, *bulk])
+        else:  # two plain sends skip send_multipart's per-part checks: the null call's path
+            self.sock.send(ident, zmq.SNDMORE)
+            self.sock.send(head)
 
     # ---- receiving -----------------------------------------------------------------------
 
@@ -276,7 +281,7 @@ class Kernel(DeviceSupervision):
         if len(head) > fr.MAX_HEADER_BYTES:
             return self._reject(ident, 0, Errno.E2BIG, f"envelope frame of {len(head)} bytes; the limit is {fr.MAX_HEADER_BYTES}")
         try:
-            env = fr.envelope_decoder.decode(head.buffer)
+            env = fr.envelope_decoder.decode(head)  # a Frame is a buffer; .buffer would cost a memoryview
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return self._bad_envelope(ident, head.buffer, exc)
         if env.abi != ABI_VERSION:

@@ -6,12 +6,14 @@ A request is a ZeroMQ multipart message:
 A reply is:
     frame 0: msgpack [rid, kind, body]         (kind FINAL, PARTIAL or ERROR)
     frame 1..: raw tensor bytes (FINAL only), as many as the syscall's `bulk_out`
-The encoders and decoders are built once, here.
+The encoders and decoders are built once, here, with the receive helper both
+ends use on their hot paths (`recv_frames`).
 """
 
 from typing import Union
 
 import msgspec
+import zmq
 
 from . import messages as m
 from .table import Request
@@ -76,3 +78,19 @@ def encode_call(rid: int, token: bytes, call: m.Call) -> bytes:
 def encode_reply(rid: int, kind: int, body: m.Reply) -> bytes:
     """Frame 0 of a reply."""
     return encoder.encode(ReplyOut(rid, kind, body))
+
+
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
+    """One whole message as zero-copy Frames: `sock.recv_multipart(copy=False)`, cheaper.
+
+    Each Frame says itself whether more follow (`Frame.more`, read in C when
+    it is received); pyzmq's recv_multipart asks the socket instead, through
+    its Python-level getsockopt, about a microsecond per frame on a null call.
+    """
+    frame = sock.recv(flags, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(flags, copy=False)
+        frames.append(frame)
+    return frames
+

@@ -78,7 +78,7 @@ class Client(SyscallApi):
         deadline = None if isinstance(call, m.Wait) else time.monotonic() + self.timeout_s
         while True:
             try:
-                frames = self._sock.recv_multipart(copy=False)
+                frames = fr.recv_frames(self._sock)
             except zmq.Again:
                 if self._lost:
                     raise LlmosError(Errno.EIO, self._lost) from None
@@ -87,7 +87,7 @@ class Client(SyscallApi):
                         Errno.ETIMEDOUT, f"no answer from the kernel at {self.address} in {self.timeout_s:.0f} s"
                     ) from None
                 continue
-            reply = fr.reply_decoder.decode(frames[0].buffer)
+            reply = fr.reply_decoder.decode(frames[0])
             if reply.rid != rid:
                 continue  # the answer to a call that timed out earlier
             body = decode_reply(type(call), reply.kind, reply.body)

@@ -21,7 +21,7 @@ class BlockPool:
     outside this pool's free set. Callers check `num_free` before `take`.
     """
 
-    __slots__ = ("size", "ref", "num_free", "_free", "_low")
+    __slots__ = ("size", "ref", "num_free", "_free", "_low", "_ids")
 
     def __init__(self, size: int) -> None:
         """A pool of `size` blocks, all free; the first ones handed out are 0, 1, 2, ..."""
@@ -32,6 +32,7 @@ class BlockPool:
         self.num_free = size
         self._free = bytearray(b"\x01") * size  # 1: free
         self._low = 0  # no free block has a lower id
+        self._ids = list(range(size))  # a run of ids is a slice of this: no int built per block
 
     def take(self, n: int) -> list[int]:
         """Remove the `n` lowest free blocks from the free set and return them, ascending; counts are left to the caller."""
@@ -39,7 +40,7 @@ class BlockPool:
             raise ValueError(f"cannot take {n} blocks from a pool with {self.num_free} free")
         free, at = self._free, self._low
         if n > 1 and free.count(1, at, at + n) == n:  # the next n ids are all free: one slice
-            blocks = list(range(at, at + n))
+            blocks = self._ids[at : at + n]
             free[at : at + n] = bytes(n)
             at += n
         else:

@@ -3,8 +3,8 @@
 import pytest
 from llmos.services.scheduler.batching import Budget, Preemption, Scheduler
 from llmos.services.scheduler.blocks import CountingBlockSpace
-from llmos.services.scheduler.policies import FCFS, VTC, PriorityAging
-from llmos.services.scheduler.request import Kind, Request, State
+from llmos.services.scheduler.policies import FCFS, MLFQ, VTC, PriorityAging
+from llmos.services.scheduler.request import Kind, Request, Sequence, State
 
 
 def step(sched, now=0.0):
@@ -192,3 +192,32 @@ def test_vtc_lifts_a_returning_process_to_the_backlogged_minimum():
     floor = min(policy.counter[1], policy.counter[2])
     sched.submit(Request(200, 3, 0.0, 4, 4), 0.0)
     assert policy.counter[3] == floor
+
+
+def test_mlfq_demotes_a_spent_allotment_and_the_boost_restores_ticket_order():
+    policy = MLFQ(levels=3, quantum=2, boost=10.0)
+    a, b, c, d = (Sequence(Request(rid, rid, 0.0, 4, 4)) for rid in range(4))
+
+    def tick(now, serve=None, tokens=0):
+        """Walk the whole order (charging `serve` when it comes up) and close the tick; return the order."""
+        seen = []
+        for seq in policy.candidates(now):
+            seen.append(seq.rid)
+            if seq is serve:
+                policy.charge(seq, tokens, 0, now)
+        policy.end_tick(now)
+        return seen
+
+    for seq in (a, b, c):
+        policy.add(seq, 0.0)
+    assert tick(0.0, a, 2) == [0, 1, 2]  # a's level-0 allotment (2 tokens) is spent: level 1, a new ticket
+    policy.add(d, 0.0)
+    assert [policy.level(s) for s in (a, b, c, d)] == [1, 0, 0, 0]
+    assert tick(1.0, a, 4) == [1, 2, 3, 0]  # level 1's allotment is 4 tokens: a sinks to the bottom level
+    assert policy.rank(b) < policy.rank(d) < policy.rank(a)
+    assert tick(2.0, a, 16) == [1, 2, 3, 0] and policy.level(a) == 2  # the bottom level keeps it
+    e = Sequence(Request(4, 4, 0.0, 4, 4))
+    policy.add(e, 2.0)  # e's ticket is newer than a's
+    assert tick(3.0) == [1, 2, 3, 4, 0]
+    assert tick(10.0) == [1, 2, 3, 0, 4]  # the boost: all at level 0, in ticket order
+    assert [policy.level(s) for s in (a, b, c, d, e)] == [0, 0, 0, 0, 0]

@@ -105,3 +105,22 @@ def test_errno_has_the_names_the_abi_promises():
     for name in ["ENOSYS", "EINVAL", "EPERM", "EBADF", "ENOMEM", "EAGAIN", "ENODEV", "EIO", "E2BIG", "EPROTO", "ETIMEDOUT"]:
         assert Errno[name].name == name
     assert Errno.EPERM == 1 and Errno.ENOSYS == 38  # Linux numbers
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=5))
+def test_recv_frames_reads_one_whole_message_as_recv_multipart_does(parts):
+    import zmq
+
+    ctx = zmq.Context()
+    try:
+        pull, push = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        pull.bind("inproc://frames")
+        push.connect("inproc://frames")
+        push.send_multipart(parts)
+        push.send_multipart([b"next"])
+        assert [f.bytes for f in fr.recv_frames(pull)] == parts
+        assert [f.bytes for f in fr.recv_frames(pull)] == [b"next"]  # and not a frame more
+        pull.close()
+        push.close()
+    finally:
+        ctx.term()

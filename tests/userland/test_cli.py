@@ -113,3 +113,14 @@ def test_bench_syscall_json_has_the_promised_keys():
     result = json.loads(out.stdout)
     assert {"raw_rtt_us", "llmos_rtt_us", "rtt_ratio", "raw_gib_s", "llmos_gib_s", "bw_ratio"} <= set(result)
     assert result["rtt_ratio"] > 0 and result["bw_ratio"] > 0
+
+
+def test_bench_load_json_has_the_promised_keys():
+    out = llmos("bench", "load", "--json", "--clients", "2", "--procs", "2", "--depth", "2", "--seconds", "0.3",
+                "--rounds", "1", "--warmup", "0.1")  # fmt: skip
+    result = json.loads(out.stdout)
+    assert {"raw_calls_s", "llmos_calls_s", "load_ratio", "raw_p50_ms", "raw_p99_ms", "llmos_p50_ms", "llmos_p99_ms",
+            "errors", "kernel_rss_before_mb", "kernel_rss_after_mb", "kernel_rss_growth_mb"} <= set(result)  # fmt: skip
+    assert result["raw_calls_s"] > 0 and result["llmos_calls_s"] > 0 and result["load_ratio"] > 0
+    assert result["errors"] == 0 and result["mix"] == "null/alloc/write/read/free"
+    assert 0 < result["llmos_p50_ms"] <= result["llmos_p99_ms"]

@@ -103,13 +103,12 @@ class HeapPolicy(Policy):
 
     def rekey_all(self, now: float) -> None:
         """Recompute the key of every sequence and rebuild the heap (O(n))."""
-        live = [entry[2] for entry in self._heap if entry[1] in self._keys] + self._looked
+        keys, key = self._keys, self.key
+        live = [entry[2] for entry in self._heap if entry[1] in keys] + self._looked
         self._looked = []
-        self._heap = []
-        for seq in live:
-            self._keys[seq.rid] = self.key(seq, now)
-        self._heap = [(self._keys[seq.rid], seq.rid, seq) for seq in live]
-        heapq.heapify(self._heap)
+        self._heap = heap = [(key(seq, now), seq.rid, seq) for seq in live]
+        self._keys = {rid: k for k, rid, _ in heap}
+        heapq.heapify(heap)
 
     def candidates(self, now: float) -> Iterator[Sequence]:
         """Pop sequences best first; `end_tick` pushes them back."""

@@ -17,6 +17,9 @@ from collections.abc import Iterator
 from llmos.services.scheduler.policies.base import HeapPolicy
 from llmos.services.scheduler.request import Sequence
 
+LEVEL_SHIFT = 48  # a key's level sits above its ticket's bits
+TICKET_MASK = (1 << LEVEL_SHIFT) - 1
+
 
 class MLFQ(HeapPolicy):
     """Multi-level feedback queue over `levels` levels."""
@@ -32,49 +35,49 @@ class MLFQ(HeapPolicy):
         self.quantum = quantum
         self.boost = boost
         self._tickets = itertools.count()
-        self._level: dict[int, int] = {}
-        self._ticket: dict[int, int] = {}
+        self._slot: dict[int, int] = {}  # rid -> level << LEVEL_SHIFT | ticket: the order key
         self._used: dict[int, int] = {}
         self._last_boost = 0.0
 
     def add(self, seq: Sequence, now: float) -> None:
         """Put `seq` at the back of level 0."""
-        self._level[seq.rid] = 0
+        self._slot[seq.rid] = next(self._tickets)
         self._used[seq.rid] = 0
-        self._ticket[seq.rid] = next(self._tickets)
         super().add(seq, now)
 
     def remove(self, seq: Sequence) -> None:
         """Forget `seq`."""
-        for table in (self._level, self._used, self._ticket):
-            table.pop(seq.rid, None)
+        self._slot.pop(seq.rid, None)
+        self._used.pop(seq.rid, None)
         super().remove(seq)
 
     def level(self, seq: Sequence) -> int:
         """The current level of `seq` (0 is the top)."""
-        return self._level[seq.rid]
+        return self._slot[seq.rid] >> LEVEL_SHIFT
 
-    def key(self, seq: Sequence, now: float) -> tuple[int, int]:
-        """(level, ticket): higher levels first, round robin within a level."""
-        return (self._level[seq.rid], self._ticket[seq.rid])
+    def key(self, seq: Sequence, now: float) -> int:
+        """level << LEVEL_SHIFT | ticket: higher levels first, round robin within a level.
+
+        One integer orders as the pair (level, ticket) does and compares
+        faster in the heap.
+        """
+        return self._slot[seq.rid]
 
     def candidates(self, now: float) -> Iterator[Sequence]:
         """Boost everyone to level 0 when the boost period has passed, then pop best first."""
         if now - self._last_boost >= self.boost:
             self._last_boost = now
-            for rid in self._level:
-                self._level[rid] = 0
-                self._used[rid] = 0
+            self._slot = {rid: slot & TICKET_MASK for rid, slot in self._slot.items()}
+            self._used = dict.fromkeys(self._used, 0)
             self.rekey_all(now)
         return super().candidates(now)
 
     def charge(self, seq: Sequence, prefill: int, emitted: int, now: float) -> None:
         """Count the tokens served against the allotment; a spent allotment moves `seq` down a level."""
         rid = seq.rid
-        level = self._level[rid]
+        level = self._slot[rid] >> LEVEL_SHIFT
         used = self._used[rid] + prefill + emitted
         if used >= self.quantum << level:
             used = 0
-            self._level[rid] = min(level + 1, self.levels - 1)
-            self._ticket[rid] = next(self._tickets)
+            self._slot[rid] = min(level + 1, self.levels - 1) << LEVEL_SHIFT | next(self._tickets)
         self._used[rid] = used
