@@ -37,7 +37,7 @@ from llmos.syscalls import frames as fr
 from llmos.syscalls import messages as m
 from llmos.syscalls import runtime
 
-from .syscall import _echo_server
+from .syscall import echo_server
 
 MIB = 1 << 20
 DRAIN_S = 10.0  # how long a worker waits for the answers still due when its window closes
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> dict:
     tmp = tempfile.mkdtemp(prefix="llmos-bench-")
     os.chmod(tmp, 0o700)
     raw_address = f"ipc://{tmp}/raw.sock"
-    server = spawn.Process(target=_echo_server, args=(raw_address,), daemon=True)
+    server = spawn.Process(target=echo_server, args=(raw_address, False), daemon=True)
     server.start()
     _progress("booting kernel...")
     kp = boot.start(KernelConfig(name="bench-load", runtime_dir=tmp, drivers=["cpu"], log_level="warning"))
@@ -262,6 +262,8 @@ def run(args: argparse.Namespace) -> dict:
         ordered = sorted(values)
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 3) if ordered else 0.0
 
+    if not all(rates["raw"]):
+        raise RuntimeError("the raw echo answered no call in a round: nothing to compare llmos with")
     return {
         "raw_calls_s": round(statistics.median(rates["raw"])),
         "llmos_calls_s": round(statistics.median(rates["llmos"])),

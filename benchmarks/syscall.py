@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds (default 9)")
 
 
-def _echo_server(address: str, lean: bool) -> None:
+def echo_server(address: str, lean: bool) -> None:
+    """A raw ROUTER echo until a `stop` frame: recv_multipart/send_multipart, or frame by frame if `lean`."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.bind(address)
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     servers, sockets = [], []
     for lean in (False, True):
         address = f"ipc://{tmp}/{'lean' if lean else 'raw'}.sock"
-        servers.append(multiprocessing.get_context("spawn").Process(target=_echo_server, args=(address, lean), daemon=True))
+        servers.append(multiprocessing.get_context("spawn").Process(target=echo_server, args=(address, lean), daemon=True))
         servers[-1].start()
         sockets.append(ctx.socket(zmq.DEALER))
         sockets[-1].connect(address)
