@@ -3,6 +3,9 @@
 # constraints.txt) and reinstall when pyproject.toml or setup.py change.
 
 PYTHON ?= python3
+# pytest worker processes (pytest-xdist): the suite waits on kernels and driver hosts as much as it
+# computes, so two workers halve its time on two cores; JOBS=0 runs it in this one process
+JOBS ?= 2
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -20,10 +23,11 @@ demo: $(STAMP)
 	$(BIN)/llmos demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS)
 
 bench: $(STAMP)
 	$(BIN)/llmos bench syscall
+	$(BIN)/llmos bench load
 	$(BIN)/llmos bench memory
 	$(BIN)/llmos bench sched
 	$(BIN)/llmos bench restart
