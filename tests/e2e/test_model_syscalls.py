@@ -33,6 +33,15 @@ def weights(storage):
     return model
 
 
+def remove_bottom_up(path: str, levels: int) -> None:
+    """Remove a file and the `levels` folders above it, deepest first: pytest's rmtree of its old temporary
+    folders recurses once per level and would hit the interpreter's recursion limit on such a tree."""
+    os.unlink(path)
+    for _ in range(levels):
+        path = os.path.dirname(path)
+        os.rmdir(path)
+
+
 @pytest.fixture(scope="module")
 def mkernel(runtime_dir, storage, weights, tmp_path_factory):
     log = tmp_path_factory.mktemp("mlog") / "kernel.log"
@@ -352,5 +361,6 @@ def test_bad_checkpoint_paths_and_files_get_typed_errors(mc, storage):
     assert save(deep) == Errno.ENAMETOOLONG
     assert save(long_name) == Errno.ENAMETOOLONG
     mc.model_save(info.model, "e/" * 1200 + "deep.safetensors")  # folders made one by one (was a RecursionError)
+    remove_bottom_up(os.path.join(storage, "e/" * 1200 + "deep.safetensors"), levels=1200)
     mc.model_save(info.model, "fine.safetensors")  # the kernel and the driver host go on serving
     mc.model_free(info.model)
