@@ -34,6 +34,9 @@ class Work:
 
     `done(ok, frames)` runs on success, `fail(errno, message)` on failure.
     Work of a process that has gone is skipped unless `always` (frees).
+    `posted` work (frees) is sent without holding the device: nobody waits for
+    its answer, and the host serves its messages in order, so whatever is
+    sent next still finds it done.
     `pids`: the processes a shared item serves (a batched model step), for traces.
     """
 
@@ -44,6 +47,7 @@ class Work:
     done: Callable[[proto.DOk, list], None] = lambda ok, frames: None
     fail: Callable[[Errno, str], None] = lambda errno, message: None
     always: bool = False
+    posted: bool = False
     cancelled: bool = False
     pids: tuple[int, ...] = ()
 

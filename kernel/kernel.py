@@ -398,7 +398,8 @@ class Kernel(DeviceSupervision):
         dev = self.devices[t.device]
         dev.memory.release(t.tid)
         self.trace_mem("mem.free", dev, t.owner, t.nbytes)
-        self.submit(dev, Work(owner=KERNEL_PID, msg=proto.DFree(seq=dev.next_seq(), tid=t.tid), always=True))
+        free = proto.DFree(seq=dev.next_seq(), tid=t.tid)
+        self.submit(dev, Work(owner=KERNEL_PID, msg=free, always=True, posted=True))
         self.unpark(dev)
 
     def park(self, dev: Device, ctx: CallCtx, size: int, run) -> None:

@@ -142,7 +142,7 @@ class DeviceSupervision:
         self.pump(dev)
 
     def pump(self, dev: Device) -> None:
-        """Start queued work while the device is online and idle."""
+        """Start queued work while the device is online and idle; posted work (frees) does not make it busy."""
         while dev.state == ONLINE and dev.inflight is None:
             work = dev.queue.pop(time.monotonic())
             if work is None:
@@ -156,6 +156,9 @@ class DeviceSupervision:
                 except SysError as exc:
                     work.fail(exc.errno, exc.message)
                 self._trace_work("device.idle", dev, work)
+                continue
+            if work.posted:  # a free: its answer is ignored, and the next item may follow it at once
+                self.send_driver(dev, work.msg, work.bulk)
                 continue
             dev.inflight = work
             dev.inflight_since = time.monotonic()
