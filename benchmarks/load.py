@@ -37,7 +37,7 @@ from llmos.syscalls import frames as fr
 from llmos.syscalls import messages as m
 from llmos.syscalls import runtime
 
-from .syscall import echo_server
+from .syscall import echo_server, stop_echo
 
 MIB = 1 << 20
 DRAIN_S = 10.0  # how long a worker waits for the answers still due when its window closes
@@ -251,9 +251,7 @@ def run(args: argparse.Namespace) -> dict:
         stop = ctx.socket(zmq.DEALER)
         stop.setsockopt(zmq.LINGER, 1000)
         stop.connect(raw_address)
-        stop.send_multipart([b"stop"])
-        server.join(10)
-        stop.close()
+        stop_echo(stop, server)
         ctx.term()
         runtime.remove(tmp)
         print(file=sys.stderr)

@@ -66,6 +66,13 @@ def echo_server(address: str, lean: bool) -> None:
     ctx.term()
 
 
+def stop_echo(sock: zmq.Socket, server) -> None:
+    """Tell an echo server to stop through `sock`, wait for its process, close the socket."""
+    sock.send_multipart([b"stop"])
+    server.join(10)
+    sock.close()
+
+
 def _progress(text: str) -> None:
     print(f"\r[bench syscall] {text:60}", end="", file=sys.stderr, flush=True)
 
@@ -114,9 +121,7 @@ def run(args: argparse.Namespace) -> dict:
         _progress("stopping...")
         kp.stop()
         for sock, server in zip(sockets, servers):
-            sock.send_multipart([b"stop"])
-            server.join(10)
-            sock.close()
+            stop_echo(sock, server)
         ctx.term()
         runtime.remove(tmp)
         print(file=sys.stderr)
