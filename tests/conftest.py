@@ -34,6 +34,7 @@ def runtime_dir():
     os.environ["LLMOS_RUNTIME_DIR"] = path  # clients and `llmos` commands find test kernels by name
     os.environ["LLMOS_TEST_EVENTS"] = os.path.join(path, "events.jsonl")  # see support/llmos_testprogs.py
     yield path
+    runtime.remove(path)  # after the session's kernels have stopped (their fixtures finish first)
 
 
 def start_kernel(runtime_dir: str, name: str, **options) -> boot.KernelProcess:
