@@ -33,7 +33,7 @@ from llmos.syscalls import runtime
 
 from . import plugins, sysmodel
 from .config import KernelConfig
-from .devices import ABSENT, OFFLINE, ONLINE, Device, Work
+from .devices import ABSENT, OFFLINE, ONLINE, Device
 from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
 from .proc import KERNEL_PID, Process, ProcessTable
@@ -398,8 +398,7 @@ class Kernel(DeviceSupervision):
         dev = self.devices[t.device]
         dev.memory.release(t.tid)
         self.trace_mem("mem.free", dev, t.owner, t.nbytes)
-        free = proto.DFree(seq=dev.next_seq(), tid=t.tid)
-        self.submit(dev, Work(owner=KERNEL_PID, msg=free, always=True, posted=True))
+        self.post(dev, proto.DFree(seq=dev.next_seq(), tid=t.tid))
         self.unpark(dev)
 
     def park(self, dev: Device, ctx: CallCtx, size: int, run) -> None:

@@ -141,6 +141,11 @@ class DeviceSupervision:
         dev.queue.push(work, time.monotonic())
         self.pump(dev)
 
+    def post(self, dev: Device, msg: proto.ToDriver) -> None:
+        """Queue a free (DFree, DModelFree): it runs whatever became of the caller, and is posted, so it
+        does not hold the device (`Work.posted`)."""
+        self.submit(dev, Work(owner=KERNEL_PID, msg=msg, always=True, posted=True))
+
     def pump(self, dev: Device) -> None:
         """Start queued work while the device is online and idle; posted work (frees) does not make it busy."""
         while dev.state == ONLINE and dev.inflight is None:

@@ -144,7 +144,7 @@ def _drop(k: Kernel, model: Model) -> None:
     dev = k.devices[model.device]
     dev.memory.release(model.alloc_id)
     k.trace_mem("mem.free", dev, model.owner, model.nbytes)
-    k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=model.mid), always=True, posted=True))
+    k.post(dev, proto.DModelFree(seq=dev.next_seq(), model=model.mid))
     k.unpark(dev)
     model.batcher.pump()  # generations in progress fail now
 
@@ -237,7 +237,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
         desc = _desc_decoder.decode(frames[0].buffer)
         if c.proc.state == "exited" or desc.param_bytes + desc.kv_bytes != size:
             unreserve()  # the caller left, or the size function disagrees with the driver: drop it there
-            k.submit(dev, Work(owner=0, msg=proto.DModelFree(seq=dev.next_seq(), model=mid), always=True, posted=True))
+            k.post(dev, proto.DModelFree(seq=dev.next_seq(), model=mid))
             if c.proc.state != "exited":
                 built = desc.param_bytes + desc.kv_bytes
                 k.log.error("model.size_mismatch", arch=req.arch, computed=size, built=built)

@@ -20,7 +20,7 @@ def test_a_free_does_not_hold_the_device_and_its_answer_completes_nothing(runtim
     dev.state = ONLINE
     sent, done = [], []
     k.send_driver = lambda dev, msg, bulk=(): sent.append(msg.seq)
-    k.submit(dev, Work(owner=0, msg=proto.DFree(seq=1, tid=7), always=True, posted=True))
+    k.post(dev, proto.DFree(seq=1, tid=7))
     k.submit(dev, Work(owner=1, msg=proto.DPing(seq=2), done=lambda ok, frames: done.append(ok.seq)))
     k.submit(dev, Work(owner=1, msg=proto.DPing(seq=3), done=lambda ok, frames: done.append(ok.seq)))
     assert sent == [1, 2]  # the free went, and the next item right behind it; the third waits its turn
