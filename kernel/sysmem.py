@@ -172,20 +172,19 @@ def sys_write(k: Kernel, c: CallCtx) -> None:
 
 
 def _read_span(k: Kernel, req: m.Read, nbytes: int) -> tuple[int, int] | None:
-    """The (offset, length) a read asks for, None for the whole tensor; EINVAL or E2BIG past the limits."""
+    """The (offset, length) a read asks for, None when that is the whole tensor (so a driver without
+    `read_at` still serves the clients, which ask for their first piece); EINVAL or E2BIG past the limits."""
     limit = k.config.max_bulk_bytes
-    if req.offset is None and req.length is None:
-        if nbytes > limit:
-            raise SysError(Errno.E2BIG, f"a tensor of {nbytes} bytes is over the {limit}-byte bulk limit: "
-                           "read it in pieces (offset, length)")  # fmt: skip
-        return None
     offset = req.offset or 0
     if not 0 <= offset <= nbytes or (req.length is not None and req.length < 0):
         raise SysError(Errno.EINVAL, f"offset {offset} and length {req.length} do not fit a tensor of {nbytes} bytes")
     length = nbytes - offset if req.length is None else min(req.length, nbytes - offset)
+    if length > limit and req.offset is None and req.length is None:
+        raise SysError(Errno.E2BIG, f"a tensor of {nbytes} bytes is over the {limit}-byte bulk limit: "
+                       "read it in pieces (offset, length)")  # fmt: skip
     if length > limit:
         raise SysError(Errno.E2BIG, f"a piece of {length} bytes is over the {limit}-byte bulk limit")
-    return offset, length
+    return None if length == nbytes else (offset, length)
 
 
 def sys_read(k: Kernel, c: CallCtx) -> None:

@@ -4,6 +4,7 @@ import os
 import pathlib
 
 import pytest
+import torch
 from testdrivers import (
     ClaimsSimulated,
     DropsParams,
@@ -78,3 +79,15 @@ def test_the_kernel_checks_catch_a_wrong_result(runtime_dir):
             with pytest.raises(AssertionError) as err:
                 kernelchecks.check_ops(c, "wrongsub0", spec, {})
     assert "sub(" in str(err.value) and "add(" not in str(err.value)
+
+
+def test_a_driver_without_pieces_still_serves_whole_reads_and_writes(runtime_dir):
+    """The clients ask for a first piece of every read; a driver without read_at (older, or minimal) must not
+    see it as a piece when it is the whole tensor."""
+    with pytest.MonkeyPatch.context() as mp:
+        here = str(pathlib.Path(__file__).parent)
+        mp.setenv("PYTHONPATH", os.pathsep.join([here, os.environ["PYTHONPATH"]]))  # for the kernel's processes
+        with kernelchecks.booted("wholeonly", {}, plugin="testdrivers") as kp, Client(kp.address) as c:
+            x = torch.arange(1000, dtype=torch.float32)
+            ref = c.put(x, "wholeonly0")
+            torch.testing.assert_close(c.read(ref.handle), x)

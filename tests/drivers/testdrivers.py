@@ -6,7 +6,7 @@ with this folder on PYTHONPATH) so a booted kernel can serve a broken driver.
 
 import torch
 
-from llmos.drivers.base import DriverError, TorchDriver
+from llmos.drivers.base import Driver, DriverError, TorchDriver
 from llmos.syscalls import Errno
 from llmos.syscalls.driver import DeviceSpec
 from llmos.syscalls.dtypes import ITEMSIZE
@@ -16,8 +16,10 @@ from llmos.syscalls.plugin import DriverEntry, hookimpl
 
 @hookimpl
 def llmos_drivers() -> list[DriverEntry]:
-    """Provide the driver that subtracts wrong, for kernel-level checks of the kit."""
-    return [DriverEntry("wrongsub", "testdrivers:WrongSub", "computes sub as add")]
+    """Provide the driver that subtracts wrong, for kernel-level checks of the kit, and one that moves whole
+    tensors only."""
+    return [DriverEntry("wrongsub", "testdrivers:WrongSub", "computes sub as add"),
+            DriverEntry("wholeonly", "testdrivers:WholeOnly", "no write_at or read_at")]  # fmt: skip
 
 
 class GoodDriver(TorchDriver):
@@ -39,6 +41,14 @@ class GoodDriver(TorchDriver):
         if used + ITEMSIZE[t.dtype] * torch.Size(t.shape).numel() > self.capacity:
             raise DriverError(Errno.ENOMEM, "full")
         return super().alloc(t)
+
+
+class WholeOnly(GoodDriver):
+    """Reads and writes whole tensors only, as `Driver`'s defaults do (a driver written before pieces)."""
+
+    kind = "wholeonly"
+    write_at = Driver.write_at
+    read_at = Driver.read_at
 
 
 class WrongSub(GoodDriver):
