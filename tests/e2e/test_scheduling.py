@@ -26,16 +26,17 @@ async def completion_order(address: str, heavy_ops: int = 60, light_ops: int = 4
     """A heavy process floods the device, then a light one arrives; who finishes when."""
     order: list[str] = []
     async with AsyncClient(address, name="heavy") as heavy, AsyncClient(address, name="light") as light:
-        x = await heavy.put(torch.randn(160, 160))
-        y = await light.put(torch.randn(160, 160))
-        big = await heavy.put(torch.randn(1000, 1000))
+        x = await heavy.put(torch.randn(300, 300))
+        y = await light.put(torch.randn(300, 300))
+        big = await heavy.put(torch.randn(2000, 2000))
 
         async def op(c, h, who):
             await c.compute("matmul", h, h)
             order.append(who)
 
-        # a long op first keeps the device busy while the flood queues up behind it, so the heavy
-        # process's stream never runs dry before the light one arrives
+        # a long op first (~50 ms on one core) keeps the device busy while the flood queues up
+        # behind it, and the flood itself is some 60 ms of work, so the light process arrives while
+        # the heavy stream is still long even when this test process is descheduled for a while
         flood = [asyncio.create_task(heavy.compute("matmul", big.handle, big.handle))]
         flood += [asyncio.create_task(op(heavy, x.handle, "heavy")) for _ in range(heavy_ops)]
         await asyncio.sleep(0.005)  # the flood is queued on the device
