@@ -53,8 +53,9 @@ class Driver:
         """Describe the device for the kernel (capacity, dtypes, ops, cost figures)."""
         raise NotImplementedError
 
-    def alloc(self, t: TensorDesc) -> str:
-        """Allocate tensor `t.tid`; return a shared-memory path if host-visible, else ""."""
+    def alloc(self, t: TensorDesc) -> tuple[str, int]:
+        """Allocate tensor `t.tid`; return where its bytes are if host-visible: (shared-memory path,
+        offset in that file), else ("", 0)."""
         raise NotImplementedError
 
     def free(self, tid: int) -> None:
@@ -153,7 +154,11 @@ class TorchDriver(Driver):
         """Create the storage of a tensor; subclasses may return a shared-memory path."""
         return torch.empty(t.shape, dtype=torch_dtype(t.dtype), device=self.device), ""
 
-    def alloc(self, t: TensorDesc) -> str:
+    def shm_offset(self, tid: int) -> int:
+        """Where tensor `tid`'s bytes start in its shared-memory file (0: the file is the tensor's own)."""
+        return 0
+
+    def alloc(self, t: TensorDesc) -> tuple[str, int]:
         if t.tid in self.tensors:
             raise DriverError(Errno.EINVAL, f"tensor {t.tid} already exists on this device")
         try:
@@ -161,7 +166,7 @@ class TorchDriver(Driver):
         except (RuntimeError, OSError) as exc:  # the device's own out-of-memory
             raise DriverError(Errno.ENOMEM, f"the device could not allocate {t.shape} {t.dtype}: {exc}") from exc
         self.tensors[t.tid] = tensor
-        return shm
+        return shm, self.shm_offset(t.tid) if shm else 0
 
     def tensor(self, tid: int) -> torch.Tensor:
         """The tensor with this id, or EINVAL."""

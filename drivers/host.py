@@ -19,6 +19,7 @@ import zmq
 
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
+from llmos.syscalls.frames import send_frames
 
 from .base import Driver, DriverError
 
@@ -69,8 +70,8 @@ class Host:
                 case proto.DPing():
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq))]
                 case proto.DAlloc():
-                    shm = self.driver.alloc(msg.tensor)
-                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm))]
+                    shm, offset = self.driver.alloc(msg.tensor)
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm, shm_offset=offset))]
                 case proto.DFree():
                     self.driver.free(msg.tid)
                 case proto.DWrite() if msg.offset is None:
@@ -106,7 +107,7 @@ class Host:
                     ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
                     return [proto.encoder.encode(ok), proto.encoder.encode(out)]
                 case proto.DOp():
-                    shm = self.driver.alloc(msg.out) if msg.new_out else ""
+                    shm, offset = self.driver.alloc(msg.out) if msg.new_out else ("", 0)
                     start = time.perf_counter()
                     try:
                         sim = self.driver.run_op(msg.op, msg.inputs, msg.out, msg.params)
@@ -115,7 +116,7 @@ class Host:
                             self.driver.free(msg.out.tid)
                         raise
                     wall = time.perf_counter() - start
-                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm, wall_s=wall, sim_s=sim))]
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm, shm_offset=offset, wall_s=wall, sim_s=sim))]
         except DriverError as exc:
             return [proto.encoder.encode(proto.DFail(seq=msg.seq, errno=int(exc.errno), message=exc.message))]
         except Exception as exc:  # a driver bug: report it, keep serving
@@ -138,7 +139,7 @@ class Host:
                 msg = proto.to_driver_decoder.decode(frames[0].buffer)
             except msgspec.DecodeError:
                 continue  # only the kernel talks to us; a bad frame is its bug, nothing to answer
-            self.sock.send_multipart(self.handle(msg, frames), copy=False)
+            send_frames(self.sock, self.handle(msg, frames), copy=False)
 
 
 def main() -> int:

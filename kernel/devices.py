@@ -34,9 +34,12 @@ class Work:
 
     `done(ok, frames)` runs on success, `fail(errno, message)` on failure.
     Work of a process that has gone is skipped unless `always` (frees).
-    `posted` work (frees) is sent without holding the device: nobody waits for
-    its answer, and the host serves its messages in order, so whatever is
-    sent next still finds it done.
+    `posted` work (frees, allocations) is sent without holding the device: the
+    next item may follow it at once, and the host serves its messages in
+    order, so whatever is sent next still finds it done. Its answer still
+    runs `done` or `fail` when it comes (`Device.posted` keeps it until then).
+    Only work nothing else can depend on before its answer may be posted: a
+    free, or an allocation whose tensor nobody can name before it is made.
     `pids`: the processes a shared item serves (a batched model step), for traces.
     """
 
@@ -77,6 +80,7 @@ class Device:
     start_s: float = 0.0  # how long its last host took from start to hello (0: never came up)
     inflight: Work | None = None
     inflight_since: float = 0.0
+    posted: dict[int, Work] = field(default_factory=dict)  # posted work sent, by seq, until its answer comes
     last_heard: float = 0.0
     seq: int = 0
     offline_reason: str = ""

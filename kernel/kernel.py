@@ -255,12 +255,7 @@ class Kernel(DeviceSupervision):
 
     def send_reply(self, ident: bytes, rid: int, kind: int, body: m.Reply, bulk: tuple = ()) -> None:
         """Send one reply frame set to a client."""
-        head = fr.encode_reply(rid, kind, body)
-        if bulk:
-            self.sock.send_multipart([ident, head, *bulk])
-        else:  # two plain sends skip send_multipart's per-part checks: the null call's path
-            self.sock.send(ident, zmq.SNDMORE)
-            self.sock.send(head)
+        fr.send_frames(self.sock, [ident, fr.encode_reply(rid, kind, body), *bulk])
 
     # ---- receiving -----------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Device supervision, MINIX reincarnation-server style: the kernel's side of every driver host.
 
 Starting driver hosts and matching their answers to the work in flight
-(`on_driver`), feeding each device one work item at a time from its queue
-(`submit`, `pump`), pinging idle hosts and declaring dead or hung ones
+(`on_driver`), feeding each device one work item at a time from its queue,
+posted items (frees, allocations) sent right behind each other (`submit`, `pump`), pinging idle hosts and declaring dead or hung ones
 offline (`_watch_device`, `device_offline`): their work fails with EIO,
 their tensors are lost, and a new host starts after a capped exponential
 backoff. Drivers are loaded and unloaded here too (hot swap). `Kernel`
@@ -16,6 +16,7 @@ import msgspec
 
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
+from llmos.syscalls.frames import send_frames
 from llmos.syscalls import runtime
 
 from . import sysmodel
@@ -69,7 +70,7 @@ class DeviceSupervision:
 
     def send_driver(self, dev: Device, msg: proto.ToDriver, bulk: tuple = ()) -> None:
         """Send one message to a device's driver host."""
-        self.sock.send_multipart([dev.ident, proto.encoder.encode(msg), *bulk], copy=False)
+        send_frames(self.sock, [dev.ident, proto.encoder.encode(msg), *bulk])
 
     def on_driver(self, dev: Device, frames: list) -> None:
         """One message from a driver host."""
@@ -81,11 +82,13 @@ class DeviceSupervision:
         dev.last_heard = time.monotonic()
         if isinstance(msg, proto.DHello):
             return self._on_hello(dev, msg)
-        work = dev.inflight
-        if work is None or work.msg is None or work.msg.seq != msg.seq:
-            return  # an answer to work already failed (the host was declared hung)
-        dev.inflight = None
-        self._trace_work("device.idle", dev, work, ok=isinstance(msg, proto.DOk))
+        work = dev.posted.pop(msg.seq, None)
+        if work is None:
+            work = dev.inflight
+            if work is None or work.msg is None or work.msg.seq != msg.seq:
+                return  # an answer to work already failed (the host was declared hung)
+            dev.inflight = None
+            self._trace_work("device.idle", dev, work, ok=isinstance(msg, proto.DOk))
         try:
             if isinstance(msg, proto.DOk):
                 dev.busy_s += msg.wall_s
@@ -147,7 +150,7 @@ class DeviceSupervision:
         self.submit(dev, Work(owner=KERNEL_PID, msg=msg, always=True, posted=True))
 
     def pump(self, dev: Device) -> None:
-        """Start queued work while the device is online and idle; posted work (frees) does not make it busy."""
+        """Start queued work while the device is online and idle; posted work (frees, allocations) does not make it busy."""
         while dev.state == ONLINE and dev.inflight is None:
             work = dev.queue.pop(time.monotonic())
             if work is None:
@@ -162,7 +165,8 @@ class DeviceSupervision:
                     work.fail(exc.errno, exc.message)
                 self._trace_work("device.idle", dev, work)
                 continue
-            if work.posted:  # a free: its answer is ignored, and the next item may follow it at once
+            if work.posted:  # the next item may follow it at once; its answer is matched by seq
+                dev.posted[work.msg.seq] = work
                 self.send_driver(dev, work.msg, work.bulk)
                 continue
             dev.inflight = work
@@ -179,8 +183,9 @@ class DeviceSupervision:
             self.trace(event, device=dev.name, pid=work.owner, work=kind, op=getattr(work.msg, "op", None), **extra)
 
     def _fail_device_work(self, dev: Device, reason: str) -> None:
-        items = ([dev.inflight] if dev.inflight else []) + dev.queue.drain()
+        items = ([dev.inflight] if dev.inflight else []) + list(dev.posted.values()) + dev.queue.drain()
         dev.inflight = None
+        dev.posted.clear()
         for work in items:
             if not work.cancelled:
                 work.fail(Errno.EIO, reason)

@@ -83,7 +83,7 @@ def sys_kv_pool(k: Kernel, c: CallCtx) -> None:
     def created(ok: proto.DOk, frames) -> None:
         if t.tid not in k.tensors.by_tid:  # the caller left while the device made it: reclaim freed it already
             return
-        t.shm = ok.shm
+        t.shm, t.shm_offset = ok.shm, ok.shm_offset
         if (dev.name, layout.name) in k.kv_tensors:  # someone created it meanwhile
             k.free_tensor(t)
         else:

@@ -87,7 +87,7 @@ def created(k: Kernel, c: CallCtx, t: Tensor, ok: proto.DOk) -> None:
     """A new tensor exists on its device: open a handle for the caller and answer."""
     if t.tid not in k.tensors.by_tid:  # the caller left while the device made it: reclaim freed it already
         return
-    t.shm = ok.shm
+    t.shm, t.shm_offset = ok.shm, ok.shm_offset
     t.holders[c.proc.pid] += 1
     c.reply(tensor_ref(c.proc.add_handle(t.tid), t, ok))
 
@@ -122,6 +122,7 @@ def sys_alloc(k: Kernel, c: CallCtx) -> None:
             msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()),
             done=lambda ok, frames: created(k, c, t, ok),
             fail=lambda errno, message: not_created(k, c, t, errno, message),
+            posted=True,  # nobody can name the tensor before the answer, so the next item need not wait for it
         )
         k.submit(dev, work)
 

@@ -207,10 +207,12 @@ class DHello(FromDriver, tag="hello"):
 
 
 class DOk(FromDriver, tag="ok"):
-    """Success; `shm` for a host-visible alloc, timings for an op."""
+    """Success; for a host-visible alloc, the shared-memory file `shm` that holds the tensor's
+    bytes from `shm_offset` on; timings for an op."""
 
     seq: int
     shm: str = ""
+    shm_offset: int = 0
     wall_s: float = 0.0
     sim_s: float = 0.0
 

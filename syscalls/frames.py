@@ -80,6 +80,17 @@ def encode_reply(rid: int, kind: int, body: m.Reply) -> bytes:
     return encoder.encode(ReplyOut(rid, kind, body))
 
 
+MORE = int(zmq.SNDMORE)  # a plain int: pyzmq's send_multipart ORs enum Flags, about a microsecond a part
+
+
+def send_frames(sock: zmq.Socket, parts: list, copy: bool = True) -> None:
+    """Send `parts` as one message: `sock.send_multipart(parts, copy=copy)` without its per-part
+    type checks and enum arithmetic (the kernel sends two or three messages per syscall)."""
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        sock.send(part, MORE if i < last else 0, copy=copy)
+
+
 def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
     """One whole message as zero-copy Frames: `sock.recv_multipart(copy=False)`, cheaper.
 

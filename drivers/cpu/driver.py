@@ -3,8 +3,9 @@
 Its memory is host-visible: each tensor is a file in the kernel's shared
 memory folder, mapped here by torch and in the kernel by mmap, so the kernel
 copies tensor bytes straight between its socket and the tensor, with no hop
-through this process. Capacity is what psutil says the machine can give (the
-smaller of available RAM and free space in the shared memory folder).
+through this process. Small tensors share slab files (`slabs.py`).
+Capacity is what psutil says the machine can give (the smaller of available
+RAM and free space in the shared memory folder).
 """
 
 import os
@@ -18,6 +19,7 @@ from llmos.syscalls.dtypes import nbytes
 from llmos.syscalls.ops import OPS
 
 from ..base import TorchDriver, torch_dtype
+from .slabs import SMALL_MAX, Slab, Slabs
 
 
 class CpuDriver(TorchDriver):
@@ -25,6 +27,11 @@ class CpuDriver(TorchDriver):
 
     kind = "cpu"
     device = "cpu"
+
+    def __init__(self, index: int, options: dict | None = None):
+        super().__init__(index, options)
+        self.slabs = Slabs(self.shm_dir())
+        self.slots: dict[int, tuple[Slab, int]] = {}  # tid -> (slab, offset) of a small tensor
 
     @classmethod
     def count(cls, options: dict | None = None) -> int:
@@ -46,9 +53,14 @@ class CpuDriver(TorchDriver):
         )
 
     def new_tensor(self, t: TensorDesc) -> tuple[torch.Tensor, str]:
+        """A small tensor gets a slot of a slab; others a file of their own."""
         size = nbytes(t.shape, t.dtype)
         if size == 0:
             return torch.empty(t.shape, dtype=torch_dtype(t.dtype)), ""
+        if size <= SMALL_MAX:
+            slab, offset = self.slabs.take(size)
+            self.slots[t.tid] = (slab, offset)
+            return slab.data[offset : offset + size].view(torch_dtype(t.dtype)).view(t.shape), slab.path
         path = os.path.join(self.shm_dir(), f"t{t.tid}")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -58,8 +70,15 @@ class CpuDriver(TorchDriver):
         flat = torch.from_file(path, shared=True, size=size, dtype=torch.uint8)
         return flat.view(torch_dtype(t.dtype)).view(t.shape), path
 
+    def shm_offset(self, tid: int) -> int:
+        slot = self.slots.get(tid)
+        return slot[1] if slot is not None else 0
+
     def free(self, tid: int) -> None:
         super().free(tid)
+        slot = self.slots.pop(tid, None)
+        if slot is not None:
+            return self.slabs.give(*slot)
         path = os.path.join(self.shm_dir(), f"t{tid}")
         if os.path.exists(path):
             os.unlink(path)

@@ -117,7 +117,7 @@ class MockTpuDriver(TorchDriver):
             mem_bw_bytes_s=c.hbm_bw_bytes_s,
         )
 
-    def alloc(self, t: TensorDesc) -> str:
+    def alloc(self, t: TensorDesc) -> tuple[str, int]:
         if t.dtype not in DTYPES:
             raise DriverError(Errno.EINVAL, f"mocktpu has no {t.dtype}; it supports {', '.join(DTYPES)}")
         size = nbytes(t.shape, t.dtype)
