@@ -87,8 +87,9 @@ class Driver:
         raise NotImplementedError
 
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
-                   seed: int = 0) -> ModelDesc:  # fmt: skip
-        """Build (or read from `checkpoint`) model `mid` of the architecture `target` names, with its KV storage.
+                   seed: int = 0, folder: str = "") -> ModelDesc:  # fmt: skip
+        """Build (or read from `checkpoint`, or from the Hugging Face-format `folder`) model `mid` of the
+        architecture `target` names, with its KV storage.
 
         A fresh model's weights are drawn from `seed` (the host's own random state is left alone).
         """
@@ -106,8 +107,9 @@ class Driver:
         """Log-probability of each token after the first given the ones before it."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
-    def model_save(self, mid: int, path: str) -> None:
-        """Write the model (with its optimizer state and step, once trained) as a safetensors checkpoint."""
+    def model_save(self, mid: int, path: str, format: str = "llmos", source: str = "") -> None:
+        """Write the model: "llmos", a safetensors checkpoint (with its optimizer state and step, once trained);
+        "hf", a Hugging Face-format folder with the tokenizer files of the folder `source`."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def model_train_step(self, mid: int, tokens: list[list[int]], lr: float, weight_decay: float, clip: float) -> TrainOut:
@@ -229,7 +231,7 @@ class TorchDriver(Driver):
         blocks[list(dst)] = blocks[list(src)]
 
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
-                   seed: int = 0) -> ModelDesc:  # fmt: skip
+                   seed: int = 0, folder: str = "") -> ModelDesc:  # fmt: skip
         from .models.checkpoint import load_checkpoint
 
         if mid in self.models:
@@ -238,16 +240,23 @@ class TorchDriver(Driver):
         arch = getattr(importlib.import_module(module), name)()
         ckpt = None
         try:
-            if checkpoint:
+            if folder:
+                from .models.hf_weights import load_pretrained
+
+                built, model = load_pretrained(folder, self.device, dtype)
+                if built != arch.name:
+                    raise ValueError(f"{folder} holds a {built} model, not {arch.name}")
+            elif checkpoint:
                 ckpt = load_checkpoint(checkpoint, self.device)
                 if ckpt.arch != arch.name:
                     raise ValueError(f"{checkpoint} holds a {ckpt.arch} model, not {arch.name}")
                 if {**ckpt.config, **config} != ckpt.config:
                     raise ValueError(f"config {config} disagrees with the checkpoint's {ckpt.config}")
                 config = ckpt.config
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = arch.model_class(arch.config_class.from_dict(config))
+            if not folder:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = arch.model_class(arch.config_class.from_dict(config))
             if ckpt is not None:
                 model.load_state_dict(ckpt.model_state)
         except (ValueError, TypeError, RuntimeError, OSError) as exc:
@@ -319,12 +328,17 @@ class TorchDriver(Driver):
         except (ValueError, IndexError, RuntimeError) as exc:
             raise DriverError(Errno.EINVAL, f"logprobs failed: {exc}") from exc
 
-    def model_save(self, mid: int, path: str) -> None:
+    def model_save(self, mid: int, path: str, format: str = "llmos", source: str = "") -> None:
         from .models.checkpoint import save_checkpoint
 
         m = self.model(mid)
         try:
-            save_checkpoint(path, m.model, m.optimizer, step=m.step, arch=m.arch)
+            if format == "hf":
+                from .models.hf_weights import save_pretrained
+
+                save_pretrained(m.model, m.arch, path, tokenizer_from=source)
+            else:
+                save_checkpoint(path, m.model, m.optimizer, step=m.step, arch=m.arch)
         except OSError as exc:
             errno = Errno.ENAMETOOLONG if exc.errno == Errno.ENAMETOOLONG else Errno.EINVAL
             raise DriverError(errno, f"cannot write {path}: {exc}") from exc

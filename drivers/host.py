@@ -86,7 +86,7 @@ class Host:
                 case proto.DModelLoad():
                     desc = self.driver.model_load(
                         msg.model, msg.target, msg.config, msg.dtype, msg.checkpoint, msg.kv_blocks, msg.block_size,
-                        msg.seed,
+                        msg.seed, msg.folder,
                     )
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(desc)]
                 case proto.DModelFree():
@@ -100,7 +100,7 @@ class Host:
                     values = self.driver.model_logprobs(msg.model, msg.tokens)
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(values)]
                 case proto.DModelSave():
-                    self.driver.model_save(msg.model, msg.path)
+                    self.driver.model_save(msg.model, msg.path, msg.format, msg.source)
                 case proto.DTrainStep():
                     start = time.perf_counter()
                     out = self.driver.model_train_step(msg.model, msg.tokens, msg.lr, msg.weight_decay, msg.clip)

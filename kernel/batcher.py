@@ -115,6 +115,7 @@ class Generation:
             m.Completion(
                 text=self.stream.text, tokens=len(self.output), finish=why, wall_s=time.monotonic() - self.started,
                 device_s=self.device_s, shared_steps=self.shared_steps, preemptions=self.preemptions,
+                ids=self.output,
             )
         )  # fmt: skip
 

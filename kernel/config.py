@@ -9,6 +9,7 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     name: str = "default"  # several kernels can run side by side under different names
     runtime_dir: str | None = None  # default: $LLMOS_RUNTIME_DIR, $XDG_RUNTIME_DIR/llmos or /tmp/llmos-UID
     storage_dir: str | None = None  # model checkpoints; default: RUNTIME/NAME/storage
+    models_dir: str | None = None  # Hugging Face-format model folders, read only (`model_load(path=...)`); None: none
     tcp: str | None = None  # "HOST:PORT" to listen on TCP too (CurveZMQ keys required)
     keys_dir: str | None = None  # from `llmos keygen`; needed with tcp
     insecure: bool = False  # allow tcp without keys (explicit opt-in)

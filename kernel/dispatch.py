@@ -100,6 +100,8 @@ HANDLERS = {
     Sys.TRAIN_STEP: sysmodel.sys_train_step,
     Sys.PROG_LIST: sysproc.sys_prog_list,
     Sys.HANDLES: sysmem.sys_handles,
+    Sys.TOKENIZE: sysmodel.sys_tokenize,
+    Sys.DETOKENIZE: sysmodel.sys_detokenize,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

@@ -7,7 +7,7 @@ LLMOS_DISABLE_PLUGIN_AUTOLOAD=1) or the LLMOS_PLUGINS variable. Each
 docstring says when the kernel calls the hook and how results combine.
 """
 
-from llmos.syscalls.plugin import DriverEntry, ProgramEntry, hookspec
+from llmos.syscalls.plugin import DriverEntry, ModelFolder, ProgramEntry, Tokenizer, hookspec
 
 
 @hookspec
@@ -52,6 +52,31 @@ def llmos_model_sizes() -> dict[str, str]:
     kv_bytes) equal to the one the driver reports once built, or raises
     ValueError for a bad config. It is imported in the kernel, so it must not
     import torch. An architecture without one cannot be loaded (EINVAL).
+    """
+
+
+@hookspec(firstresult=True)
+def llmos_model_folder(folder: str) -> ModelFolder | None:
+    """Read a Hugging Face-format model folder (config.json and weights) for the kernel.
+
+    Called on model_load with a `path` (or a `checkpoint` that is a folder),
+    in the kernel, before anything is built: so torch-free. firstresult: the
+    first plugin that recognises the folder (its config.json's `model_type`)
+    answers a `ModelFolder`; None passes to the next plugin. Raise
+    FileNotFoundError or ValueError for a folder that is yours but unreadable.
+    """
+
+
+@hookspec(firstresult=True)
+def llmos_tokenizer(arch: str, config: dict, folder: str) -> Tokenizer | None:
+    """Give the tokenizer of a model the kernel has just loaded.
+
+    Called once per model_load, in the kernel (torch-free), with the model's
+    architecture, config and the folder it came from ("" for a fresh model or
+    an llmos checkpoint). firstresult: the first non-None answer is the
+    model's tokenizer (`llmos.syscalls.plugin.Tokenizer`); when none answers,
+    the model takes token ids only. Raise ValueError for a tokenizer file
+    that is yours but broken.
     """
 
 

@@ -84,6 +84,7 @@ class Kernel(DeviceSupervision):
         self.dir = runtime.kernel_dir(config.name, config.runtime_dir)
         self.shm = runtime.shm_dir(config.name)
         self.storage = config.storage_dir or os.path.join(self.dir, "storage")
+        self.models_dir = config.models_dir  # read only; None: model_load(path=...) is refused
         self.address = ""
         self.curve_env: str | None = None
         self.auth = None
@@ -105,6 +106,8 @@ class Kernel(DeviceSupervision):
         runtime.ensure_private(os.path.join(self.dir, "procs"))
         runtime.ensure_private(self.shm)
         os.makedirs(self.storage, mode=0o700, exist_ok=True)
+        if self.models_dir is not None and not os.path.isdir(self.models_dir):
+            raise ValueError(f"the models directory {self.models_dir!r} is not a folder")
         runtime.write_secret(self.dir, runtime.ADMIN_KEY_FILE, self.admin_key)
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)

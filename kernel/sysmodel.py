@@ -35,6 +35,7 @@ from llmos.services.memory.kv import KVCache
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
 from llmos.syscalls import messages as m
+from llmos.syscalls.plugin import ModelFolder, Tokenizer
 
 from . import plugins
 from .batcher import Batcher, Generation
@@ -74,6 +75,9 @@ class Model:
     training: bool = False  # its optimizer state is charged (a train_step was sent)
     lost: str = ""  # why the model is gone (its device went offline), else ""
     freed: bool = False
+    dtype: str = "float32"
+    folder: str = ""  # the Hugging Face-format folder it came from, or ""
+    tokenizer: Tokenizer | None = None  # from the llmos_tokenizer hook; None: token ids only
     holders: Counter = field(default_factory=Counter)  # pid -> handles open on it (share gives more)
     batcher: Batcher | None = None  # its continuous-batching loop (kernel/batcher.py)
 
@@ -83,24 +87,29 @@ class Model:
         return -self.mid
 
 
-def storage_path(k: Kernel, path: str) -> str:
-    """The absolute path of `path` under the kernel's storage directory.
+def resolve_under(root: str, path: str, where: str) -> str:
+    """The absolute path of `path` under the directory `root` (called `where` in errors).
 
     EINVAL if empty or holding a NUL byte, ENAMETOOLONG past the file system's
     limits (checked before any call walks it), EPERM if it escapes the directory.
     """
     if not path or "\0" in path:
-        raise SysError(Errno.EINVAL, f"a checkpoint path must be non-empty and hold no NUL byte, not {path[:80]!r}")
-    root = os.path.realpath(k.storage)
+        raise SysError(Errno.EINVAL, f"a path must be non-empty and hold no NUL byte, not {path[:80]!r}")
+    root = os.path.realpath(root)
     joined = os.path.join(root, path)
     name_max, path_max = os.pathconf(root, "PC_NAME_MAX"), os.pathconf(root, "PC_PATH_MAX")
     if len(os.fsencode(joined)) >= path_max or any(len(os.fsencode(n)) > name_max for n in path.split("/")):
-        raise SysError(Errno.ENAMETOOLONG, f"checkpoint path {path[:80]!r}... is longer than the file system allows "
+        raise SysError(Errno.ENAMETOOLONG, f"path {path[:80]!r}... is longer than the file system allows "
                        f"({path_max} bytes in all, {name_max} per name)")  # fmt: skip
     full = os.path.realpath(joined)
     if os.path.commonpath([root, full]) != root:
-        raise SysError(Errno.EPERM, f"{path!r} is outside the kernel's storage directory")
+        raise SysError(Errno.EPERM, f"{path!r} is outside the kernel's {where}")
     return full
+
+
+def storage_path(k: Kernel, path: str) -> str:
+    """The absolute path of `path` under the kernel's storage directory (see `resolve_under`)."""
+    return resolve_under(k.storage, path, "storage directory")
 
 
 def make_parents(k: Kernel, full: str) -> None:
@@ -118,9 +127,14 @@ def make_parents(k: Kernel, full: str) -> None:
 
 def model_info(handle: int, model: Model) -> m.ModelInfo:
     """The reply that describes a model by the caller's handle."""
+    tok = model.tokenizer
+    text = {} if tok is None else {
+        "tokenizer": tok.name, "eos": sorted(tok.eos_ids), "chat_template": tok.chat_template,
+        "bos_token": tok.bos_token, "eos_token": tok.eos_token,
+    }  # fmt: skip
     return m.ModelInfo(
         model=handle, device=model.device, arch=model.arch, config=model.config, params=model.params,
-        bytes=model.nbytes, step=model.step,
+        bytes=model.nbytes, step=model.step, dtype=model.dtype, **text,
     )  # fmt: skip
 
 
@@ -197,30 +211,99 @@ def lose_models(k: Kernel, dev: Device, message: str) -> None:
             model.batcher.pump()  # generations in progress fail now
 
 
+class Source:
+    """Where a model_load's weights come from, resolved: architecture, config, dtype, file or folder."""
+
+    def __init__(self, arch: str, config: dict, dtype: str, checkpoint: str = "", folder: str = ""):
+        self.arch, self.config, self.dtype, self.checkpoint, self.folder = arch, config, dtype, checkpoint, folder
+
+
+def _source(k: Kernel, req: m.ModelLoad) -> Source:
+    """Resolve a model_load's `path` / `checkpoint` / fresh `arch`; EINVAL, ENOENT or EPERM for a bad one."""
+    if req.path and req.checkpoint:
+        raise SysError(Errno.EINVAL, "give a path (a model folder) or a checkpoint, not both")
+    if req.path:
+        if k.models_dir is None:
+            raise SysError(Errno.EINVAL, "this kernel has no models directory: boot it with `llmos boot --models DIR`")
+        folder = resolve_under(k.models_dir, req.path, "models directory")
+        if not os.path.isdir(folder):
+            raise SysError(Errno.ENOENT, f"no model folder {req.path!r} in the models directory")
+        return _folder_source(k, req, folder, req.path)
+    if req.checkpoint:
+        full = storage_path(k, req.checkpoint)
+        if not os.path.exists(full):
+            raise SysError(Errno.ENOENT, f"no checkpoint {req.checkpoint!r} in the storage directory")
+        if os.path.isdir(full):  # a folder model_save wrote in the Hugging Face layout
+            return _folder_source(k, req, full, req.checkpoint)
+        if not os.path.isfile(full):
+            raise SysError(Errno.EINVAL, f"checkpoint {req.checkpoint!r} is not a file")
+        meta = _checkpoint_meta(req.checkpoint, full)
+        arch = meta["arch"] if req.arch == "auto" else req.arch
+        return Source(arch, meta["config"], req.dtype or "float32", checkpoint=full)
+    if req.arch == "auto":
+        raise SysError(Errno.EINVAL, "arch 'auto' takes the architecture from a model folder (path) or a checkpoint; "
+                                     "name one for a fresh model")  # fmt: skip
+    return Source(req.arch, dict(req.config), req.dtype or "float32")
+
+
+def _checkpoint_meta(name: str, full: str) -> dict:
+    """The architecture and config an llmos checkpoint file names (EINVAL for a file that is not one)."""
+    from llmos.drivers.models.safetensors_header import read_metadata
+
+    try:
+        meta = read_metadata(full)
+        return {"arch": meta["arch"], "config": json.loads(meta["config"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SysError(Errno.EINVAL, f"{name!r} is not an llmos checkpoint: {exc}") from None
+
+
+def _folder_source(k: Kernel, req: m.ModelLoad, folder: str, name: str) -> Source:
+    """A Hugging Face-format folder, read by the first model plugin that knows it (`llmos_model_folder`)."""
+    try:
+        found: ModelFolder | None = k.pm.hook.llmos_model_folder(folder=folder)
+    except FileNotFoundError as exc:
+        raise SysError(Errno.ENOENT, f"{name!r}: {exc}") from None
+    except (ValueError, OSError) as exc:
+        raise SysError(Errno.EINVAL, f"{name!r}: {exc}") from None
+    if found is None:
+        raise SysError(Errno.EINVAL, f"{name!r}: no model plugin reads this folder (see its config.json's model_type)")
+    if req.arch not in ("auto", found.arch):
+        raise SysError(Errno.EINVAL, f"{name!r} holds a {found.arch} model, not {req.arch}")
+    if {**found.config, **req.config} != found.config:
+        raise SysError(Errno.EINVAL, f"config {dict(req.config)} disagrees with the folder's")
+    return Source(found.arch, found.config, req.dtype or found.dtype, folder=folder)
+
+
+def _tokenizer(k: Kernel, src: Source) -> Tokenizer | None:
+    """The model's tokenizer from the plugins (`llmos_tokenizer`); EINVAL for a broken tokenizer file."""
+    try:
+        return k.pm.hook.llmos_tokenizer(arch=src.arch, config=src.config, folder=src.folder)
+    except (ValueError, OSError) as exc:
+        raise SysError(Errno.EINVAL, f"the model's tokenizer cannot be read: {exc}") from None
+
+
 def sys_model_load(k: Kernel, c: CallCtx) -> None:
-    """Build a model on a device (from a checkpoint under storage, or fresh); charge it to the caller."""
+    """Build a model on a device (from a model folder, a checkpoint under storage, or fresh); charge it to the caller."""
     req: m.ModelLoad = c.req
     dev = k.device(req.device)
+    src = _source(k, req)
     archs = plugins.models(k.pm)
-    if req.arch not in archs:
-        raise SysError(Errno.EINVAL, f"unknown architecture {req.arch!r}; known: {', '.join(sorted(archs)) or 'none'}")
-    check_dtype(dev, req.dtype)
+    if src.arch not in archs:
+        raise SysError(Errno.EINVAL, f"unknown architecture {src.arch!r}; known: {', '.join(sorted(archs)) or 'none'}")
+    check_dtype(dev, src.dtype)
     if req.kv_blocks < 1 or req.block_size < 1:
         raise SysError(Errno.EINVAL, f"kv_blocks and block_size must be at least 1 ({req.kv_blocks}, {req.block_size})")
-    path = storage_path(k, req.checkpoint) if req.checkpoint else ""
-    if path and not os.path.exists(path):
-        raise SysError(Errno.ENOENT, f"no checkpoint {req.checkpoint!r} in the storage directory")
-    if path and not os.path.isfile(path):
-        raise SysError(Errno.EINVAL, f"checkpoint {req.checkpoint!r} is not a file")
-    size = _size(k, req, path)
+    size = _size(k, src, req.kv_blocks, req.block_size)
+    tokenizer = _tokenizer(k, src)
     mid = k.next_model
     k.next_model += 1
     admit(dev, c.proc.pid, size)  # before anything is built: ENOMEM / EAGAIN cost the driver nothing
     dev.memory.charge(-mid, c.proc.pid, size)  # reserved under the model's alloc_id while the driver builds it
     k.trace_mem("mem.alloc", dev, c.proc.pid, size)
     msg = proto.DModelLoad(
-        seq=dev.next_seq(), model=mid, arch=req.arch, target=archs[req.arch], kv_blocks=req.kv_blocks,
-        block_size=req.block_size, config=dict(req.config), dtype=req.dtype, checkpoint=path, seed=req.seed,
+        seq=dev.next_seq(), model=mid, arch=src.arch, target=archs[src.arch], kv_blocks=req.kv_blocks,
+        block_size=req.block_size, config={} if src.folder else dict(req.config), dtype=src.dtype,
+        checkpoint=src.checkpoint, seed=req.seed, folder=src.folder,
     )  # fmt: skip
 
     def unreserve() -> None:
@@ -240,13 +323,13 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
             k.post(dev, proto.DModelFree(seq=dev.next_seq(), model=mid))
             if c.proc.state != "exited":
                 built = desc.param_bytes + desc.kv_bytes
-                k.log.error("model.size_mismatch", arch=req.arch, computed=size, built=built)
-                c.fail(Errno.EIO, f"{req.arch}'s size function gave {size} bytes; the driver built {built}")
+                k.log.error("model.size_mismatch", arch=src.arch, computed=size, built=built)
+                c.fail(Errno.EIO, f"{src.arch}'s size function gave {size} bytes; the driver built {built}")
             return
         kv = KVCache(req.kv_blocks, req.block_size, default_quota=k.config.kv_quota, device=dev.name, layout=f"model{mid}")
         model = Model(
-            mid, dev.name, c.proc.pid, req.arch, desc.config, desc.params, desc.param_bytes, size, kv,
-            kv_bytes=desc.kv_bytes, step=desc.step,
+            mid, dev.name, c.proc.pid, src.arch, desc.config, desc.params, desc.param_bytes, size, kv,
+            kv_bytes=desc.kv_bytes, step=desc.step, dtype=src.dtype, folder=src.folder, tokenizer=tokenizer,
         )  # fmt: skip
         model.batcher = Batcher(k, model, k.new_policy(dev.queue.policy.name))  # the device's policy
         model.holders[c.proc.pid] = 1
@@ -258,25 +341,17 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=loaded, fail=not_loaded))
 
 
-def _size(k: Kernel, req: m.ModelLoad, path: str) -> int:
-    """The bytes a model will take (weights and KV storage), from its config or its checkpoint's, built or not."""
-    from llmos.drivers.models.safetensors_header import read_metadata
-
-    target = plugins.model_sizes(k.pm).get(req.arch)
+def _size(k: Kernel, src: Source, kv_blocks: int, block_size: int) -> int:
+    """The bytes a model will take (weights and KV storage), from its config, by its architecture's size function."""
+    target = plugins.model_sizes(k.pm).get(src.arch)
     if target is None:
-        raise SysError(Errno.EINVAL, f"architecture {req.arch!r} names no size function (llmos_model_sizes), "
+        raise SysError(Errno.EINVAL, f"architecture {src.arch!r} names no size function (llmos_model_sizes), "
                                      "so its memory cannot be admitted before it is built")  # fmt: skip
-    config = dict(req.config)
-    if path:
-        try:
-            config = json.loads(read_metadata(path)["config"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SysError(Errno.EINVAL, f"{req.checkpoint!r} is not an llmos checkpoint: {exc}") from None
     module, _, name = target.partition(":")
     try:
-        desc = getattr(importlib.import_module(module), name)(config, req.dtype, req.kv_blocks, req.block_size)
+        desc = getattr(importlib.import_module(module), name)(src.config, src.dtype, kv_blocks, block_size)
     except (ValueError, TypeError) as exc:
-        raise SysError(Errno.EINVAL, f"bad {req.arch} config: {exc}") from None
+        raise SysError(Errno.EINVAL, f"bad {src.arch} config: {exc}") from None
     return desc.param_bytes + desc.kv_bytes
 
 
@@ -291,15 +366,16 @@ def sys_model_free(k: Kernel, c: CallCtx) -> None:
 
 def sys_generate(k: Kernel, c: CallCtx) -> None:
     """Generate from a prompt, one token per batched device step, streaming text as PARTIAL replies."""
-    from llmos.drivers.models.decoding import SamplingParams, StopStream
-    from llmos.drivers.models.tokenizer import ByteTokenizer
+    from llmos.drivers.models.decoding import NO_TEXT, SamplingParams, StopStream
 
     req: m.Generate = c.req
     model = model_of(k, c.proc, req.model)
     if bool(req.prompt) == bool(req.tokens):
         raise SysError(Errno.EINVAL, "give a prompt (text) or tokens (ids), one of them")
-    tok = ByteTokenizer()
-    prompt = tok.encode(req.prompt) if req.prompt else list(req.tokens)
+    tok = model.tokenizer
+    if tok is None and (req.prompt or req.stop):
+        raise SysError(Errno.EINVAL, f"this {model.arch} model has no tokenizer: give token ids, and no stop strings")
+    prompt = tok.encode_prompt(req.prompt) if req.prompt else list(req.tokens)
     vocab, max_len = model.config["vocab_size"], model.config["max_len"]
     if any(not 0 <= t < vocab for t in prompt):
         raise SysError(Errno.EINVAL, f"token ids must be in 0..{vocab - 1}")
@@ -319,7 +395,30 @@ def sys_generate(k: Kernel, c: CallCtx) -> None:
     rid = k.next_kvseq
     k.next_kvseq += 1
     limit = "max_len" if room < req.max_tokens else "length"
-    model.batcher.add(Generation(c, rid, prompt, max_tokens, StopStream(req.stop, tok), limit=limit))
+    stream = StopStream(req.stop, tok or NO_TEXT, prompt)
+    model.batcher.add(Generation(c, rid, prompt, max_tokens, stream, limit=limit))
+
+
+def tokenizer_of(model: Model) -> Tokenizer:
+    """The model's tokenizer; EINVAL for a model that has none."""
+    if model.tokenizer is None:
+        raise SysError(Errno.EINVAL, f"this {model.arch} model has no tokenizer (it was not loaded from a model folder)")
+    return model.tokenizer
+
+
+def sys_tokenize(k: Kernel, c: CallCtx) -> None:
+    """The ids of a text under the model's own tokenizer."""
+    tok = tokenizer_of(model_of(k, c.proc, c.req.model))
+    c.reply(m.TokenIds(tokens=tok.encode_prompt(c.req.text) if c.req.special else tok.encode(c.req.text)))
+
+
+def sys_detokenize(k: Kernel, c: CallCtx) -> None:
+    """The text of token ids under the model's own tokenizer."""
+    tok = tokenizer_of(model_of(k, c.proc, c.req.model))
+    bad = next((t for t in c.req.tokens if not 0 <= t < tok.vocab_size), None)
+    if bad is not None:
+        raise SysError(Errno.EINVAL, f"token id {bad} is out of range: the tokenizer has {tok.vocab_size} tokens")
+    c.reply(m.Text(text=tok.decode(c.req.tokens)))
 
 
 def sys_logprobs(k: Kernel, c: CallCtx) -> None:
@@ -341,12 +440,15 @@ def sys_logprobs(k: Kernel, c: CallCtx) -> None:
 
 
 def sys_model_save(k: Kernel, c: CallCtx) -> None:
-    """Write the model as a safetensors checkpoint under the storage directory."""
+    """Write the model under the storage directory: an llmos checkpoint file, or a Hugging Face-format folder."""
     model = model_of(k, c.proc, c.req.model)
+    if c.req.format not in ("", "llmos", "hf"):
+        raise SysError(Errno.EINVAL, f"format {c.req.format!r}: one of 'llmos' (a checkpoint file) or 'hf' (a folder)")
+    fmt = c.req.format or ("hf" if model.folder else "llmos")
     path = storage_path(k, c.req.path)
     make_parents(k, path)
     dev = k.devices[model.device]
-    msg = proto.DModelSave(seq=dev.next_seq(), model=model.mid, path=path)
+    msg = proto.DModelSave(seq=dev.next_seq(), model=model.mid, path=path, format=fmt, source=model.folder)
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(m.Done()), fail=c.fail))
 
 

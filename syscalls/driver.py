@@ -89,8 +89,9 @@ class DModelLoad(ToDriver, tag="model_load"):
     """Build model `model` of `arch` ("module:function" `target` gives its Architecture) with a PagedKV.
 
     With `checkpoint` (an absolute path), weights and config come from it and
-    `config` may only repeat the checkpoint's. Ok is followed by one frame:
-    the encoded `ModelDesc`.
+    `config` may only repeat the checkpoint's; with `folder` (an absolute
+    path), from a Hugging Face-format folder, the architecture from its
+    config.json. Ok is followed by one frame: the encoded `ModelDesc`.
     """
 
     model: int
@@ -102,6 +103,7 @@ class DModelLoad(ToDriver, tag="model_load"):
     dtype: str = "float32"
     checkpoint: str = ""
     seed: int = 0  # a fresh model's initial weights come from this seed
+    folder: str = ""
 
 
 class ModelDesc(msgspec.Struct, kw_only=True):
@@ -155,10 +157,14 @@ class DLogProbs(ToDriver, tag="logprobs"):
 
 
 class DModelSave(ToDriver, tag="model_save"):
-    """Write the model (and its optimizer state and step, once trained) as a safetensors checkpoint at `path` (absolute)."""
+    """Write the model at `path` (absolute): `format` "llmos", one safetensors checkpoint (with its optimizer
+    state and step, once trained); "hf", a Hugging Face-format folder, with the tokenizer files of `source`
+    (the folder the model came from, or "")."""
 
     model: int
     path: str
+    format: str = "llmos"
+    source: str = ""
 
 
 class DTrainStep(ToDriver, tag="train_step"):

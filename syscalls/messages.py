@@ -567,25 +567,40 @@ class DriverUnload(Call, tag=int(Sys.DRIVER_UNLOAD)):
 
 
 class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
-    """Load a model of architecture `arch` on a device, with its own paged KV pool of `kv_blocks` blocks.
+    """Load a model on a device, with its own paged KV pool of `kv_blocks` blocks.
 
-    `checkpoint`: a safetensors checkpoint under the kernel's storage directory
-    (its config wins; `config` may only repeat it). Memory is charged to the caller.
-    A fresh model's weights are drawn from `seed`, so the same seed gives the same model.
+    Three sources, at most one of `path` and `checkpoint`:
+    - `path`: a Hugging Face-format folder (config.json, *.safetensors,
+      tokenizer.json) under the models directory the kernel was booted with
+      (read only); `arch` "auto" takes the architecture from its config.json;
+    - `checkpoint`: under the kernel's storage directory, an llmos checkpoint
+      file or a folder `model_save` wrote in the Hugging Face layout (its
+      config wins; `config` may only repeat it);
+    - neither: a fresh model of `arch` and `config`, its weights drawn from
+      `seed` (the same seed gives the same model).
+    `dtype` "" keeps the weights' stored dtype (float32 for a fresh model).
+    Memory is charged to the caller.
     """
 
     device: str
-    arch: str
+    arch: str = "auto"
     config: dict[str, int | float | str | bool] = {}
     checkpoint: str = ""
     kv_blocks: int = 256
     block_size: int = 16
-    dtype: str = "float32"
+    dtype: str = ""
     seed: int = 0
+    path: str = ""
 
 
 class ModelInfo(Reply):
-    """A loaded model: its handle, device, full config, parameter count and bytes charged."""
+    """A loaded model: its handle, device, full config, parameter count and bytes charged, and its tokenizer.
+
+    `tokenizer` names it ("" when the model has none: give token ids, not text);
+    `eos` are the ids that end a generation; `chat_template` (Jinja, from the
+    folder's tokenizer_config.json, or ""), `bos_token` and `eos_token` are what
+    a chat program needs to render a conversation.
+    """
 
     model: int
     device: str
@@ -594,6 +609,12 @@ class ModelInfo(Reply):
     params: int
     bytes: int
     step: int = 0  # optimizer steps the model has taken (restored from a checkpoint)
+    dtype: str = ""
+    tokenizer: str = ""
+    eos: list[int] = []
+    chat_template: str = ""
+    bos_token: str = ""
+    eos_token: str = ""
 
 
 class ModelFree(Call, tag=int(Sys.MODEL_FREE)):
@@ -634,6 +655,7 @@ class Completion(Reply):
         device_s: the device's own time for the steps (its share of batched steps).
         shared_steps: steps batched together with other sequences (continuous batching).
         preemptions: times its KV blocks were taken for others (it re-fed its text and went on).
+        ids: the generated token ids (a model without a tokenizer gives no text, only these).
     """
 
     text: str
@@ -643,6 +665,7 @@ class Completion(Reply):
     device_s: float = 0.0  # the device's own time for the steps (its share of batched steps)
     shared_steps: int = 0  # steps batched together with other sequences (continuous batching)
     preemptions: int = 0  # times its KV blocks were taken for others (it re-fed its text and went on)
+    ids: list[int] = []  # the generated token ids
 
 
 class LogProbs(Call, tag=int(Sys.LOGPROBS)):
@@ -659,10 +682,45 @@ class TokenLogProbs(Reply):
 
 
 class ModelSave(Call, tag=int(Sys.MODEL_SAVE)):
-    """Write the model (weights, optimizer state once trained, step count) as a safetensors checkpoint at `path`."""
+    """Write the model at `path` under the storage directory.
+
+    `format` "llmos": one safetensors checkpoint file (weights, optimizer state
+    once trained, step count); "hf": a Hugging Face-format folder (config.json,
+    model.safetensors and the tokenizer files of the folder it came from; no
+    optimizer state) that `transformers` loads; "" (default): "hf" for a model
+    loaded from such a folder, "llmos" otherwise.
+    """
 
     model: int
     path: str
+    format: str = ""
+
+
+class Tokenize(Call, tag=int(Sys.TOKENIZE)):
+    """The model's tokenizer's ids for `text`; `special` adds what the tokenizer adds to a prompt (e.g. BOS)."""
+
+    model: int
+    text: str
+    special: bool = False
+
+
+class TokenIds(Reply):
+    """Token ids."""
+
+    tokens: list[int]
+
+
+class Detokenize(Call, tag=int(Sys.DETOKENIZE)):
+    """The text of token ids under the model's tokenizer (special tokens dropped)."""
+
+    model: int
+    tokens: list[int]
+
+
+class Text(Reply):
+    """Text."""
+
+    text: str
 
 
 class TrainStep(Call, tag=int(Sys.TRAIN_STEP)):

@@ -61,3 +61,6 @@ class Sys(enum.IntEnum):
     PROG_LIST = 36
     # memory
     HANDLES = 37
+    # models: the model's own tokenizer
+    TOKENIZE = 38
+    DETOKENIZE = 39

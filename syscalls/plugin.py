@@ -5,7 +5,8 @@ implementations with `hookimpl`; the hook specifications themselves live in
 one module, `llmos.kernel.hookspecs`.
 """
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 import pluggy
 
@@ -39,3 +40,53 @@ class ProgramEntry(NamedTuple):
     target: str
     help: str = ""
     interactive: bool = False
+
+
+class ModelFolder(NamedTuple):
+    """What a model plugin reads from a Hugging Face-format folder before anything is built.
+
+    `arch`: the llmos architecture that serves it; `config`: its llmos config
+    dict (what `llmos_model_sizes`' function sizes); `dtype`: the stored weights'
+    dtype ("float32", "float16", "bfloat16").
+    """
+
+    arch: str
+    config: dict
+    dtype: str
+
+
+class TextStream(Protocol):
+    """Token ids of one generated sequence in, text out: never half a character or half a merged token."""
+
+    def step(self, token: int) -> str:
+        """Add one token; return the text it completes ("" while a character or merge is incomplete)."""
+
+    def finish(self) -> str:
+        """The sequence ended: the text still held back."""
+
+
+class Tokenizer(Protocol):
+    """A model's tokenizer as the kernel uses it (`llmos_tokenizer`); torch-free.
+
+    `name` says which it is; `eos_ids` end a generation; `chat_template`
+    (Jinja, or ""), `bos_token` and `eos_token` are for chat programs.
+    """
+
+    name: str
+    vocab_size: int
+    eos_ids: frozenset[int]
+    chat_template: str
+    bos_token: str
+    eos_token: str
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of `text`, nothing added."""
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """The ids of `text` as a prompt: with what the tokenizer adds to one (e.g. BOS), if anything."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of `ids`, special tokens dropped."""
+
+    def stream(self, prompt: Sequence[int]) -> TextStream:
+        """A text stream for the tokens generated after `prompt`."""

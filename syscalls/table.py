@@ -72,6 +72,8 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.TRAIN_STEP, "model", m.TrainStep, m.TrainResult),
     Syscall(Sys.PROG_LIST, "process", m.ProgList, m.Programs),
     Syscall(Sys.HANDLES, "memory", m.Handles, m.HandleList),
+    Syscall(Sys.TOKENIZE, "model", m.Tokenize, m.TokenIds),
+    Syscall(Sys.DETOKENIZE, "model", m.Detokenize, m.Text),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

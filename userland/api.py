@@ -239,11 +239,12 @@ class SyscallApi:
 
     # ---- models ------------------------------------------------------------------------
 
-    def model_load(self, device: str, arch: str, config: dict | None = None, checkpoint: str = "", kv_blocks: int = 256,
-                   block_size: int = 16, dtype: str = "float32", seed: int = 0):  # fmt: skip
-        """Load a model on `device`, from a checkpoint under the kernel's storage or fresh from `seed` (ModelInfo)."""
+    def model_load(self, device: str, arch: str = "auto", config: dict | None = None, checkpoint: str = "",
+                   kv_blocks: int = 256, block_size: int = 16, dtype: str = "", seed: int = 0, path: str = ""):  # fmt: skip
+        """Load a model on `device` (ModelInfo): from a Hugging Face-format folder `path` under the kernel's
+        models directory, from a checkpoint under its storage, or fresh from `seed`. `dtype` "" keeps the stored one."""
         call = m.ModelLoad(device=device, arch=arch, config=config or {}, checkpoint=checkpoint, kv_blocks=kv_blocks,
-                           block_size=block_size, dtype=dtype, seed=seed)  # fmt: skip
+                           block_size=block_size, dtype=dtype, seed=seed, path=path)  # fmt: skip
         return self._run(one_call(call))
 
     def model_free(self, model: int):
@@ -264,9 +265,18 @@ class SyscallApi:
         """Log-probability of each token after the first, given the ones before it."""
         return self._run(_field(m.LogProbs(model=model, tokens=list(tokens)), "logprobs"))
 
-    def model_save(self, model: int, path: str):
-        """Write the model (and its optimizer state, once trained) as a checkpoint at `path` under the storage directory."""
-        return self._run(one_call(m.ModelSave(model=model, path=path)))
+    def model_save(self, model: int, path: str, format: str = ""):
+        """Write the model at `path` under the storage directory: "llmos", a checkpoint file with its optimizer
+        state; "hf", a Hugging Face-format folder; "" the folder format for a model loaded from a folder."""
+        return self._run(one_call(m.ModelSave(model=model, path=path, format=format)))
+
+    def tokenize(self, model: int, text: str, special: bool = False) -> list[int]:
+        """The ids of `text` under the model's own tokenizer (`special`: as a prompt, e.g. with BOS)."""
+        return self._run(_field(m.Tokenize(model=model, text=text, special=special), "tokens"))
+
+    def detokenize(self, model: int, tokens: list[int]) -> str:
+        """The text of token ids under the model's own tokenizer."""
+        return self._run(_field(m.Detokenize(model=model, tokens=list(tokens)), "text"))
 
     def train_step(self, model: int, tokens: list[list[int]], lr: float = 3e-3, weight_decay: float = 0.01,
                    clip: float = 1.0):  # fmt: skip

@@ -4,7 +4,8 @@
 Stop strings are text, not tokens: with a byte-level tokenizer a stop string
 can end in the middle of a token stream and a character can span several
 tokens. `StopStream` turns the token stream of one sequence into text pieces
-safe to show: it holds back incomplete UTF-8 characters and any tail that
+safe to show: through the tokenizer's text stream, it holds back incomplete
+characters (and, for a BPE tokenizer, unfinished merges) and any tail that
 might be the start of a stop string, and ends the text just before a stop
 string once one appears.
 """
@@ -12,7 +13,7 @@ string once one appears.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .tokenizer import ByteTokenizer
+from llmos.syscalls.plugin import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,11 @@ class SamplingParams:
 class StopStream:
     """Token ids of one generated sequence in, text safe to show out, ending before the first stop string."""
 
-    def __init__(self, stop: Sequence[str] = (), tokenizer: ByteTokenizer | None = None):
+    def __init__(self, stop: Sequence[str], tokenizer: Tokenizer, prompt: Sequence[int] = ()):
+        """Stream the text `tokenizer` makes of the ids generated after `prompt`, cut at the first of `stop`."""
         self.stop = [s for s in stop if s]
-        self.tokenizer = tokenizer or ByteTokenizer()
-        self._decoder = self.tokenizer.incremental_decoder()
+        self.eos_ids = tokenizer.eos_ids
+        self._decoder = tokenizer.stream(prompt)
         self._pending = ""  # decoded text not yet shown: it may begin a stop string
         self.text = ""  # all text shown so far
         self.stopped = False
@@ -44,9 +46,9 @@ class StopStream:
         """Add one generated token; return the new text that is now safe to show (may be "")."""
         if self.stopped:
             return ""
-        if token == self.tokenizer.eos_id:
+        if token in self.eos_ids:
             return self.finish()
-        self._pending += self._decoder.decode(self.tokenizer.decode_bytes([token]))
+        self._pending += self._decoder.step(token)
         for s in self.stop:
             at = self._pending.find(s)
             if at >= 0:
@@ -60,10 +62,33 @@ class StopStream:
         if self.stopped:
             return ""
         self.stopped = True
-        return self._emit(self._pending + self._decoder.decode(b"", final=True))
+        return self._emit(self._pending + self._decoder.finish())
 
     def _emit(self, piece: str) -> str:
         """Move `piece` (a prefix of the pending text) to the shown text."""
         self._pending = self._pending[len(piece) :]
         self.text += piece
         return piece
+
+
+class _Silent:
+    """A text stream that makes no text."""
+
+    def step(self, token: int) -> str:
+        return ""
+
+    def finish(self) -> str:
+        return ""
+
+
+class _NoText:
+    """The stand-in tokenizer of a model that has none: no text, no EOS (generate gives ids only)."""
+
+    eos_ids: frozenset[int] = frozenset()
+
+    def stream(self, prompt: Sequence[int]) -> _Silent:
+        return _Silent()
+
+
+NO_TEXT = _NoText()
+"""What `StopStream` streams through for a model without a tokenizer."""

@@ -37,18 +37,51 @@ def _decode_error(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_ERRORS, _decode_error)
 
 
-class ByteTokenizer:
-    """Text to byte ids and back, with PAD/BOS/EOS specials above the 256 byte ids."""
+class ByteStream:
+    """The text of a stream of byte ids: a character comes out once all its bytes are in."""
 
+    def __init__(self, tokenizer: "ByteTokenizer"):
+        self.tokenizer = tokenizer
+        self.decoder = tokenizer.incremental_decoder()
+
+    def step(self, token: int) -> str:
+        """Add one id; return the characters it completes."""
+        return self.decoder.decode(self.tokenizer.decode_bytes([token]))
+
+    def finish(self) -> str:
+        """The bytes held back, decoded (an incomplete character becomes U+FFFD)."""
+        return self.decoder.decode(b"", final=True)
+
+
+class ByteTokenizer:
+    """Text to byte ids and back, with PAD/BOS/EOS specials above the 256 byte ids.
+
+    It is tinygpt's tokenizer as the kernel uses it (`llmos.syscalls.plugin.Tokenizer`):
+    a prompt gets nothing added, EOS ends a generation, there is no chat template.
+    """
+
+    name = "bytes"
     vocab_size = VOCAB_SIZE
     pad_id = PAD
     bos_id = BOS
     eos_id = EOS
+    eos_ids = frozenset({EOS})
+    chat_template = ""
+    bos_token = "<bos>"
+    eos_token = "<eos>"
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
         """The token ids of `text` (its UTF-8 bytes), with BOS first and/or EOS last if asked."""
         ids = list(text.encode("utf-8", "surrogatepass"))
         return ([BOS] if bos else []) + ids + ([EOS] if eos else [])
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt's ids: its bytes, nothing added."""
+        return self.encode(text)
+
+    def stream(self, prompt=()) -> ByteStream:
+        """A text stream for generated ids (a byte tokenizer needs no context from the prompt)."""
+        return ByteStream(self)
 
     def decode_bytes(self, ids) -> bytes:
         """The raw bytes of the byte ids in `ids`; special ids are dropped."""

@@ -1,6 +1,7 @@
 """`llmos boot`: run a kernel in the foreground until Ctrl-C."""
 
 import argparse
+import os
 
 from llmos.kernel.config import KernelConfig
 from llmos.kernel.main import run_kernel
@@ -41,6 +42,10 @@ def add_parser(sub) -> None:
         metavar="N",
         help="attached processes allowed per OS user; more attaches get EAGAIN (default %(default)s; the admin is exempt)",
     )
+    p.add_argument(
+        "--models", metavar="DIR",
+        help="folder of Hugging Face-format model folders that model_load(path=...) may read (read only)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-file", help="append logs here instead of stderr")
     p.set_defaults(func=run)
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         lease_s=args.lease,
         max_bulk_bytes=args.max_bulk_bytes,
         max_procs_per_user=args.max_procs_per_user,
+        models_dir=os.path.abspath(args.models) if args.models else None,
         log_level=args.log_level,
         log_file=args.log_file,
     )
