@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from llmos.syscalls import Errno
+from llmos.syscalls import messages as m
 
 from ..client import Client
 from ..errors import LlmosError
@@ -64,9 +65,19 @@ def model_config(args: argparse.Namespace, max_len: int) -> dict:
 
 
 def add_checkpoint(p: argparse.ArgumentParser, kv_blocks: int = 256) -> None:
-    """--checkpoint PATH (under the kernel's storage directory) and --kv-blocks (default `kv_blocks`)."""
+    """--checkpoint PATH (under the kernel's storage directory), --model-dir NAME (a Hugging Face-format
+    folder under its models directory, instead) and --kv-blocks (default `kv_blocks`)."""
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="under the kernel's storage directory")
+    p.add_argument("--model-dir", metavar="NAME", default=None,
+                   help="a Hugging Face-format model folder under the kernel's models directory "
+                        "(`llmos boot --models DIR`), used instead of --checkpoint")  # fmt: skip
+    p.add_argument("--dtype", default="", help="cast the weights on load: float32, bfloat16, float16 (default: as stored)")
     p.add_argument("--kv-blocks", type=int, default=kv_blocks, help="KV cache blocks of 16 tokens for the model")
+
+
+def model_name(args: argparse.Namespace) -> str:
+    """What the options load, for messages: the model folder or the checkpoint."""
+    return args.model_dir or args.checkpoint
 
 
 def add_sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -125,25 +136,30 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
 
 
 @contextlib.contextmanager
-def open_model(c: Client, args: argparse.Namespace) -> Iterator[tuple[int, dict]]:
-    """The model the options name, as (handle, config), freed on leaving.
+def open_model(c: Client, args: argparse.Namespace) -> Iterator[tuple[int, m.ModelInfo | None]]:
+    """The model the options name, as (handle, ModelInfo), freed on leaving.
 
-    It is the --checkpoint loaded on --device, or with --fresh (where the program has that
-    option) a fresh model of the size options and --max-len drawn from --seed. An inherited
-    handle (--model, where the program has that option) is used as it is: neither loaded nor
-    freed here, and its config is not known ({}). On an error the model is not freed here:
-    the kernel reclaims it when the program's process leaves.
+    It is the --model-dir folder (where the program has that option) or else the --checkpoint,
+    loaded on --device, or with --fresh (where the program has that option) a fresh tinygpt of
+    the size options and --max-len drawn from --seed. An inherited handle (--model, where the
+    program has that option) is used as it is: neither loaded nor freed here, and its ModelInfo
+    is not known (None). On an error the model is not freed here: the kernel reclaims it when
+    the program's process leaves.
     """
     if getattr(args, "model", None) is not None:
-        yield args.model, {}
+        yield args.model, None
         return
+    dtype = getattr(args, "dtype", "")
     if getattr(args, "fresh", False):
         config = model_config(args, args.max_len)
         info = c.model_load(args.device, ARCH, config=config, kv_blocks=args.kv_blocks, seed=args.seed)
         what = f"a fresh model (seed {args.seed})"
+    elif getattr(args, "model_dir", None):
+        info = c.model_load(args.device, path=args.model_dir, kv_blocks=args.kv_blocks, dtype=dtype)
+        what = f"{args.model_dir} ({info.arch}, {info.dtype}, tokenizer {info.tokenizer or 'none'})"
     else:
-        info = c.model_load(args.device, ARCH, checkpoint=args.checkpoint, kv_blocks=args.kv_blocks)
+        info = c.model_load(args.device, checkpoint=args.checkpoint, kv_blocks=args.kv_blocks, dtype=dtype)
         what = f"{args.checkpoint}, trained {info.step} steps,"
     print(f"loaded {what} on {info.device}: {info.params:,} parameters", flush=True)
-    yield info.model, info.config
+    yield info.model, info
     c.model_free(info.model)

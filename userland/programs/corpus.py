@@ -5,15 +5,24 @@ at run time (nothing is downloaded; `stdlib_corpus`); `--corpus DIR` reads the
 `.py` files under another folder the same way. `train` learns from the first
 90 % and `eval` scores the held-out last 10 %, so both read the corpus with
 the same options. `--text FILE` (eval) scores one file instead.
+
+A model with a tokenizer of its own (one loaded from a Hugging Face-format
+folder) reads the same files as text, tokenized by the kernel with that
+tokenizer (`tokenize`), in pieces, files joined by its EOS id
+(`model_corpus`, `model_text`).
 """
 
 import argparse
 
 import torch
-from llmos.drivers.models.train import split_corpus, stdlib_corpus
+from llmos.drivers.models.train import split_corpus, stdlib_corpus, stdlib_files
+
+from ..client import Client
 
 HELD_OUT = 0.1
 """The fraction at the end of the corpus that training never sees."""
+PIECE_CHARS = 1 << 16
+"""Characters tokenized by one `tokenize` call (well under the kernel's 1 MiB request header)."""
 
 
 def add_corpus(p: argparse.ArgumentParser) -> None:
@@ -31,3 +40,34 @@ def read_text(path: str) -> torch.Tensor:
     """The token ids of a file: its bytes, as the byte-level tokenizer reads text."""
     with open(path, "rb") as f:
         return torch.tensor(list(f.read()), dtype=torch.long)
+
+
+def tokenized(c: Client, model: int, text: str) -> list[int]:
+    """The model's token ids of `text`, tokenized by the kernel a piece at a time."""
+    ids: list[int] = []
+    for start in range(0, len(text), PIECE_CHARS):
+        ids += c.tokenize(model, text[start : start + PIECE_CHARS])
+    return ids
+
+
+def model_corpus(c: Client, model: int, eos: list[int], args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training ids, held-out ids) of the corpus in the model's own tokens: at most --corpus-bytes bytes
+    of text, files joined by the first of `eos` (if the tokenizer has one)."""
+    ids: list[int] = []
+    left = args.corpus_bytes
+    for path in stdlib_files(args.corpus):
+        with open(path, "rb") as fh:
+            data = fh.read(left)
+        left -= len(data)
+        ids += tokenized(c, model, data.decode("utf-8", "replace")) + eos[:1]
+        if left <= 0:
+            break
+    if not ids:
+        raise FileNotFoundError(f"no Python sources found under {args.corpus or 'the standard library'}")
+    return split_corpus(torch.tensor(ids, dtype=torch.long), HELD_OUT)
+
+
+def model_text(c: Client, model: int, path: str) -> torch.Tensor:
+    """A file's text in the model's own tokens."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return torch.tensor(tokenized(c, model, f.read()), dtype=torch.long)

@@ -1,4 +1,4 @@
-"""`llmos run eval`: how well a checkpoint predicts held-out text, as perplexity and bits per byte.
+"""`llmos run eval`: how well a model predicts held-out text, as perplexity and bits per byte.
 
 By default the text is the held-out last 10 % of the corpus `train` learns
 from (the standard library's sources, or --corpus DIR; give the same
@@ -12,8 +12,8 @@ import argparse
 import sys
 
 from ..client import Client
-from .common import add_checkpoint, guarded, open_model, parser, print_result, show_args
-from .corpus import add_corpus, read_corpus, read_text
+from .common import add_checkpoint, guarded, model_name, open_model, parser, print_result, show_args
+from .corpus import add_corpus, model_corpus, model_text, read_corpus, read_text
 from .perplexity import score
 
 
@@ -33,17 +33,21 @@ def main(argv: list[str]) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Score the text with the checkpoint and report."""
-    ids = read_text(args.text) if args.text else read_corpus(args)[1]
+    """Score the text with the model and report."""
     source = args.text or f"the held-out 10 % of {args.corpus or 'the standard library'}"
-    with Client(name="eval") as c, open_model(c, args) as (model, config):
-        window = min(args.window or config["max_len"], config["max_len"])
-        held = score(c, model, ids, window, args.eval_windows)
+    with Client(name="eval") as c, open_model(c, args) as (model, info):
+        byte_level = info.tokenizer in ("bytes", "")
+        if byte_level:
+            ids = read_text(args.text) if args.text else read_corpus(args)[1]
+        else:  # the model's own tokens, from the kernel
+            ids = model_text(c, model, args.text) if args.text else model_corpus(c, model, info.eos, args)[1]
+        window = min(args.window or info.config["max_len"], info.config["max_len"])
+        held = score(c, model, ids, window, args.eval_windows, bytes_tokens=byte_level)
     print(f"{source}: perplexity {held.perplexity:.3f}, {held.bits_per_byte:.3f} bits per byte "
           f"({held.windows} windows of {window} tokens, {held.tokens} tokens predicted)")  # fmt: skip
     print_result(
         perplexity=held.perplexity, bits_per_byte=held.bits_per_byte, tokens=held.tokens, windows=held.windows,
-        window=window, checkpoint=args.checkpoint, text=args.text,
+        window=window, checkpoint=model_name(args), text=args.text,
     )  # fmt: skip
     return 0
 

@@ -3,8 +3,12 @@
 A window of W tokens gives W - 1 predictions (every token after the first,
 given the ones before it). The windows are non-overlapping and spread evenly
 over the text, and at most `max_windows` are scored, so a score stays quick
-however long the text is. Tokens are bytes (plus the EOS between files), so
-bits per byte is the total surprise in bits over the bytes predicted.
+however long the text is. Bits per byte is the total surprise in bits over
+the bytes of text predicted: with the byte tokenizer each token below 256 is
+one byte (the EOS between files is none); with a model's own tokenizer the
+kernel turns the predicted tokens back into text (`detokenize`) to count
+its UTF-8 bytes. So models with different tokenizers compare in bits per
+byte, not in perplexity.
 """
 
 import math
@@ -33,8 +37,11 @@ def window_starts(length: int, window: int, max_windows: int) -> list[int]:
     return [i * window for i in range(count)]
 
 
-def score(c: Client, model: int, ids: torch.Tensor, window: int, max_windows: int) -> Score:
-    """Score `ids` with the model: windows of `window` tokens (the whole text if it is shorter than one)."""
+def score(c: Client, model: int, ids: torch.Tensor, window: int, max_windows: int, bytes_tokens: bool = True) -> Score:
+    """Score `ids` with the model: windows of `window` tokens (the whole text if it is shorter than one).
+
+    `bytes_tokens`: the ids are the byte tokenizer's; else they are the model's own, counted in bytes
+    through `detokenize`."""
     if len(ids) < 2:
         raise ProgramError(f"a text of {len(ids)} tokens has nothing to predict; give at least 2")
     window = min(window, len(ids))
@@ -44,5 +51,8 @@ def score(c: Client, model: int, ids: torch.Tensor, window: int, max_windows: in
         piece = ids[start : start + window].tolist()
         nats -= sum(c.logprobs(model, piece))
         predicted += len(piece) - 1
-        byte_tokens += sum(1 for t in piece[1:] if t < 256)
+        if bytes_tokens:
+            byte_tokens += sum(1 for t in piece[1:] if t < 256)
+        else:
+            byte_tokens += len(c.detokenize(model, piece[1:]).encode("utf-8"))
     return Score(math.exp(nats / predicted), nats / math.log(2) / max(byte_tokens, 1), predicted, len(starts))
