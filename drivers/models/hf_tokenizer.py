@@ -2,8 +2,8 @@
 
 The kernel tokenizes prompts and streams generated text itself, so this runs
 in the kernel process: `tokenizers` (Rust, no torch) reads `tokenizer.json`;
-`tokenizer_config.json` gives the chat template and the BOS/EOS token
-strings; the ids that end a generation come from `generation_config.json`
+`tokenizer_config.json` gives the BOS/EOS token strings and, with
+`chat_template.jinja`, the chat template; the ids that end a generation come from `generation_config.json`
 (`eos_token_id`, one id or a list), else from `config.json`, else from the
 EOS token string. Streaming uses the library's `DecodeStream`, seeded with
 the prompt, so a piece of text comes out only once its characters and its
@@ -52,20 +52,45 @@ def _ids(value) -> list[int]:
     return []
 
 
+def _chat_template(folder: str, settings: dict) -> str:
+    """The folder's chat template: chat_template.jinja (where transformers 4.50 and later write it),
+    else tokenizer_config.json's `chat_template` (a string, or named templates: the "default" one)."""
+    path = os.path.join(folder, "chat_template.jinja")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    template = settings.get("chat_template") or ""
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template", "") for t in template if isinstance(t, dict)}
+        template = named.get("default", "")
+    return template if isinstance(template, str) else ""
+
+
 class HFStream:
     """Generated ids in, text out, through the tokenizer's own decoder pipeline."""
 
     def __init__(self, tokenizer: Tokenizer, prompt: Sequence[int]):
         self.tokenizer = tokenizer
-        self.decoder = DecodeStream(list(prompt), True)  # seeded with the prompt; special tokens skipped
+        self.prompt = list(prompt)
+        self.ids: list[int] = []
+        self.shown = ""
+        self.decoder = DecodeStream(self.prompt, True)  # seeded with the prompt; special tokens skipped
 
     def step(self, token: int) -> str:
         """Add one id; return the text now complete ("" while a character or merge is not)."""
-        return self.decoder.step(self.tokenizer, token) or ""
+        self.ids.append(token)
+        piece = self.decoder.step(self.tokenizer, token) or ""
+        self.shown += piece
+        return piece
 
     def finish(self) -> str:
-        """Nothing is held back that could still become text: a dangling partial character is dropped."""
-        return ""
+        """The text still held back (bytes of a character that never completed become U+FFFD), so
+        that all the pieces together are the text of the whole generation decoded at once."""
+        base = self.tokenizer.decode(self.prompt, skip_special_tokens=True)
+        whole = self.tokenizer.decode(self.prompt + self.ids, skip_special_tokens=True)
+        if not whole.startswith(base) or not whole[len(base) :].startswith(self.shown):
+            return ""
+        return whole[len(base) + len(self.shown) :]
 
 
 class HFTokenizer:
@@ -82,10 +107,7 @@ class HFTokenizer:
         config = _read_json(folder, "config.json")
         self.name = f"{FILE} ({self.tokenizer.get_vocab_size(with_added_tokens=True)} tokens)"
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        self.chat_template = settings.get("chat_template") or ""
-        if not isinstance(self.chat_template, str):  # a list of named templates: take the default one
-            named = {t.get("name"): t.get("template", "") for t in self.chat_template if isinstance(t, dict)}
-            self.chat_template = named.get("default", "")
+        self.chat_template = _chat_template(folder, settings)
         self.bos_token = _token_text(settings.get("bos_token"))
         self.eos_token = _token_text(settings.get("eos_token"))
         eos = _ids(generation.get("eos_token_id")) or _ids(config.get("eos_token_id"))
