@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
     with boot.start(kcfg) as kp, Client(kp.address, name="bench-generate") as c:
         handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks).model
         raw = partial(greedy_contiguous, model, torch.tensor(prompts[:1]), args.new)
-        rounds, raw_out, done, batched_match = asyncio.run(_generation_rounds(kp.address, c, handle, raw, prompts, args))
+        rounds, raw_out, done, batched_match = asyncio.run(generation_rounds(kp.address, c, handle, raw, prompts, args))
         best = {side: min(r[side] for r in rounds) for side in rounds[0]}
         ids = raw_out[0].tolist()
         result["outputs_match"] = done.text == ByteTokenizer().decode(ids[: ids.index(EOS)] if EOS in ids else ids)
@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-async def _generation_rounds(address: str, c: Client, handle: int, raw, prompts: list[list[int]],
-                             args: argparse.Namespace) -> tuple[list[dict[str, float]], object, object, bool]:  # fmt: skip
+async def generation_rounds(address: str, c: Client, handle: int, raw, prompts: list[list[int]],
+                            args: argparse.Namespace, say=None) -> tuple[list[dict[str, float]], object, object, bool]:  # fmt: skip
     """Each timed round's fastest seconds of each generation figure.
 
     Also returns raw's output, one llmos call's Completion, and whether the
@@ -144,8 +144,9 @@ async def _generation_rounds(address: str, c: Client, handle: int, raw, prompts:
     instead of on whichever was being measured then. The first round warms up
     and is not counted. The processes attach and receive their handles before
     any clock starts, as the one-by-one side's process did: only the
-    generating is timed.
+    generating is timed. `say` shows progress (default: this benchmark's line).
     """
+    say = say or _say
     clients = [AsyncClient(address, name=f"bench-proc{i}") for i in range(len(prompts))]
     for a in clients:
         await a.__aenter__()
@@ -155,7 +156,7 @@ async def _generation_rounds(address: str, c: Client, handle: int, raw, prompts:
         raw_out = done = None
         batched_match = False
         for round_ in range(args.repeats + 1):
-            _say(f"generation round {round_ + 1}/{args.repeats + 1}")
+            say(f"generation round {round_ + 1}/{args.repeats + 1}")
             seconds = {"raw": float("inf"), "single": float("inf")}
             for pair in range(args.pairs):
                 for side in ("raw", "single") if pair % 2 else ("single", "raw"):
@@ -173,7 +174,7 @@ async def _generation_rounds(address: str, c: Client, handle: int, raw, prompts:
                 *(a.generate(h, p, max_tokens=args.new) for a, h, p in zip(clients, handles, prompts))
             )
             seconds["at once"] = time.perf_counter() - start
-            batched_match = [d.text for d in one_by_one] == [d.text for d in at_once]
+            batched_match = [d.ids for d in one_by_one] == [d.ids for d in at_once]
             if round_ > 0:
                 rounds.append(seconds)
         return rounds, raw_out, done, batched_match
