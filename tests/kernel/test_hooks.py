@@ -12,7 +12,7 @@ from llmos.kernel import hookspecs, plugins
 from llmos.services.memory.tensor import TensorMemory
 from llmos.services.scheduler.devqueue import PolicyQueue
 from llmos.services.scheduler.policies import FCFS
-from llmos.syscalls.plugin import DriverEntry, ProgramEntry, hookimpl
+from llmos.syscalls.plugin import DriverEntry, ModelFolder, ProgramEntry, hookimpl
 
 from conftest import until
 
@@ -191,3 +191,27 @@ def test_a_program_that_moves_no_tensor_starts_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_model_folders_and_tokenizers_come_from_the_hooks(tmp_path):
+    """llmos_model_folder reads a folder's config.json torch-free; llmos_tokenizer gives a model its own tokenizer."""
+    import hf_folders  # tests/support
+
+    folder = tmp_path / "tiny"
+    hf_folders.llama_folder(str(folder))
+    pm = plugins.plugin_manager()
+    found = pm.hook.llmos_model_folder(folder=str(folder))
+    assert (found.arch, found.dtype, found.config["n_kv_heads"]) == ("llama", "float32", 2)
+    tok = pm.hook.llmos_tokenizer(arch="llama", config=found.config, folder=str(folder))
+    assert tok.encode_prompt("hi")[0] == 0 and tok.eos_ids == {1}  # Llama's BOS first; EOS ends a generation
+    assert pm.hook.llmos_tokenizer(arch="tinygpt", config={}, folder="").name == "bytes"
+    assert pm.hook.llmos_tokenizer(arch="llama", config=found.config, folder="") is None  # ids only
+
+    class Mine:
+        @hookimpl
+        def llmos_model_folder(self, folder):
+            return ModelFolder("mine", {"vocab_size": 3}, "float16") if folder.endswith("special") else None
+
+    pm.register(Mine())
+    assert pm.hook.llmos_model_folder(folder="/x/special").arch == "mine"  # a later plugin is asked first
+    assert pm.hook.llmos_model_folder(folder=str(folder)).arch == "llama"  # and passes what is not its own

@@ -102,6 +102,18 @@ def test_bench_generate_json_has_the_promised_keys_and_both_sides_agree():
     assert min(result["single_stream_ratio_median"], result["batching_speedup_median"]) > 0
 
 
+@pytest.mark.slow
+def test_bench_hf_json_has_the_promised_keys_and_matches_transformers():
+    small = ["--d-model", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1", "--vocab", "300", "--prompt", "8",
+             "--new", "12", "--procs", "3", "--repeats", "1", "--pairs", "1"]  # fmt: skip
+    result = json.loads(llmos("bench", "hf", "--json", *small, timeout=240).stdout)
+    assert {"hf_single_stream_ratio", "hf_batching_speedup", "hf_single_tok_s", "llmos_single_tok_s",
+            "hf_single_stream_ratio_median", "hf_batching_speedup_median"} <= set(result)  # fmt: skip
+    assert result["outputs_match"] is True  # llmos and transformers wrote the same greedy text
+    assert result["batched_outputs_match"] is True
+    assert min(result["hf_single_stream_ratio"], result["hf_batching_speedup"]) > 0
+
+
 def test_bench_generate_refuses_zero_rounds_before_booting_anything():
     out = llmos("bench", "generate", "--pairs", "0", check=False)
     assert out.returncode != 0 and "--pairs" in out.stderr

@@ -1,8 +1,11 @@
-"""`llmos run train`: train tinygpt through the train_step syscall.
+"""`llmos run train`: train tinygpt, or fine-tune a model folder, through the train_step syscall.
 
 Reads the corpus (the standard library's Python sources by default, or
 --corpus DIR), loads a fresh model (or, with --resume, the --out checkpoint
-where it stopped), and sends one seeded batch of windows per train_step call
+where it stopped; or, with --model-dir NAME, a Hugging Face-format folder
+under the kernel's models directory, whose own tokenizer then reads the
+corpus, through the kernel, and which is saved at --out as a folder in the
+same layout), and sends one seeded batch of windows per train_step call
 until --steps or --minutes is reached, whichever comes first. The learning
 rate warms up linearly for --warmup steps, then follows a cosine down to a
 tenth of --lr. It saves the checkpoint every --every steps and at the end,
@@ -34,7 +37,7 @@ from .common import (
     print_result,
     show_args,
 )
-from .corpus import add_corpus, read_corpus
+from .corpus import add_corpus, model_corpus, read_corpus
 from .perplexity import score
 from .progress import Progress, clock
 
@@ -64,7 +67,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=20, help="steps of linear learning-rate warm-up")
     add_model_size(p)
-    p.add_argument("--out", default=DEFAULT_CHECKPOINT, help="checkpoint to write, under the kernel's storage")
+    p.add_argument("--model-dir", metavar="NAME", default=None,
+                   help="fine-tune this Hugging Face-format folder under the kernel's models directory instead")  # fmt: skip
+    p.add_argument("--out", default=None,
+                   help=f"checkpoint to write, under the kernel's storage (default: {DEFAULT_CHECKPOINT}; "
+                        "with --model-dir, NAME-tuned, a folder)")  # fmt: skip
     p.add_argument("--every", type=int, default=0, help="also save the checkpoint every K steps (0: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from the --out checkpoint if it exists")
     p.add_argument("--eval-windows", type=int, default=32, help="held-out windows to score at the end (0: all)")
@@ -77,6 +84,10 @@ def main(argv: list[str]) -> int:
         p.error("--batch and --corpus-bytes must be at least 1, --window at least 2, --lr above 0")
     if min(args.warmup, args.every, args.eval_windows) < 0:
         p.error("--warmup, --every and --eval-windows cannot be negative")
+    if args.model_dir and args.resume:
+        p.error("--resume continues an llmos checkpoint; a fine-tuned folder (--model-dir) keeps no optimizer state")
+    if args.out is None:
+        args.out = f"{args.model_dir.rstrip('/').rsplit('/', 1)[-1]}-tuned" if args.model_dir else DEFAULT_CHECKPOINT
     show_args(args)
     return guarded("train", lambda: train(args))
 
@@ -98,11 +109,15 @@ def load_model(c: Client, args: argparse.Namespace):
 
 def train(args: argparse.Namespace) -> int:
     """Train, save, score the held-out text, and report."""
-    train_ids, held_out = read_corpus(args)
-    if len(train_ids) <= args.window:
-        raise ProgramError(f"the corpus has {len(train_ids)} training tokens, not one window of {args.window + 1}")
     with Client(name="train") as c:
-        info = load_model(c, args)
+        if args.model_dir:
+            info = c.model_load(args.device, path=args.model_dir, kv_blocks=KV_BLOCKS)
+            train_ids, held_out = model_corpus(c, info.model, info.eos, args)
+        else:
+            train_ids, held_out = read_corpus(args)
+            info = load_model(c, args)
+        if len(train_ids) <= args.window:
+            raise ProgramError(f"the corpus has {len(train_ids)} training tokens, not one window of {args.window + 1}")
         print(f"model: {info.params:,} parameters on {info.device}, config {info.config}", flush=True)
         stream = batches(train_ids, args.batch, args.window, args.seed)
         for _ in range(info.step):  # a resumed run skips the batches already used
@@ -127,7 +142,7 @@ def train(args: argparse.Namespace) -> int:
             c.model_save(info.model, args.out)
         elapsed, tokens_per_s = progress.elapsed(), progress.tokens_per_s()
         started = time.monotonic()
-        held = score(c, info.model, held_out, args.window, args.eval_windows)
+        held = score(c, info.model, held_out, args.window, args.eval_windows, bytes_tokens=not args.model_dir)
         c.model_free(info.model)
     if first_loss is None:
         print(f"the model had taken {step} steps already: nothing to train")
