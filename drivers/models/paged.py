@@ -23,6 +23,11 @@ depend on the architecture lives here:
   the same position needs no mask.
 - `causal_attention`, the plain (unpaged) causal attention of a model's
   `forward`, with the same head layout, so both run paths agree.
+- `PagedLM`, the base of every architecture's model: its `forward`,
+  `log_probs`, `new_kv` and `step` drive the model's own pieces (`embed`,
+  each block's `q_kv` and `finish`, `logits`), so a model defines only its
+  math and both run paths share it; a step-by-step paged run gives the
+  logits of the plain forward on the whole sequence (up to float rounding).
 
 Block `i` of a block table holds positions `[i * block_size, (i + 1) * block_size)`;
 the tables are those of the memory service (`llmos.services.memory.kv`).
@@ -33,6 +38,7 @@ from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class PagedKV:
@@ -216,3 +222,66 @@ class StepPlan:
     def last(self, x: torch.Tensor) -> torch.Tensor:
         """The rows of `x` [N, ...] (packed rows) of each sequence's last fed token, [S, ...]."""
         return x if self.Tq == 1 else x[self.last_rows]
+
+
+class PagedLM(nn.Module):
+    """Base of a decoder-only model with a plain forward and a paged step over the same per-layer code.
+
+    A subclass provides:
+    - `config` with `n_layers`, `n_kv_heads`, `head_dim`, `max_len` (and
+      optionally `dropout`, the attention dropout while training);
+    - `tok_emb`, the token embedding (its weight gives the model's device and dtype);
+    - `embed(tokens, positions) -> (x, ctx)`: the input activations [..., d]
+      of token ids at positions (same shapes), and whatever else its layers
+      need of the positions (e.g. rotary angles), passed to every block;
+    - `blocks`, the layers, each with `q_kv(x, ctx) -> (q [..., Hq, hd],
+      kv [..., 2, Hkv, hd])` (keys as they are cached) and
+      `finish(x, attended [..., Hq * hd]) -> x`, the layer's output;
+    - `logits(h)`: vocabulary logits of final hidden states.
+    """
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, vocab] of every position of `tokens` [B, T], plain causal attention."""
+        T = tokens.shape[1]
+        if T > self.config.max_len:
+            raise ValueError(f"{T} tokens exceed max_len {self.config.max_len}")
+        x, ctx = self.embed(tokens, torch.arange(T, device=tokens.device))
+        p = getattr(self.config, "dropout", 0.0) if self.training else 0.0
+        for block in self.blocks:
+            q, kv = block.q_kv(x, ctx)
+            x = block.finish(x, causal_attention(q, kv, p))
+        return self.logits(x)
+
+    def log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probability [B, T-1] of each token of `tokens` [B, T] given the ones before it."""
+        logp = F.log_softmax(self.forward(tokens[:, :-1]).float(), dim=-1)
+        return logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+
+    def new_kv(self, num_blocks: int, block_size: int, *, dtype: torch.dtype | None = None) -> PagedKV:
+        """A `PagedKV` for this model, on the model's device and (by default) in its dtype."""
+        w, c = self.tok_emb.weight, self.config
+        return PagedKV(c.n_layers, c.n_kv_heads, c.head_dim, num_blocks, block_size, dtype=dtype or w.dtype, device=w.device)
+
+    @torch.inference_mode()
+    def step(
+        self,
+        kv: PagedKV,
+        tokens: Sequence[Sequence[int]],
+        positions: Sequence[int],
+        block_tables: Sequence[Sequence[int]],
+    ) -> torch.Tensor:
+        """One continuous-batching iteration over a batch of sequences; logits [S, vocab] of each last fed token.
+
+        Sequence `s` feeds `tokens[s]` (one or more ids) at positions
+        `positions[s]`, `positions[s] + 1`, ...; every earlier position of the
+        sequence must already be in the cache. `block_tables[s]` must name a
+        block for every position up to the last fed one. The new keys and
+        values are written into those blocks before attention reads them, so
+        after the call the cache holds the sequence up to its last fed token.
+        """
+        plan = StepPlan(kv, tokens, positions, block_tables, self.config.max_len)
+        x, ctx = self.embed(plan.tokens, plan.positions)  # [N, d], the fed tokens packed
+        for layer, block in enumerate(self.blocks):
+            q, new_kv = block.q_kv(x, ctx)  # [N, Hq, hd], [N, 2, Hkv, hd]
+            x = block.finish(x, plan.attend(layer, q, new_kv))
+        return self.logits(plan.last(x))

@@ -28,13 +28,12 @@ float rounding); tests/models checks that.
 """
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .paged import PagedKV, StepPlan, causal_attention
+from .paged import PagedKV, PagedLM
 from .tinygpt_config import TinyGPTConfig
 
 __all__ = ["Block", "PagedKV", "TinyGPT", "TinyGPTConfig"]
@@ -76,14 +75,13 @@ class Block(nn.Module):
         x = x + self.drop(self.proj(attended))
         return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate=self.gelu)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Plain causal self-attention block over `x` [B, T, d]."""
-        q, kv = self.q_kv_heads(x)
-        return self.finish(x, causal_attention(q, kv, self.drop.p if self.training else 0.0))
+    def q_kv(self, x: torch.Tensor, ctx: None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`q_kv_heads`, in the form `PagedLM` calls (tinygpt's layers need nothing of the positions)."""
+        return self.q_kv_heads(x)
 
 
-class TinyGPT(nn.Module):
-    """The tinygpt decoder-only transformer."""
+class TinyGPT(PagedLM):
+    """The tinygpt decoder-only transformer (`forward`, `log_probs`, `new_kv` and `step` come from `PagedLM`)."""
 
     def __init__(self, config: TinyGPTConfig):
         super().__init__()
@@ -113,47 +111,6 @@ class TinyGPT(nn.Module):
         h = self.ln_f(h)
         return self.head(h) if self.head is not None else h @ self.tok_emb.weight.t()
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, vocab] of every position of `tokens` [B, T], plain causal attention."""
-        T = tokens.shape[1]
-        if T > self.config.max_len:
-            raise ValueError(f"{T} tokens exceed max_len {self.config.max_len}")
-        pos = torch.arange(T, device=tokens.device)
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))
-        for block in self.blocks:
-            x = block(x)
-        return self.logits(x)
-
-    def log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Log-probability [B, T-1] of each token of `tokens` [B, T] given the ones before it."""
-        logp = F.log_softmax(self.forward(tokens[:, :-1]).float(), dim=-1)
-        return logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-
-    def new_kv(self, num_blocks: int, block_size: int, *, dtype: torch.dtype | None = None) -> PagedKV:
-        """A `PagedKV` for this model, on the model's device and (by default) in its dtype."""
-        w, c = self.tok_emb.weight, self.config
-        return PagedKV(c.n_layers, c.n_heads, c.head_dim, num_blocks, block_size, dtype=dtype or w.dtype, device=w.device)
-
-    @torch.inference_mode()
-    def step(
-        self,
-        kv: PagedKV,
-        tokens: Sequence[Sequence[int]],
-        positions: Sequence[int],
-        block_tables: Sequence[Sequence[int]],
-    ) -> torch.Tensor:
-        """One continuous-batching iteration over a batch of sequences; logits [S, vocab] of each last fed token.
-
-        Sequence `s` feeds `tokens[s]` (one or more ids) at positions
-        `positions[s]`, `positions[s] + 1`, ...; every earlier position of the
-        sequence must already be in the cache. `block_tables[s]` must name a
-        block for every position up to the last fed one. The new keys and
-        values are written into those blocks before attention reads them, so
-        after the call the cache holds the sequence up to its last fed token.
-        """
-        plan = StepPlan(kv, tokens, positions, block_tables, self.config.max_len)
-        x = self.tok_emb(plan.tokens) + self.pos_emb(plan.positions)  # [N, d], the fed tokens packed
-        for layer, block in enumerate(self.blocks):
-            q, new_kv = block.q_kv_heads(x)  # [N, H, hd], [N, 2, H, hd]
-            x = block.finish(x, plan.attend(layer, q, new_kv))
-        return self.logits(plan.last(x))
+    def embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Input activations of token ids at positions: token plus position embeddings (no other context)."""
+        return self.drop(self.tok_emb(tokens) + self.pos_emb(positions)), None

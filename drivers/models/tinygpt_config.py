@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from llmos.syscalls.driver import ModelDesc
 
-from .configs import DictConfig, check_ints, gpt_params, model_desc
+from .configs import DictConfig, MultiHead, gpt_size
 from .tokenizer import VOCAB_SIZE
 
 
 @dataclass
-class TinyGPTConfig(DictConfig):
+class TinyGPTConfig(MultiHead, DictConfig):
     """The shape of a tinygpt model."""
 
     vocab_size: int = VOCAB_SIZE
@@ -33,11 +33,6 @@ class TinyGPTConfig(DictConfig):
             raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
         if min(self.vocab_size, self.d_model, self.n_layers, self.n_heads, self.max_len, self.mlp_ratio) < 1:
             raise ValueError("every size in a TinyGPTConfig must be at least 1")
-
-    @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.d_model // self.n_heads
 
     @property
     def ffn_dim(self) -> int:
@@ -58,8 +53,4 @@ def tinygpt_size(config: dict, dtype: str, kv_blocks: int, block_size: int) -> M
 
     Raises ValueError for a config that does not describe a tinygpt model.
     """
-    cfg = TinyGPTConfig.from_dict(config)
-    check_ints(cfg, SIZE_FIELDS)
-    params = gpt_params(cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.ffn_dim, cfg.max_len, cfg.tie_weights)
-    kv = cfg.n_layers * kv_blocks * block_size * 2 * cfg.d_model  # [layers, blocks, block_size, 2, heads, head_dim]
-    return model_desc(cfg, params, kv, dtype)
+    return gpt_size(TinyGPTConfig.from_dict(config), SIZE_FIELDS, dtype, kv_blocks, block_size)
