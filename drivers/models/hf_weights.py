@@ -17,7 +17,7 @@ import json
 import os
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .hf import WEIGHTS, read_folder
@@ -92,7 +92,7 @@ def load_pretrained(folder: str, device: str | torch.device = "cpu", dtype: str 
     The weights keep their stored dtype unless `dtype` (an llmos dtype name)
     says otherwise. The model is built without initializing its weights
     (every one is then loaded). Errors: those of `hf.read_folder`, and
-    ValueError for weights that do not fit the config.
+    ValueError for an unreadable weight file or weights that do not fit the config.
     """
     from . import architectures
 
@@ -106,8 +106,11 @@ def load_pretrained(folder: str, device: str | torch.device = "cpu", dtype: str 
     model = model.to(DTYPES[name]).to_empty(device=device)
     tensors = {}
     for path in info.files:
-        with safe_open(path, framework="pt", device=str(device)) as f:
-            tensors |= {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                tensors |= {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        except SafetensorError as exc:
+            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
     model.load_hf(tensors)
     return info.arch, model.eval()
 
