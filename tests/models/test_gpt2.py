@@ -1,18 +1,20 @@
 """gpt2: the same weights give transformers' GPT2LMHeadModel logits, in the plain forward and in any paged schedule."""
 
-import json
-import math
-
 import pytest
 import torch
 import transformers
-from llmos.drivers.models import architectures, build_model
+from llmos.drivers.models import architectures
 from llmos.drivers.models.gpt2 import GPT2, GPT2Config
 from llmos.drivers.models.gpt2_config import gpt2_size
-from llmos.drivers.models.hf_weights import load_pretrained, save_pretrained
 from llmos.drivers.models.reference import greedy_paged
-from llmos.drivers.models.train import make_optimizer, train_step
-from model_checks import check_fork, check_interleaved, spread_weights
+from model_checks import (
+    check_fork,
+    check_hf_round_trip,
+    check_interleaved,
+    check_size_function,
+    check_training,
+    spread_weights,
+)
 
 ATOL = 1e-4
 VOCAB = 300
@@ -88,36 +90,16 @@ def test_original_file_names_and_mask_buffers_load(pair):
      (dict(d_model=48, n_layers=1, n_heads=6, ffn_dim=100, tie_weights=False, gelu="none"), "bfloat16", 3, 16)],
 )  # fmt: skip
 def test_the_kernels_size_function_gives_what_the_driver_builds(config, dtype, kv_blocks, block_size):
-    from llmos.drivers.base import TorchDriver
-
-    built = TorchDriver(0).model_load(1, "llmos.drivers.models:gpt2_architecture", config, dtype, "", kv_blocks, block_size)
-    assert gpt2_size(config, dtype, kv_blocks, block_size) == built
-    with pytest.raises(ValueError):
-        gpt2_size({**config, "d_model": 64.0}, dtype, kv_blocks, block_size)
+    check_size_function("gpt2", gpt2_size, config, dtype, kv_blocks, block_size, [{"d_model": 64.0}])
 
 
 def test_save_pretrained_loads_in_transformers_and_back_bit_identical(pair, tmp_path):
     ref, ours = pair
-    save_pretrained(ours, "gpt2", str(tmp_path))
-    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "gpt2"
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
-    tokens = torch.randint(0, VOCAB, (2, 30), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        torch.testing.assert_close(theirs(tokens).logits, ref(tokens).logits, atol=ATOL, rtol=0)
-    arch, again = load_pretrained(str(tmp_path))
-    assert arch == "gpt2" and again.config == ours.config
-    mine, reloaded = ours.hf_tensors(), again.hf_tensors()
-    assert mine.keys() == reloaded.keys() and all(torch.equal(mine[k], reloaded[k]) for k in mine)
+    assert check_hf_round_trip(ours, ref, "gpt2", tmp_path, VOCAB, ATOL)["model_type"] == "gpt2"
 
 
 def test_training_steps_lower_the_loss():
-    torch.manual_seed(0)
-    model = build_model("gpt2", dict(d_model=32, n_layers=2, n_heads=4, max_len=32))
-    opt = make_optimizer(model, lr=1e-2)
-    batch = torch.randint(0, 259, (4, 33), generator=torch.Generator().manual_seed(0))
-    losses = [train_step(model, opt, batch)[0] for _ in range(12)]
-    assert math.isclose(losses[0], math.log(259), rel_tol=0.05)
-    assert losses[-1] < 0.75 * losses[0]
+    check_training("gpt2", dict(d_model=32, n_layers=2, n_heads=4, max_len=32))
 
 
 def test_config_round_trips_and_refusals():

@@ -6,19 +6,22 @@ weights load into llmos's Llama by their Hugging Face names.
 """
 
 import dataclasses
-import json
-import math
 
 import pytest
 import torch
 import transformers
-from llmos.drivers.models import architectures, build_model
-from llmos.drivers.models.hf_weights import load_pretrained, save_pretrained
+from llmos.drivers.models import architectures
 from llmos.drivers.models.llama import Llama, LlamaConfig
 from llmos.drivers.models.llama_config import llama_size
 from llmos.drivers.models.reference import greedy_paged
-from llmos.drivers.models.train import make_optimizer, train_step
-from model_checks import check_fork, check_interleaved, spread_weights
+from model_checks import (
+    check_fork,
+    check_hf_round_trip,
+    check_interleaved,
+    check_size_function,
+    check_training,
+    spread_weights,
+)
 
 ATOL = 1e-4
 VOCAB = 300
@@ -99,42 +102,20 @@ def test_greedy_steps_match_transformers_generate(pair):
      ({}, "float16", 1, 1)],
 )  # fmt: skip
 def test_the_kernels_size_function_gives_what_the_driver_builds(config, dtype, kv_blocks, block_size):
-    from llmos.drivers.base import TorchDriver
-
-    built = TorchDriver(0).model_load(1, "llmos.drivers.models:llama_architecture", config, dtype, "", kv_blocks, block_size)
-    assert llama_size(config, dtype, kv_blocks, block_size) == built
-    with pytest.raises(ValueError):
-        llama_size({**config, "n_layers": 2.5}, dtype, kv_blocks, block_size)
-    with pytest.raises(ValueError):
-        llama_size({**config, "n_heads": "four"}, dtype, kv_blocks, block_size)
+    bad = [{"n_layers": 2.5}, {"n_heads": "four"}]
+    check_size_function("llama", llama_size, config, dtype, kv_blocks, block_size, bad)
 
 
 def test_save_pretrained_loads_in_transformers_and_back_bit_identical(pair, tmp_path):
     variant, ref, ours = pair
-    save_pretrained(ours, "llama", str(tmp_path))
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = check_hf_round_trip(ours, ref, "llama", tmp_path, VOCAB, ATOL)
     assert config["model_type"] == ("qwen2" if variant == "qwen2_bias" else "llama")
     assert config["torch_dtype"] == "float32"
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
-    tokens = torch.randint(0, VOCAB, (2, 30), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        torch.testing.assert_close(theirs(tokens).logits, ref(tokens).logits, atol=ATOL, rtol=0)
-    arch, again = load_pretrained(str(tmp_path))
-    assert arch == "llama" and again.config == ours.config
-    mine, reloaded = ours.hf_tensors(), again.hf_tensors()
-    assert mine.keys() == reloaded.keys()
-    assert ("lm_head.weight" in mine) == (not ours.config.tie_weights)
-    assert all(torch.equal(mine[k], reloaded[k]) for k in mine)
+    assert ("lm_head.weight" in ours.hf_tensors()) == (not ours.config.tie_weights)
 
 
 def test_training_steps_lower_the_loss():
-    torch.manual_seed(0)
-    model = build_model("llama", dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_len=32))
-    opt = make_optimizer(model, lr=1e-2)
-    batch = torch.randint(0, 259, (4, 33), generator=torch.Generator().manual_seed(0))
-    losses = [train_step(model, opt, batch)[0] for _ in range(12)]
-    assert math.isclose(losses[0], math.log(259), rel_tol=0.05)  # an untrained model is near uniform
-    assert losses[-1] < 0.75 * losses[0]  # a repeated batch is learnt by heart
+    check_training("llama", dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_len=32))
 
 
 def test_config_round_trips_and_refusals():

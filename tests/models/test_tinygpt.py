@@ -4,7 +4,14 @@ import pytest
 import torch
 from llmos.drivers.models import TinyGPT, TinyGPTConfig, architectures, build_model
 from llmos.drivers.models.reference import greedy_contiguous, greedy_paged
-from model_checks import assert_schedule_matches, check_fork, check_interleaved, run_schedule, scattered_tables
+from model_checks import (
+    assert_schedule_matches,
+    check_fork,
+    check_interleaved,
+    check_size_function,
+    run_schedule,
+    scattered_tables,
+)
 
 ATOL = 1e-5
 
@@ -110,10 +117,6 @@ def test_config_round_trip_and_registry():
 )  # fmt: skip
 def test_the_kernels_size_function_gives_what_the_driver_builds(config, dtype, kv_blocks, block_size):
     """The kernel admits a model's bytes from `tinygpt_size` before the driver builds it: they must agree."""
-    from llmos.drivers.base import TorchDriver
     from llmos.drivers.models.tinygpt_config import tinygpt_size
 
-    built = TorchDriver(0).model_load(1, "llmos.drivers.models:tinygpt_architecture", config, dtype, "", kv_blocks, block_size)
-    assert tinygpt_size(config, dtype, kv_blocks, block_size) == built
-    with pytest.raises(ValueError):
-        tinygpt_size({**config, "n_layers": 2.5}, dtype, kv_blocks, block_size)
+    check_size_function("tinygpt", tinygpt_size, config, dtype, kv_blocks, block_size, [{"n_layers": 2.5}])

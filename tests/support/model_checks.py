@@ -5,12 +5,17 @@ gives the logits of every position of a whole sequence (the model's own
 plain forward, or transformers' implementation of the same weights), then
 drive the paged step through random interleavings, chunked prefills,
 scattered block tables and a copy-on-write fork, comparing every logits row
-the step returns with the reference's.
+the step returns with the reference's. The checks every architecture shares
+beyond that (its size function against the driver, the Hugging Face folder
+round trip, a few training steps) are here too.
 """
 
+import json
+import math
 import random
 from collections.abc import Callable
 
+import pytest
 import torch
 
 Reference = Callable[[list[int]], torch.Tensor]
@@ -87,3 +92,52 @@ def spread_weights(model: torch.nn.Module, seed: int, std: float = 0.08) -> torc
         scale = name.endswith("weight") and ("norm" in name or "ln" in name)
         p.copy_(1.0 + noise if scale else noise)
     return model
+
+
+def check_size_function(arch: str, size, config: dict, dtype: str, kv_blocks: int, block_size: int, bad: list[dict]):
+    """The kernel admits a model's bytes from its size function before the driver builds it: they must agree.
+
+    Every override in `bad` makes the config one the size function refuses with ValueError.
+    """
+    from llmos.drivers.base import TorchDriver
+
+    target = f"llmos.drivers.models:{arch}_architecture"
+    built = TorchDriver(0).model_load(1, target, config, dtype, "", kv_blocks, block_size)
+    assert size(config, dtype, kv_blocks, block_size) == built
+    for override in bad:
+        with pytest.raises(ValueError):
+            size({**config, **override}, dtype, kv_blocks, block_size)
+
+
+def check_hf_round_trip(ours, ref, arch: str, folder, vocab: int, atol: float) -> dict:
+    """Save `ours` as a Hugging Face folder: transformers reads it as `ref`, and reloading gives the same tensors.
+
+    Returns the config.json written.
+    """
+    import transformers
+    from llmos.drivers.models.hf_weights import load_pretrained, save_pretrained
+
+    save_pretrained(ours, arch, str(folder))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    tokens = torch.randint(0, vocab, (2, 30), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(tokens).logits, ref(tokens).logits, atol=atol, rtol=0)
+    loaded_arch, again = load_pretrained(str(folder))
+    assert loaded_arch == arch and again.config == ours.config
+    mine, reloaded = ours.hf_tensors(), again.hf_tensors()
+    assert mine.keys() == reloaded.keys() and all(torch.equal(mine[k], reloaded[k]) for k in mine)
+    return json.loads((folder / "config.json").read_text())
+
+
+def check_training(arch: str, config: dict) -> None:
+    """A dozen `train_step`s on one repeated batch of a fresh model learn it: the loss falls by a quarter."""
+    from llmos.drivers.models import build_model
+    from llmos.drivers.models.train import make_optimizer, train_step
+
+    torch.manual_seed(0)
+    model = build_model(arch, config)
+    opt = make_optimizer(model, lr=1e-2)
+    batch = torch.randint(0, 259, (4, 33), generator=torch.Generator().manual_seed(0))
+    losses = [train_step(model, opt, batch)[0] for _ in range(12)]
+    assert math.isclose(losses[0], math.log(259), rel_tol=0.05)  # an untrained model is near uniform
+    assert losses[-1] < 0.75 * losses[0]
