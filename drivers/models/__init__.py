@@ -1,4 +1,4 @@
-"""Model architectures that run on the device side: tinygpt, llama, gpt2, their tokenizer, sampling, training, checkpoints.
+"""Model architectures that run on the device side (tinygpt, llama, gpt2), tokenizer, sampling, training, checkpoints.
 
 Driver host processes run model steps, so the model code lives with the
 drivers. `architectures()` describes what this package provides in a form a

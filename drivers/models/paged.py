@@ -111,7 +111,9 @@ def attention(
     prefill shapes of 4 to 32 heads), and it copies nothing.
     """
     gqa = k.shape[1] != q.shape[1]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p, enable_gqa=gqa
+    )
 
 
 def causal_attention(q: torch.Tensor, kv: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
@@ -181,7 +183,7 @@ class StepPlan:
         self.tokens, self.positions, self.write = torch.tensor(
             [[t for seq in tokens for t in seq], new_pos, write_slots], device=dev
         )
-        if not self.run:  # each sequence reads its first nb blocks; a short table is padded with its first block (masked)
+        if not self.run:  # each sequence reads its first nb blocks; a short table is padded with its first (masked)
             read = [list(t[:nb]) + [t[0]] * (nb - len(t[:nb])) for t in block_tables]
             self.read = torch.tensor(read, device=dev).view(-1)
         if Tq > 1:
@@ -260,7 +262,8 @@ class PagedLM(nn.Module):
     def new_kv(self, num_blocks: int, block_size: int, *, dtype: torch.dtype | None = None) -> PagedKV:
         """A `PagedKV` for this model, on the model's device and (by default) in its dtype."""
         w, c = self.tok_emb.weight, self.config
-        return PagedKV(c.n_layers, c.n_kv_heads, c.head_dim, num_blocks, block_size, dtype=dtype or w.dtype, device=w.device)
+        dtype = dtype or w.dtype
+        return PagedKV(c.n_layers, c.n_kv_heads, c.head_dim, num_blocks, block_size, dtype=dtype, device=w.device)
 
     @torch.inference_mode()
     def step(
