@@ -1,4 +1,4 @@
-"""The built-in model architecture plugin: tinygpt, and Hugging Face-format folders.
+"""The built-in model architecture plugin: tinygpt, llama and gpt2, and Hugging Face-format folders.
 
 This module is what the kernel loads; it names each architecture's registry
 entry without importing it, so torch is only ever imported in driver hosts,
@@ -11,14 +11,22 @@ from llmos.syscalls.plugin import ModelFolder, Tokenizer, hookimpl
 
 @hookimpl
 def llmos_models() -> dict[str, str]:
-    """Provide tinygpt."""
-    return {"tinygpt": "llmos.drivers.models:tinygpt_architecture"}
+    """Provide tinygpt, llama and gpt2."""
+    return {
+        "tinygpt": "llmos.drivers.models:tinygpt_architecture",
+        "llama": "llmos.drivers.models:llama_architecture",
+        "gpt2": "llmos.drivers.models:gpt2_architecture",
+    }
 
 
 @hookimpl
 def llmos_model_sizes() -> dict[str, str]:
-    """Size tinygpt from its config (torch-free)."""
-    return {"tinygpt": "llmos.drivers.models.tinygpt_config:tinygpt_size"}
+    """Size tinygpt, llama and gpt2 models from their configs (torch-free)."""
+    return {
+        "tinygpt": "llmos.drivers.models.tinygpt_config:tinygpt_size",
+        "llama": "llmos.drivers.models.llama_config:llama_size",
+        "gpt2": "llmos.drivers.models.gpt2_config:gpt2_size",
+    }
 
 
 @hookimpl

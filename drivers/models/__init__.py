@@ -1,4 +1,4 @@
-"""Model architectures that run on the device side: tinygpt, its tokenizer, sampling, training, checkpoints.
+"""Model architectures that run on the device side (tinygpt, llama, gpt2), tokenizer, sampling, training, checkpoints.
 
 Driver host processes run model steps, so the model code lives with the
 drivers. `architectures()` describes what this package provides in a form a
@@ -21,14 +21,30 @@ class Architecture(NamedTuple):
 
 def architectures() -> dict[str, Architecture]:
     """The architectures this package provides, by name."""
+    from .gpt2 import GPT2, GPT2Config
+    from .llama import Llama, LlamaConfig
     from .tinygpt import TinyGPT, TinyGPTConfig
 
-    return {"tinygpt": Architecture("tinygpt", TinyGPT, TinyGPTConfig)}
+    return {
+        "tinygpt": Architecture("tinygpt", TinyGPT, TinyGPTConfig),
+        "llama": Architecture("llama", Llama, LlamaConfig),
+        "gpt2": Architecture("gpt2", GPT2, GPT2Config),
+    }
 
 
 def tinygpt_architecture() -> Architecture:
     """The tinygpt registry entry (the target the `llmos_models` hook names for "tinygpt")."""
     return architectures()["tinygpt"]
+
+
+def llama_architecture() -> Architecture:
+    """The llama registry entry (the target the `llmos_models` hook names for "llama")."""
+    return architectures()["llama"]
+
+
+def gpt2_architecture() -> Architecture:
+    """The gpt2 registry entry (the target the `llmos_models` hook names for "gpt2")."""
+    return architectures()["gpt2"]
 
 
 def build_model(arch: str, config: dict):
@@ -37,7 +53,17 @@ def build_model(arch: str, config: dict):
     return a.model_class(a.config_class.from_dict(config))
 
 
-__all__ = ["Architecture", "PagedKV", "TinyGPT", "TinyGPTConfig", "architectures", "build_model", "tinygpt_architecture"]
+__all__ = [
+    "Architecture",
+    "PagedKV",
+    "TinyGPT",
+    "TinyGPTConfig",
+    "architectures",
+    "build_model",
+    "gpt2_architecture",
+    "llama_architecture",
+    "tinygpt_architecture",
+]
 
 
 def __getattr__(name: str):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .paged import PagedLM
 from .tinygpt import TinyGPT
 
 
@@ -45,8 +46,11 @@ def greedy_contiguous(model: TinyGPT, prompts: torch.Tensor, max_new: int) -> to
 
 
 @torch.inference_mode()
-def greedy_paged(model: TinyGPT, prompts: Sequence[Sequence[int]], max_new: int, block_size: int = 16) -> list[list[int]]:
-    """Greedy continuations (`max_new` tokens each) of `prompts` of any lengths, batched through `TinyGPT.step`."""
+def greedy_paged(model: PagedLM, prompts: Sequence[Sequence[int]], max_new: int, block_size: int = 16) -> list[list[int]]:
+    """Greedy continuations (`max_new` tokens each) of `prompts` of any lengths, batched through `model.step`.
+
+    Any architecture's model will do (tinygpt, llama, gpt2: a `PagedLM`).
+    """
     model.eval()
     need = [-(-(len(p) + max_new) // block_size) for p in prompts]
     kv = model.new_kv(sum(need), block_size)

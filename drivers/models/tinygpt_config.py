@@ -7,16 +7,16 @@ weights and paged KV storage that `TorchDriver.model_load` reports once built
 (tests/models checks the two agree). The `llmos_model_sizes` hook names it.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from llmos.syscalls.driver import ModelDesc
-from llmos.syscalls.dtypes import ITEMSIZE
 
+from .configs import DictConfig, MultiHead, gpt_size
 from .tokenizer import VOCAB_SIZE
 
 
 @dataclass
-class TinyGPTConfig:
+class TinyGPTConfig(MultiHead, DictConfig):
     """The shape of a tinygpt model."""
 
     vocab_size: int = VOCAB_SIZE
@@ -35,22 +35,14 @@ class TinyGPTConfig:
             raise ValueError("every size in a TinyGPTConfig must be at least 1")
 
     @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.d_model // self.n_heads
+    def ffn_dim(self) -> int:
+        """Width of the MLP's hidden layer."""
+        return self.mlp_ratio * self.d_model
 
-    def to_dict(self) -> dict:
-        """The config as a JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TinyGPTConfig":
-        """A config from `to_dict`'s output; unknown keys are an error, missing ones take defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown TinyGPTConfig fields: {sorted(unknown)}")
-        return cls(**data)
+    ln_eps = 1e-5
+    """Layer norm epsilon (torch's default; a gpt2 config makes it a field)."""
+    gelu = "none"
+    """The MLP's GELU: exact ("none"; a gpt2 config makes it a field, "tanh" there)."""
 
 
 SIZE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "max_len", "mlp_ratio")
@@ -61,19 +53,4 @@ def tinygpt_size(config: dict, dtype: str, kv_blocks: int, block_size: int) -> M
 
     Raises ValueError for a config that does not describe a tinygpt model.
     """
-    cfg = TinyGPTConfig.from_dict(config)
-    for name in SIZE_FIELDS:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an integer, not {value!r}")
-    if dtype not in ITEMSIZE:
-        raise ValueError(f"unknown dtype {dtype!r}")
-    d, hidden = cfg.d_model, cfg.mlp_ratio * cfg.d_model
-    block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (hidden * d + hidden) + (d * hidden + d)
-    params = cfg.vocab_size * d + cfg.max_len * d + cfg.n_layers * block + 2 * d
-    if not cfg.tie_weights:
-        params += cfg.vocab_size * d
-    kv_slots = cfg.n_layers * kv_blocks * block_size * 2 * d  # [layers, blocks, block_size, 2, heads, head_dim]
-    return ModelDesc(
-        config=cfg.to_dict(), params=params, param_bytes=params * ITEMSIZE[dtype], kv_bytes=kv_slots * ITEMSIZE[dtype]
-    )
+    return gpt_size(TinyGPTConfig.from_dict(config), SIZE_FIELDS, dtype, kv_blocks, block_size)

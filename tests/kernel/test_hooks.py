@@ -163,7 +163,9 @@ def test_model_architectures_come_from_the_hook_and_a_later_plugin_wins():
     pm = plugins.plugin_manager()
     assert plugins.models(pm)["tinygpt"] == "llmos.drivers.models:tinygpt_architecture"
     pm.register(Arch())
-    assert plugins.models(pm) == {"tinygpt": "mypkg:other", "mygpt": "mypkg:mygpt"}
+    models = plugins.models(pm)
+    assert (models["tinygpt"], models["mygpt"]) == ("mypkg:other", "mypkg:mygpt")
+    assert models["llama"] == "llmos.drivers.models:llama_architecture"  # the built-in others stay
     from llmos.drivers.models import TinyGPT, tinygpt_architecture
 
     assert tinygpt_architecture().model_class is TinyGPT

@@ -1,11 +1,17 @@
 """tinygpt: the paged KV step gives the plain forward's logits, whatever the batching and block layout."""
 
-import random
-
 import pytest
 import torch
 from llmos.drivers.models import TinyGPT, TinyGPTConfig, architectures, build_model
 from llmos.drivers.models.reference import greedy_contiguous, greedy_paged
+from model_checks import (
+    assert_schedule_matches,
+    check_fork,
+    check_interleaved,
+    check_size_function,
+    run_schedule,
+    scattered_tables,
+)
 
 ATOL = 1e-5
 
@@ -16,47 +22,18 @@ def model():
     return TinyGPT(TinyGPTConfig(d_model=32, n_layers=2, n_heads=4, max_len=64)).eval()
 
 
-def scattered_tables(n_seqs, blocks_each, num_blocks, seed):
-    """Disjoint block tables made of shuffled, non-contiguous block ids."""
-    ids = list(range(num_blocks))
-    random.Random(seed).shuffle(ids)
-    return [ids[i * blocks_each : (i + 1) * blocks_each] for i in range(n_seqs)]
-
-
-def run_schedule(model, kv, seqs, tables, chunk, seed):
-    """Feed every sequence through `step` in a random interleaving; return {(seq, position): logits}."""
-    rng = random.Random(seed)
-    pos = [0] * len(seqs)
-    got = {}
-    while any(p < len(s) for p, s in zip(pos, seqs)):
-        live = [i for i in range(len(seqs)) if pos[i] < len(seqs[i])]
-        batch = rng.sample(live, rng.randint(1, len(live)))  # a random subset, in a random order
-        feeds = [seqs[i][pos[i] : pos[i] + rng.randint(1, chunk)] for i in batch]
-        logits = model.step(kv, feeds, [pos[i] for i in batch], [tables[i] for i in batch])
-        assert logits.shape == (len(batch), model.config.vocab_size)
-        for row, i, f in zip(logits, batch, feeds):
-            pos[i] += len(f)
-            got[(i, pos[i] - 1)] = row
-    return got
+def forward_reference(model):
+    """The model's own plain forward, the reference of its paged step."""
+    return lambda seq: model(torch.tensor([seq]))[0]
 
 
 def assert_matches_forward(model, seqs, got):
-    for i, s in enumerate(seqs):
-        full = model(torch.tensor([s]))[0]
-        for (j, p), row in got.items():
-            if j == i:
-                torch.testing.assert_close(row, full[p], atol=ATOL, rtol=0)
+    assert_schedule_matches(forward_reference(model), seqs, got, ATOL)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_interleaved_paged_steps_match_forward(model, seed):
-    gen = torch.Generator().manual_seed(seed)
-    seqs = [torch.randint(0, 256, (n,), generator=gen).tolist() for n in (23, 9, 40, 17)]
-    kv = model.new_kv(num_blocks=64, block_size=4)
-    tables = scattered_tables(len(seqs), 10, 64, seed)
-    got = run_schedule(model, kv, seqs, tables, chunk=7, seed=seed)
-    assert len(got) > len(seqs)  # more than one step per sequence
-    assert_matches_forward(model, seqs, got)
+    check_interleaved(model, forward_reference(model), seed, ATOL)
 
 
 def test_lone_sequence_with_consecutive_blocks_matches_forward(model):
@@ -91,20 +68,7 @@ def test_prefill_then_decode_batched(model):
 
 def test_copy_on_write_fork_matches_forward(model):
     """A fork shares the parent's full blocks; its partial last block is copied to a fresh id before it diverges."""
-    bs = 4
-    kv = model.new_kv(num_blocks=16, block_size=bs)
-    prefix = list(range(60, 70))  # 10 tokens: blocks 0 and 1 full, block 2 half filled
-    parent_table = [9, 2, 13, 5]
-    model.step(kv, [prefix], [0], [parent_table])
-    kv.copy_blocks([(13, 7)])  # copy-on-write of the shared partial block
-    child_table = [9, 2, 7, 11]
-    parent = prefix + [1, 2, 3, 4]
-    child = prefix + [200, 201, 202, 203]
-    logits = model.step(kv, [child[10:], parent[10:]], [10, 10], [child_table, parent_table])
-    torch.testing.assert_close(logits[0], model(torch.tensor([child]))[0, -1], atol=ATOL, rtol=0)
-    torch.testing.assert_close(logits[1], model(torch.tensor([parent]))[0, -1], atol=ATOL, rtol=0)
-    # the parent's own block kept the parent's data: the child wrote to the copy
-    assert not torch.equal(kv.block(13), kv.block(7))
+    check_fork(model, forward_reference(model), ATOL)
 
 
 def test_step_rejects_a_table_too_short(model):
@@ -153,10 +117,6 @@ def test_config_round_trip_and_registry():
 )  # fmt: skip
 def test_the_kernels_size_function_gives_what_the_driver_builds(config, dtype, kv_blocks, block_size):
     """The kernel admits a model's bytes from `tinygpt_size` before the driver builds it: they must agree."""
-    from llmos.drivers.base import TorchDriver
     from llmos.drivers.models.tinygpt_config import tinygpt_size
 
-    built = TorchDriver(0).model_load(1, "llmos.drivers.models:tinygpt_architecture", config, dtype, "", kv_blocks, block_size)
-    assert tinygpt_size(config, dtype, kv_blocks, block_size) == built
-    with pytest.raises(ValueError):
-        tinygpt_size({**config, "n_layers": 2.5}, dtype, kv_blocks, block_size)
+    check_size_function("tinygpt", tinygpt_size, config, dtype, kv_blocks, block_size, [{"n_layers": 2.5}])
