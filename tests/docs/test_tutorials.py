@@ -40,3 +40,19 @@ def test_model_program_tutorial_runs(kernel, monkeypatch, capsys):
     exec(compile(whole, "tutorial-model-program.md", "exec"), {})
     out = capsys.readouterr().out
     assert "step 20" in out and "greedy:" in out
+
+
+def test_hf_model_tutorial_runs(runtime_dir, tmp_path, monkeypatch, capsys):
+    from conftest import start_kernel
+
+    make, use = python_blocks("tutorial-hf-model.md")
+    monkeypatch.setenv("HOME", str(tmp_path))  # the tutorial writes ~/llmos-models/tiny-llama
+    exec(compile(make, "tutorial-hf-model.md", "exec"), {})
+    kp = start_kernel(runtime_dir, "tutorial-hf", models_dir=str(tmp_path / "llmos-models"))
+    try:
+        monkeypatch.setenv("LLMOS_KERNEL", kp.address)
+        exec(compile(use, "tutorial-hf-model.md", "exec"), {})
+    finally:
+        assert kp.stop() == 0
+    out = capsys.readouterr().out
+    assert "heads 4 kv heads 2" in out and "text == detokenize(ids): True" in out and "reloaded llama" in out

@@ -72,6 +72,16 @@ def test_a_folder_loads_and_generates_what_transformers_generates(hc, models_dir
     hc.model_free(info.model)
 
 
+def test_kv_blocks_hold_only_the_kv_heads(hc):
+    info = hc.model_load("cpu", path="tiny-llama", kv_blocks=10, block_size=16)
+    cfg = info.config
+    assert (cfg["n_heads"], cfg["n_kv_heads"]) == (4, 2)  # grouped-query attention: two query heads per KV head
+    (pool,) = [p for d in hc.memstat() for p in d.kv_pools if p.pool.startswith("model") and p.total == 10]
+    per_block = cfg["n_layers"] * 16 * 2 * cfg["n_kv_heads"] * cfg["head_dim"] * 4  # layers x positions x K,V x float32
+    assert pool.block_bytes == per_block  # half what n_heads would take
+    hc.model_free(info.model)
+
+
 def test_logprobs_and_tokenizer_match_transformers(hc, models_dir):
     root, models = models_dir
     info = hc.model_load("cpu", path="tiny-llama", kv_blocks=16)
