@@ -183,3 +183,27 @@ def test_llmos_run_generate_with_a_model_dir(hf_kernel, models_dir):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "loaded tiny-llama (llama, float32" in out.stdout and "RESULT" in out.stdout
+
+
+def run_program(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """`llmos run --kernel hf ...` as a user types it."""
+    cmd = [sys.executable, "-m", "llmos.userland.cli.main", "run", "--kernel", "hf", *args]
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_chat_renders_the_folders_chat_template(hf_kernel):
+    out = run_program("chat", "--model-dir", "tiny-llama", "--max-tokens", "6", stdin="hello there\n/quit\n")
+    assert out.returncode == 0, out.stderr
+    assert "(its chat template)" in out.stdout and "bye (1 replies)" in out.stdout
+
+
+def test_eval_scores_a_folder_model_in_its_own_tokens(hf_kernel, tmp_path):
+    text = tmp_path / "held.txt"
+    text.write_text("def main():\n    return héllo\n" * 20)
+    out = run_program("eval", "--model-dir", "tiny-llama", "--text", str(text), "--window", "32")
+    assert out.returncode == 0, out.stderr
+    result = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")][-1]
+    import json
+
+    fields = json.loads(result[len("RESULT ") :])
+    assert fields["perplexity"] > 1 and 0 < fields["bits_per_byte"] < 20 and fields["checkpoint"] == "tiny-llama"
