@@ -211,11 +211,15 @@ def lose_models(k: Kernel, dev: Device, message: str) -> None:
             model.batcher.pump()  # generations in progress fail now
 
 
+@dataclass(frozen=True)
 class Source:
     """Where a model_load's weights come from, resolved: architecture, config, dtype, file or folder."""
 
-    def __init__(self, arch: str, config: dict, dtype: str, checkpoint: str = "", folder: str = ""):
-        self.arch, self.config, self.dtype, self.checkpoint, self.folder = arch, config, dtype, checkpoint, folder
+    arch: str
+    config: dict
+    dtype: str
+    checkpoint: str = ""
+    folder: str = ""
 
 
 def _source(k: Kernel, req: m.ModelLoad) -> Source:
