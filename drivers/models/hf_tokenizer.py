@@ -13,6 +13,7 @@ have it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -133,7 +134,28 @@ class HFTokenizer:
 
 
 def folder_tokenizer(folder: str) -> HFTokenizer | None:
-    """The folder's tokenizer, or None when it has no tokenizer.json."""
-    if not folder or not os.path.exists(os.path.join(folder, FILE)):
+    """The folder's tokenizer, or None when it has no tokenizer.json.
+
+    The kernel asks on every model_load, and parsing a large tokenizer.json
+    takes a noticeable while in its one thread, so a folder's tokenizer is
+    read once and kept while its files are unchanged (a tokenizer holds no
+    per-generation state: each stream is its own object).
+    """
+    if not folder:
         return None
+    stamps = []
+    for name in (FILE, "tokenizer_config.json", "generation_config.json", "config.json", "chat_template.jinja"):
+        try:
+            st = os.stat(os.path.join(folder, name))
+            stamps.append((name, st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            stamps.append((name, 0, -1))
+    if stamps[0][2] < 0:
+        return None
+    return _read_tokenizer(os.path.realpath(folder), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=16)
+def _read_tokenizer(folder: str, stamps: tuple) -> HFTokenizer:
+    """`HFTokenizer(folder)`, once per folder and version of its files (`stamps`)."""
     return HFTokenizer(folder)

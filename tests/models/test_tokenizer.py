@@ -27,3 +27,19 @@ def test_ids_are_utf8_bytes_and_specials_are_dropped():
 
 def test_invalid_bytes_decode_to_replacement_not_error():
     assert tok.decode([0xFF, 65, 0xE2, 0x9C]) == "\ufffdA\ufffd\ufffd"
+
+
+def test_a_folder_tokenizer_is_read_once_while_its_files_are_unchanged(tmp_path):
+    import os
+
+    import hf_folders  # tests/support
+
+    from llmos.drivers.models.hf_tokenizer import folder_tokenizer
+
+    hf_folders.save_tokenizer(hf_folders.train_tokenizer(), str(tmp_path))
+    first = folder_tokenizer(str(tmp_path))
+    assert folder_tokenizer(str(tmp_path)) is first  # the kernel asks on every model_load
+    config = tmp_path / "tokenizer_config.json"
+    os.utime(config, ns=(config.stat().st_mtime_ns + 10**9,) * 2)
+    assert folder_tokenizer(str(tmp_path)) is not first  # a changed file is read again
+    assert folder_tokenizer(str(tmp_path / "none")) is None
