@@ -19,7 +19,7 @@ from llmos.syscalls.dtypes import nbytes
 from llmos.syscalls.ops import OPS
 
 from ..base import TorchDriver, torch_dtype
-from .slabs import SMALL_MAX, Slab, Slabs
+from .slabs import SMALL_MAX, Slab, Slabs, new_shared_file
 
 
 class CpuDriver(TorchDriver):
@@ -62,13 +62,7 @@ class CpuDriver(TorchDriver):
             self.slots[t.tid] = (slab, offset)
             return slab.data[offset : offset + size].view(torch_dtype(t.dtype)).view(t.shape), slab.path
         path = os.path.join(self.shm_dir(), f"t{t.tid}")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, size)
-        finally:
-            os.close(fd)
-        flat = torch.from_file(path, shared=True, size=size, dtype=torch.uint8)
-        return flat.view(torch_dtype(t.dtype)).view(t.shape), path
+        return new_shared_file(path, size).view(torch_dtype(t.dtype)).view(t.shape), path
 
     def shm_offset(self, tid: int) -> int:
         slot = self.slots.get(tid)

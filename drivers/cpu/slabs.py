@@ -5,7 +5,7 @@ host, a map in the kernel, and an unmap and an unlink when it is freed: some
 tens of microseconds, paid by every small allocation. So tensors of up to
 `SMALL_MAX` bytes share slab files. Each slab holds slots of one size class
 (a power of two, at least `MIN_SLOT` bytes: so every slot is aligned for
-every dtype); a tensor takes the first free slot of its class, zeroed as a
+every dtype); a tensor takes a free slot of its class, zeroed as a
 fresh file would be. The kernel maps a slab once for all the tensors it
 holds (`kernel/tensors.py: ShmMaps`).
 
@@ -32,18 +32,23 @@ def slot_size(size: int) -> int:
     return max(MIN_SLOT, 1 << (size - 1).bit_length())
 
 
+def new_shared_file(path: str, size: int) -> torch.Tensor:
+    """Create the file `path` of `size` zero bytes (never an existing one) and map it: [size] uint8, shared."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    return torch.from_file(path, shared=True, size=size, dtype=torch.uint8)
+
+
 class Slab:
     """One shared-memory file of equal slots."""
 
     def __init__(self, path: str, slot: int):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, SLAB_BYTES)
-        finally:
-            os.close(fd)
         self.path = path
         self.slot = slot
-        self.data = torch.from_file(path, shared=True, size=SLAB_BYTES, dtype=torch.uint8)
+        self.data = new_shared_file(path, SLAB_BYTES)
         self.free = list(range(SLAB_BYTES - slot, -1, -slot))  # popped from the end
         self.used = 0
 
@@ -55,7 +60,7 @@ class Slabs:
         self.folder = folder
         self.partial: dict[int, list[Slab]] = {}  # size class -> slabs with a free slot
         self.count = 0
-        self.made = 0  # slabs ever made (for tests and traces)
+        self.made = 0  # slabs ever made: it numbers their files
 
     def take(self, size: int) -> tuple[Slab, int]:
         """A zeroed slot for `size` bytes (0 < size <= SMALL_MAX): its slab and offset."""
