@@ -2,7 +2,8 @@
 
 Starting driver hosts and matching their answers to the work in flight
 (`on_driver`), feeding each device one work item at a time from its queue,
-posted items (frees, allocations) sent right behind each other (`submit`, `pump`), pinging idle hosts and declaring dead or hung ones
+posted items (frees, allocations) sent right behind each other (`submit`,
+`pump`), pinging idle hosts and declaring dead or hung ones
 offline (`_watch_device`, `device_offline`): their work fails with EIO,
 their tensors are lost, and a new host starts after a capped exponential
 backoff. Drivers are loaded and unloaded here too (hot swap). `Kernel`
@@ -70,7 +71,7 @@ class DeviceSupervision:
 
     def send_driver(self, dev: Device, msg: proto.ToDriver, bulk: tuple = ()) -> None:
         """Send one message to a device's driver host."""
-        send_frames(self.sock, [dev.ident, proto.encoder.encode(msg), *bulk])
+        send_frames(self.sock, [dev.ident, proto.encoder.encode(msg), *bulk], copy=False)  # bulk frames pass through
 
     def on_driver(self, dev: Device, frames: list) -> None:
         """One message from a driver host."""
