@@ -83,11 +83,11 @@ class _Lane:
             return [fr.encode_call(rid, token, m.Read(handle=self.handle))]
         return [fr.encode_call(rid, token, m.Free(handle=self.handle))]
 
-    def answered(self, frames: list, decode: bool) -> bool:
-        """Take the answer to the lane's call and move on; return False if it was an error."""
+    def answered(self, reply) -> bool:
+        """Take the answer to the lane's call (a decoded llmos reply; None from the raw echo) and move on;
+        return False if it was an error."""
         ok = True
-        if decode:
-            reply = fr.reply_decoder.decode(frames[0])
+        if reply is not None:
             ok = reply.kind == fr.FINAL
             if ok and self.cycle[self.step] == "alloc":
                 self.handle = ref_decoder.decode(reply.body).handle
@@ -154,14 +154,15 @@ def _run_clients(mode: str, address: str, clients: int, depth: int, seconds: flo
                     frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                rid = fr.reply_decoder.decode(frames[0]).rid if llmos else fr.envelope_decoder.decode(frames[0]).rid
+                reply = fr.reply_decoder.decode(frames[0]) if llmos else None
+                rid = reply.rid if llmos else fr.envelope_decoder.decode(frames[0]).rid
                 lane = inflight[i].pop(rid)
                 now = time.perf_counter()
                 if now >= end:
                     continue
                 calls += 1
                 latencies.append(now - lane.sent_at)
-                if not lane.answered(frames, llmos):
+                if not lane.answered(reply):
                     errors += 1
                 send(i, lane)
         now = time.perf_counter()

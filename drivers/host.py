@@ -19,7 +19,7 @@ import zmq
 
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
-from llmos.syscalls.frames import send_frames
+from llmos.syscalls.frames import recv_frames, send_frames
 
 from .base import Driver, DriverError
 
@@ -128,13 +128,15 @@ class Host:
         """Answer messages until the kernel goes away."""
         parent = os.getppid()
         last = time.monotonic()
+        self.sock.setsockopt(zmq.RCVTIMEO, 1000)  # a blocking receive, not a Poller built per message
         while True:
-            if not self.sock.poll(1000):
+            try:
+                frames = recv_frames(self.sock)
+            except zmq.Again:
                 if os.getppid() != parent or time.monotonic() - last > KERNEL_SILENCE_S:
                     return
                 continue
             last = time.monotonic()
-            frames = self.sock.recv_multipart(copy=False)
             try:
                 msg = proto.to_driver_decoder.decode(frames[0].buffer)
             except msgspec.DecodeError:
