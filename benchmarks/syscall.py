@@ -32,6 +32,7 @@ import zmq
 
 from llmos.kernel import boot
 from llmos.kernel.config import KernelConfig
+from llmos.kernel.priority import raise_priority
 from llmos.syscalls import frames as fr
 from llmos.syscalls import messages as m
 from llmos.syscalls import runtime
@@ -48,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def echo_server(address: str, lean: bool) -> None:
-    """A raw ROUTER echo until a `stop` frame: recv_multipart/send_multipart, or frame by frame if `lean`."""
+    """A raw ROUTER echo until a `stop` frame: recv_multipart/send_multipart, or frame by frame if `lean`.
+
+    It asks for the kernel's priority first (kernel/priority.py), so the
+    baseline server and the kernel get the CPU on the same terms.
+    """
+    raise_priority(KernelConfig().nice)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.bind(address)

@@ -31,5 +31,7 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     max_bulk_bytes: int = 1 << 30
     parent_os_pid: int = 0  # embedded kernels: stop once this OS process is no longer the parent; 0: never
     max_children: int = 64  # live children one process may have (spawn answers EAGAIN beyond)
+    # nice value of the kernel and its driver hosts (kernel/priority.py); programs it spawns keep the caller's
+    nice: int = -5
     log_level: str = "info"
     log_file: str | None = None  # default: stderr
