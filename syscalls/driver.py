@@ -3,9 +3,13 @@
 A driver host connects a DEALER socket to the kernel's ROUTER with a routing
 id and a secret the kernel gave it, says Hello, then serves one message at a
 time and answers each with Ok or Fail carrying the same `seq`. Tensor bytes
-travel as raw frames after the message, as in the syscall ABI. Host-visible
-devices (memory the kernel can map, like the CPU's) return a shared-memory
-path from `alloc`, and the kernel then reads and writes those tensors itself.
+travel as raw frames after the message, as in the syscall ABI.
+
+Host-visible devices (memory the kernel can map, like the CPU's) never see
+alloc, free, write or read: the kernel places those tensors in shared-memory
+files itself (`kernel/hostmem.py`), moves their bytes itself, and names
+each tensor's file and offset in every message that uses it
+(`TensorDesc.shm`); the driver maps them. `forget` tells it a file is gone.
 """
 
 import msgspec
@@ -27,11 +31,18 @@ class DeviceSpec(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class TensorDesc(msgspec.Struct, array_like=True):
-    """A tensor as the driver knows it: the kernel's tensor id, shape and dtype."""
+    """A tensor as the driver knows it: the kernel's tensor id, shape and dtype.
+
+    On a host-visible device, `shm` is the shared-memory file the kernel put
+    the tensor's bytes in and `offset` where in it they start ("" for a
+    tensor of no bytes, and on other devices).
+    """
 
     tid: int
     shape: list[int]
     dtype: str
+    shm: str = ""
+    offset: int = 0
 
 
 class ToDriver(msgspec.Struct, tag_field="t", kw_only=True):
@@ -41,13 +52,13 @@ class ToDriver(msgspec.Struct, tag_field="t", kw_only=True):
 
 
 class DAlloc(ToDriver, tag="alloc"):
-    """Allocate a tensor; a host-visible device answers with its shared-memory path."""
+    """Allocate a tensor (devices that are not host-visible)."""
 
     tensor: TensorDesc
 
 
 class DFree(ToDriver, tag="free"):
-    """Free a tensor."""
+    """Free a tensor (devices that are not host-visible)."""
 
     tid: int
 
@@ -68,7 +79,8 @@ class DRead(ToDriver, tag="read"):
 
 
 class DOp(ToDriver, tag="op"):
-    """Run one op of the ABI op set into `out`; `new_out`: allocate `out` first."""
+    """Run one op of the ABI op set into `out`; `new_out`: allocate `out` first (never on a host-visible
+    device, whose `out` the kernel has placed)."""
 
     op: str
     inputs: list[TensorDesc]
@@ -80,7 +92,7 @@ class DOp(ToDriver, tag="op"):
 class DCopyBlocks(ToDriver, tag="copy_blocks"):
     """Copy whole blocks inside one tensor seen as [blocks, block_bytes] bytes (KV copy-on-write)."""
 
-    tid: int
+    tensor: TensorDesc
     block_bytes: int
     pairs: list[tuple[int, int]]  # (source block, destination block)
 
@@ -194,6 +206,14 @@ class DPing(ToDriver, tag="ping"):
     """Heartbeat: answer Ok at once."""
 
 
+class DForget(ToDriver, tag="forget"):
+    """Host-visible devices: the kernel removed the shared-memory file `path`; drop any mapping of it.
+
+    Sent after every message that named a tensor in it, once no tensor lives there."""
+
+    path: str
+
+
 class FromDriver(msgspec.Struct, tag_field="t", kw_only=True):
     """Base of driver-to-kernel messages."""
 
@@ -213,12 +233,9 @@ class DHello(FromDriver, tag="hello"):
 
 
 class DOk(FromDriver, tag="ok"):
-    """Success; for a host-visible alloc, the shared-memory file `shm` that holds the tensor's
-    bytes from `shm_offset` on; timings for an op."""
+    """Success; timings for an op."""
 
     seq: int
-    shm: str = ""
-    shm_offset: int = 0
     wall_s: float = 0.0
     sim_s: float = 0.0
 
@@ -232,7 +249,7 @@ class DFail(FromDriver, tag="fail"):
 
 
 ToDriverUnion = (
-    DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DPing
+    DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DPing | DForget
     | DModelLoad | DModelFree | DModelStep | DLogProbs | DModelSave | DTrainStep
 )
 FromDriverUnion = DHello | DOk | DFail
