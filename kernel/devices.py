@@ -24,6 +24,8 @@ from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
 from llmos.syscalls.plugin import DriverEntry
 
+from .hostmem import HostMemory
+
 STARTING, ONLINE, OFFLINE, ABSENT = "starting", "online", "offline", "absent"
 STABLE_S = 30.0  # a host that lived this long resets the restart backoff
 
@@ -41,6 +43,8 @@ class Work:
     Only work nothing else can depend on before its answer may be posted: a
     free, or an allocation whose tensor nobody can name before it is made.
     `pids`: the processes a shared item serves (a batched model step), for traces.
+    `tensors`: the host-visible tensors it names; a freed one keeps its place
+    until no such work is left (`Kernel.settle`).
     """
 
     owner: int
@@ -53,6 +57,7 @@ class Work:
     posted: bool = False
     cancelled: bool = False
     pids: tuple[int, ...] = ()
+    tensors: tuple = ()
 
 
 @dataclass(eq=False)
@@ -68,6 +73,7 @@ class Device:
     state: str = STARTING
     spec: proto.DeviceSpec | None = None
     memory: object = None  # from the llmos_memory_service hook, once online
+    hostmem: HostMemory | None = None  # host-visible devices, once online: where the kernel places tensors
     ident: bytes = b""
     secret: str = ""
     popen: subprocess.Popen | None = None

@@ -97,7 +97,9 @@ def llmos_device_queue(device: str, policy):
     Called once per device at boot, with the scheduling policy instance the
     kernel config chose for it. firstresult: the first non-None answer is
     used. It must behave like `llmos.services.scheduler.devqueue.PolicyQueue`
-    (push, pop, requeue_to_tail, set_policy, drain, len, iteration).
+    (push, pop, requeue_to_tail, set_policy, drain, len, iteration). The
+    kernel's own copies for a host-visible device bypass it when the device
+    is idle and the queue's len is 0.
     """
 
 

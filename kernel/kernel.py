@@ -33,7 +33,7 @@ from llmos.syscalls import runtime
 
 from . import plugins, sysmodel
 from .config import KernelConfig
-from .devices import ABSENT, OFFLINE, ONLINE, Device
+from .devices import ABSENT, OFFLINE, ONLINE, Device, Work
 from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
 from .proc import KERNEL_PID, Process, ProcessTable
@@ -229,6 +229,9 @@ class Kernel(DeviceSupervision):
                 _wait_or_kill(dev.popen, deadline)
         for t in list(self.tensors.by_tid.values()):
             self.tensors.drop(t)
+        for dev in self.devices.values():
+            if dev.hostmem is not None:
+                dev.hostmem.close()  # its files go with the shared-memory folder, below
         self.watch.close()
         if self.auth is not None:
             self.auth.stop()
@@ -252,7 +255,8 @@ class Kernel(DeviceSupervision):
 
     def trace_mem(self, event: str, dev: Device, pid: int, nbytes: int) -> None:
         """A memory event (mem.alloc / mem.free) on a device, with its usage after it."""
-        self.trace(event, device=dev.name, pid=pid, bytes=nbytes, used=dev.memory.used)
+        if self.tracing:
+            self.trace(event, device=dev.name, pid=pid, bytes=nbytes, used=dev.memory.used)
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -389,15 +393,32 @@ class Kernel(DeviceSupervision):
         self.free_tensor(t)
 
     def free_tensor(self, t: Tensor) -> None:
-        """Give a tensor's memory back and free it on its device, in queue order."""
+        """Give a tensor's memory back: a host-visible one's place once no device work names it
+        (`settle`), another one by a free on its device, in queue order."""
         self.tensors.drop(t)
         if t.lost:
             return
         dev = self.devices[t.device]
         dev.memory.release(t.tid)
         self.trace_mem("mem.free", dev, t.owner, t.nbytes)
-        self.post(dev, proto.DFree(seq=dev.next_seq(), tid=t.tid))
+        if dev.hostmem is None:
+            self.post(dev, proto.DFree(seq=dev.next_seq(), tid=t.tid))
+        elif not t.busy:
+            self.give_back(dev, t)
         self.unpark(dev)
+
+    def settle(self, work: Work) -> None:
+        """A work item is over (done, failed or skipped): a tensor freed meanwhile gives its place back now."""
+        for t in work.tensors:
+            t.busy -= 1
+            if not t.busy and t.home is not None and t.tid not in self.tensors.by_tid:
+                self.give_back(self.devices[t.device], t)
+
+    def give_back(self, dev: Device, t: Tensor) -> None:
+        """Return a host-visible tensor's place; tell the host when its file is gone, so it unmaps it."""
+        home, t.home = t.home, None
+        if t.shm and home.give(t.shm, t.shm_offset) and dev.state == ONLINE:
+            self.post(dev, proto.DForget(seq=dev.next_seq(), path=t.shm))
 
     def park(self, dev: Device, ctx: CallCtx, size: int, run) -> None:
         """Hold an allocation that does not fit yet; `run` it, admitted, once it does."""

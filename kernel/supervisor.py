@@ -22,6 +22,7 @@ from llmos.syscalls import runtime
 
 from . import sysmodel
 from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
+from .hostmem import HostMemory
 from .errors import SysError
 from .proc import KERNEL_PID
 from .sysdev import device_info, driver_list
@@ -99,6 +100,7 @@ class DeviceSupervision:
                 work.fail(Errno(msg.errno) if msg.errno in Errno._value2member_map_ else Errno.EIO, msg.message)
         except Exception:
             self.log.exception("kernel.bug", device=dev.name)
+        self.settle(work)
         self.pump(dev)
 
     def _on_hello(self, dev: Device, hello: proto.DHello) -> None:
@@ -115,6 +117,7 @@ class DeviceSupervision:
                 device=dev.name, capacity=hello.spec.capacity_bytes, default_quota=self.config.default_quota
             )
             dev.memory.set_quota(KERNEL_PID, hello.spec.capacity_bytes)  # KV pools are the kernel's
+            dev.hostmem = HostMemory(self.shm_of(dev)) if hello.spec.host_visible else None
             dev.state = ONLINE
             dev.up_since = time.monotonic()
             dev.start_s = dev.up_since - dev.started_at
@@ -141,7 +144,16 @@ class DeviceSupervision:
                 ctx.reply(driver_list(self))
 
     def submit(self, dev: Device, work: Work) -> None:
-        """Queue device work; it runs when it reaches the head of the device's queue."""
+        """Queue device work; it runs when it reaches the head of the device's queue.
+
+        A kernel-local item (a host-visible device's copy) that finds its device idle with nothing
+        queued runs at once, without the queue: the policy could only have picked it, and is not
+        charged for it (docs/scheduler.md).
+        """
+        for t in work.tensors:
+            t.busy += 1
+        if work.local is not None and dev.inflight is None and dev.state == ONLINE and not dev.queue:
+            return self._run_local(dev, work)
         dev.queue.push(work, time.monotonic())
         self.pump(dev)
 
@@ -157,14 +169,10 @@ class DeviceSupervision:
             if work is None:
                 return
             if work.cancelled:
+                self.settle(work)
                 continue
             if work.local is not None:
-                self._trace_work("device.busy", dev, work)
-                try:
-                    work.local()
-                except SysError as exc:
-                    work.fail(exc.errno, exc.message)
-                self._trace_work("device.idle", dev, work)
+                self._run_local(dev, work)
                 continue
             if work.posted:  # the next item may follow it at once; its answer is matched by seq
                 dev.posted[work.msg.seq] = work
@@ -174,6 +182,16 @@ class DeviceSupervision:
             dev.inflight_since = time.monotonic()
             self._trace_work("device.busy", dev, work)
             self.send_driver(dev, work.msg, work.bulk)
+
+    def _run_local(self, dev: Device, work: Work) -> None:
+        """Run a kernel-local item (a host-visible copy) now."""
+        self._trace_work("device.busy", dev, work)
+        try:
+            work.local()
+        except SysError as exc:
+            work.fail(exc.errno, exc.message)
+        self.settle(work)
+        self._trace_work("device.idle", dev, work)
 
     def _trace_work(self, event: str, dev: Device, work: Work, **extra) -> None:
         """device.busy / device.idle for one work item: whose, what kind (the kernel's own copies: "copy")."""
@@ -190,6 +208,7 @@ class DeviceSupervision:
         for work in items:
             if not work.cancelled:
                 work.fail(Errno.EIO, reason)
+            self.settle(work)
 
     def device_offline(self, dev: Device, reason: str) -> None:
         """The driver host died or hangs: fail its work, lose its tensors, plan a restart."""
@@ -213,9 +232,10 @@ class DeviceSupervision:
         self._fail_device_work(dev, message)
         for t in self.tensors.on_device(dev.name):
             t.lose(message)
-        # the host is dead, so nobody else would unlink its files; the folder also holds those of allocations
-        # that were in flight, which no tensor record names yet
-        runtime.remove(self.shm_of(dev))
+        if dev.hostmem is not None:
+            dev.hostmem.close()
+            dev.hostmem = None
+        runtime.remove(self.shm_of(dev))  # the kernel's files of a host-visible device, with their bytes
         for key in [key for key in self.kv_tensors if key[0] == dev.name]:
             self.kv.remove(*key)
             self.tensors.drop(self.kv_tensors.pop(key))

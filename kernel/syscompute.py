@@ -44,14 +44,22 @@ def sys_compute(k: Kernel, c: CallCtx) -> None:
                 f"{req.op} gives {dtype} {list(shape)} on {dev.name}",
             )
         msg = proto.DOp(seq=dev.next_seq(), op=req.op, inputs=descs, out=out.desc(), params=params)
-        work = Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(tensor_ref(req.out, out, ok)), fail=c.fail)
+        work = Work(
+            owner=c.proc.pid,
+            msg=msg,
+            done=lambda ok, frames: c.reply(tensor_ref(req.out, out, ok)),
+            fail=c.fail,
+            tensors=(*inputs, out),
+        )
     else:
-        t = new_tensor(k, dev, c.proc, list(shape), dtype)
-        msg = proto.DOp(seq=dev.next_seq(), op=req.op, inputs=descs, out=t.desc(), params=params, new_out=True)
+        t = new_tensor(k, dev, c.proc.pid, list(shape), dtype)  # placed already on a host-visible device
+        msg = proto.DOp(seq=dev.next_seq(), op=req.op, inputs=descs, out=t.desc(), params=params,
+                        new_out=dev.hostmem is None)
         work = Work(
             owner=c.proc.pid,
             msg=msg,
             done=lambda ok, frames: created(k, c, t, ok),
             fail=lambda errno, message: not_created(k, c, t, errno, message),
+            tensors=(*inputs, t),
         )
     k.submit(dev, work)

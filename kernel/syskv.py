@@ -25,7 +25,7 @@ from llmos.syscalls.dtypes import ITEMSIZE
 from .devices import Work
 from .errors import SysError
 from .proc import KERNEL_PID
-from .sysmem import admit, not_created
+from .sysmem import new_tensor, not_created
 
 if TYPE_CHECKING:
     from .dispatch import CallCtx
@@ -74,16 +74,11 @@ def sys_kv_pool(k: Kernel, c: CallCtx) -> None:
     if req.blocks < 1:
         raise SysError(Errno.EINVAL, f"no KV pool {layout.name} on {dev.name} yet; pass blocks=N to create one")
     block_bytes = layout.block_bytes(req.block_size)
-    shape = [req.blocks, block_bytes]
-    admit(dev, c.proc.pid, req.blocks * block_bytes)
-    t = k.tensors.create(dev.name, shape, "uint8", req.blocks * block_bytes, c.proc.pid)
-    dev.memory.charge(t.tid, c.proc.pid, t.nbytes)
-    k.trace_mem("mem.alloc", dev, c.proc.pid, t.nbytes)
+    t = new_tensor(k, dev, c.proc.pid, [req.blocks, block_bytes], "uint8")
 
-    def created(ok: proto.DOk, frames) -> None:
+    def created(ok: proto.DOk | None, frames) -> None:
         if t.tid not in k.tensors.by_tid:  # the caller left while the device made it: reclaim freed it already
             return
-        t.shm, t.shm_offset = ok.shm, ok.shm_offset
         if (dev.name, layout.name) in k.kv_tensors:  # someone created it meanwhile
             k.free_tensor(t)
         else:
@@ -91,6 +86,8 @@ def sys_kv_pool(k: Kernel, c: CallCtx) -> None:
             k.kv_tensors[(dev.name, layout.name)] = t
         c.reply(pool_info(k, dev.name, k.kv.get(dev.name, layout.name)))
 
+    if dev.hostmem is not None:  # placed already: nothing for the driver host to do
+        return created(None, [])
     msg = proto.DAlloc(seq=dev.next_seq(), tensor=t.desc())
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=created, fail=lambda errno, message: not_created(k, c, t, errno, message)))
 
@@ -194,12 +191,12 @@ def sys_kv_append(k: Kernel, c: CallCtx) -> None:
         return _reply_seq(c, c.req.seq, pool, seq_id)
     t = k.kv_tensors[(pool.device, pool.layout)]
     dev = k.devices[pool.device]
-    msg = proto.DCopyBlocks(seq=dev.next_seq(), tid=t.tid, block_bytes=t.shape[1], pairs=copies)
+    msg = proto.DCopyBlocks(seq=dev.next_seq(), tensor=t.desc(), block_bytes=t.shape[1], pairs=copies)
 
     def copied(ok: proto.DOk, frames) -> None:
         _reply_seq(c, c.req.seq, pool, seq_id, copies)
 
-    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=copied, fail=c.fail))
+    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=copied, fail=c.fail, tensors=(t,)))
 
 
 def sys_kv_fork(k: Kernel, c: CallCtx) -> None:

@@ -1,10 +1,13 @@
 """Memory syscalls: alloc, free, write, read, share.
 
 Allocation is admitted by the device's memory service first (capacity and
-the caller's quota): NEVER is ENOMEM, LATER is EAGAIN. Bytes of host-visible
-devices are copied by the kernel between the socket and the tensor's mapping;
-other devices get them through their driver host. Either way the copy runs in
-the device's queue order, after the caller's earlier work on that device.
+the caller's quota): NEVER is ENOMEM, LATER is EAGAIN. A host-visible
+device's tensors are placed by the kernel itself (`hostmem.py`), so their
+allocation is answered at once; other devices allocate through their driver
+host. Bytes of host-visible devices are copied by the kernel between the
+socket and the tensor's mapping; other devices get them through their driver
+host. Either way the copy runs in the device's queue order, after the
+caller's earlier work on that device.
 """
 
 from __future__ import annotations
@@ -71,23 +74,31 @@ def check_dtype(dev: Device, dtype: str) -> None:
         raise SysError(Errno.EINVAL, f"{dev.name} does not support {dtype}; it supports {', '.join(dev.spec.dtypes)}")
 
 
-def new_tensor(k: Kernel, dev: Device, proc: Process, shape: list[int], dtype: str, admitted: bool = False) -> Tensor:
-    """Admit (unless `admitted` already), record and charge a tensor that is about to be created on `dev`."""
+def new_tensor(k: Kernel, dev: Device, pid: int, shape: list[int], dtype: str, admitted: bool = False) -> Tensor:
+    """Admit (unless `admitted` already), record and charge a tensor about to be created on `dev` for `pid`;
+    on a host-visible device, place its bytes (ENOMEM if the shared-memory folder is full)."""
     check_dtype(dev, dtype)
     size = check_shape(shape, dtype)
     if not admitted:
-        admit(dev, proc.pid, size)
-    t = k.tensors.create(dev.name, shape, dtype, size, proc.pid)
-    dev.memory.charge(t.tid, proc.pid, size)
-    k.trace_mem("mem.alloc", dev, proc.pid, size)
+        admit(dev, pid, size)
+    t = k.tensors.create(dev.name, shape, dtype, size, pid)
+    if dev.hostmem is not None and size:
+        try:
+            t.shm, t.shm_offset = dev.hostmem.place(size)
+        except OSError as exc:
+            k.tensors.drop(t)
+            raise SysError(Errno.ENOMEM, f"{dev.name}'s shared memory ({dev.hostmem.folder}) cannot hold "
+                           f"{size} more bytes: {exc.strerror}") from None  # fmt: skip
+        t.home = dev.hostmem
+    dev.memory.charge(t.tid, pid, size)
+    k.trace_mem("mem.alloc", dev, pid, size)
     return t
 
 
-def created(k: Kernel, c: CallCtx, t: Tensor, ok: proto.DOk) -> None:
+def created(k: Kernel, c: CallCtx, t: Tensor, ok: proto.DOk | None) -> None:
     """A new tensor exists on its device: open a handle for the caller and answer."""
     if t.tid not in k.tensors.by_tid:  # the caller left while the device made it: reclaim freed it already
         return
-    t.shm, t.shm_offset = ok.shm, ok.shm_offset
     t.holders[c.proc.pid] += 1
     c.reply(tensor_ref(c.proc.add_handle(t.tid), t, ok))
 
@@ -116,7 +127,9 @@ def sys_alloc(k: Kernel, c: CallCtx) -> None:
     dev = k.device(req.device)
 
     def allocate(admitted: bool = False) -> None:
-        t = new_tensor(k, dev, c.proc, req.shape, req.dtype, admitted)
+        t = new_tensor(k, dev, c.proc.pid, req.shape, req.dtype, admitted)
+        if dev.hostmem is not None:  # placed already: nothing for the driver host to do
+            return created(k, c, t, None)
         work = Work(
             owner=c.proc.pid,
             msg=proto.DAlloc(seq=dev.next_seq(), tensor=t.desc()),
@@ -165,7 +178,7 @@ def sys_write(k: Kernel, c: CallCtx) -> None:
                 t.view()[start : start + len(frame)] = frame.buffer
             c.reply(m.Done())
 
-        work = Work(owner=c.proc.pid, local=copy_in, fail=c.fail)
+        work = Work(owner=c.proc.pid, local=copy_in, fail=c.fail, tensors=(t,))
     else:
         msg = proto.DWrite(seq=dev.next_seq(), tid=t.tid, offset=offset)
         work = Work(owner=c.proc.pid, msg=msg, bulk=(frame,), done=lambda ok, frames: c.reply(m.Done()), fail=c.fail)
@@ -196,7 +209,8 @@ def sys_read(k: Kernel, c: CallCtx) -> None:
     ref = tensor_ref(c.req.handle, t)
     if dev.spec.host_visible:
         start, length = span or (0, t.nbytes)
-        work = Work(owner=c.proc.pid, local=lambda: c.reply(ref, (t.view()[start : start + length],)), fail=c.fail)
+        work = Work(owner=c.proc.pid, local=lambda: c.reply(ref, (t.view()[start : start + length],)), fail=c.fail,
+                    tensors=(t,))  # fmt: skip
     else:
         offset, length = span or (None, None)
         work = Work(

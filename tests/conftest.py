@@ -59,6 +59,13 @@ def shm_files(kp: boot.KernelProcess) -> set[str]:
     return {os.path.relpath(os.path.join(top, f), root) for top, _, files in os.walk(root) for f in files}
 
 
+def only_spare_slabs(files: set[str]) -> bool:
+    """Whether shared-memory files are at most the one empty slab per size class the kernel keeps
+    (`kernel/hostmem.py`; a slab file is named slabSLOT-N)."""
+    classes = [(os.path.dirname(f), os.path.basename(f).split("-")[0]) for f in files]
+    return all(name.startswith("slab") for _, name in classes) and len(set(classes)) == len(classes)
+
+
 @pytest.fixture(scope="session")
 def kernel(runtime_dir):
     """One kernel shared by the tests that do not break it."""

@@ -84,6 +84,10 @@ class PolicyQueue:
             self._leave(owner)
         return items
 
+    def __bool__(self) -> bool:
+        """Whether any item is queued (without counting them: a process's FIFO leaves once empty)."""
+        return bool(self._queues)
+
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
