@@ -69,6 +69,8 @@ class Generation:
         self.unsent = ""  # text produced but not streamed yet
         self.shared_steps = 0  # steps that carried other sequences too
         self.preemptions = 0
+        self.cached = 0  # context tokens taken from the prefix cache
+        self.cache = c.req.cache  # takes part in prefix caching (the model's own setting comes on top)
         self.started = time.monotonic()
         self.device_s = 0.0
 
@@ -115,7 +117,7 @@ class Generation:
             m.Completion(
                 text=self.stream.text, tokens=len(self.output), finish=why, wall_s=time.monotonic() - self.started,
                 device_s=self.device_s, shared_steps=self.shared_steps, preemptions=self.preemptions,
-                ids=self.output,
+                ids=self.output, cached=self.cached,
             )
         )  # fmt: skip
 
@@ -127,9 +129,8 @@ class Batcher:
         self.k = k
         self.model = model
         self.gens: dict[int, Generation] = {}
-        self.sched = Scheduler(
-            policy, PagedBlockSpace(model.kv, self.owner_of), Budget(tokens=TOKEN_BUDGET, seqs=MAX_BATCH), "recompute"
-        )
+        self.space = PagedBlockSpace(model.kv, self.owner_of, self.context_of, self.on_hit)
+        self.sched = Scheduler(policy, self.space, Budget(tokens=TOKEN_BUDGET, seqs=MAX_BATCH), "recompute")
         self.open: Batch | None = None  # the step queued or running on the device, if any
         self.next_policy = None  # a policy to switch to before the next tick
 
@@ -142,6 +143,17 @@ class Batcher:
     def owner_of(self, rid: int) -> int:
         """The process a sequence's KV blocks are charged to."""
         return self.gens[rid].pid
+
+    def context_of(self, rid: int) -> list[int] | None:
+        """A sequence's token ids for prefix caching (prompt, then output so far); None when it opted out."""
+        gen = self.gens.get(rid)
+        return gen.prompt + gen.output if gen is not None and gen.cache and self.model.cache else None
+
+    def on_hit(self, rid: int, tokens: int) -> None:
+        """A sequence found the KV of its first `tokens` tokens in the prefix cache."""
+        gen = self.gens[rid]
+        gen.cached += tokens
+        self.k.trace("kv.prefix_hit", device=self.model.device, model=self.model.mid, pid=gen.pid, tokens=tokens)
 
     def add(self, gen: Generation) -> None:
         """Queue a new generation; it joins the next step that has room for it."""
@@ -251,8 +263,11 @@ class Batcher:
 
     def stepped(self, batch: Batch, last: Batch, tokens: list[int], wall_s: float) -> None:
         """Steps `batch` .. `last` came back: record progress, stream each emitted token, plan the next step."""
-        if last is not self.open or not self.close_step():
+        if last is not self.open:
             return  # written off: the model went away while it ran
+        for entry in last.entries:  # their KV is on the device now: its full blocks may serve other prompts
+            self.space.written(entry.seq.rid, entry.start + entry.fed)
+        self.close_step()
         size = len(batch.entries)
         rounds = len(tokens) // size
         for r in range(rounds):  # the first round is `batch` itself, the others its lookahead decodes

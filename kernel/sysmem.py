@@ -286,11 +286,11 @@ def sys_memstat(k: Kernel, c: CallCtx) -> None:
             for row in pools
             if row["device"] == dev.name
         ]
-        kv += [
-            _pool_stat(f"model{model.mid}", model.kv, model.kv_bytes // model.kv.num_blocks)
-            for model in k.models.values()
-            if model.device == dev.name and not model.lost
-        ]
+        for model in k.models.values():
+            if model.device == dev.name and not model.lost:
+                row = _pool_stat(f"model{model.mid}", model.kv, model.kv_bytes // model.kv.num_blocks)
+                row.prefix_tokens, row.prefix_hits = model.batcher.space.looked_up, model.batcher.space.hit
+                kv.append(row)
         mem = dev.memory
         devices.append(
             m.DeviceMem(

@@ -80,6 +80,7 @@ class Model:
     tokenizer: Tokenizer | None = None  # from the llmos_tokenizer hook; None: token ids only
     holders: Counter = field(default_factory=Counter)  # pid -> handles open on it (share gives more)
     batcher: Batcher | None = None  # its continuous-batching loop (kernel/batcher.py)
+    cache: bool = True  # its generate calls share prompt KV blocks (prefix caching)
 
     @property
     def alloc_id(self) -> int:
@@ -334,6 +335,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
         model = Model(
             mid, dev.name, c.proc.pid, src.arch, desc.config, desc.params, desc.param_bytes, size, kv,
             kv_bytes=desc.kv_bytes, step=desc.step, dtype=src.dtype, folder=src.folder, tokenizer=tokenizer,
+            cache=req.cache,
         )  # fmt: skip
         model.batcher = Batcher(k, model, k.new_policy(dev.queue.policy.name))  # the device's policy
         model.holders[c.proc.pid] = 1

@@ -482,6 +482,8 @@ class KVPoolStat(msgspec.Struct, kw_only=True):
     sequences: int
     by_process: dict[int, int]
     slack_tokens: int  # reserved in partial last blocks but not holding tokens
+    prefix_tokens: int = 0  # model pools: prompt tokens generate calls looked up in the prefix cache
+    prefix_hits: int = 0  # of which found (their KV not computed again)
 
 
 class DeviceMem(msgspec.Struct, kw_only=True):
@@ -579,6 +581,7 @@ class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
     - neither: a fresh model of `arch` and `config`, its weights drawn from
       `seed` (the same seed gives the same model).
     `dtype` "" keeps the weights' stored dtype (float32 for a fresh model).
+    `cache` False turns prefix caching off for every generate call on it.
     Memory is charged to the caller.
     """
 
@@ -591,6 +594,7 @@ class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
     dtype: str = ""
     seed: int = 0
     path: str = ""
+    cache: bool = True
 
 
 class ModelInfo(Reply):
@@ -624,7 +628,11 @@ class ModelFree(Call, tag=int(Sys.MODEL_FREE)):
 
 
 class Generate(Call, tag=int(Sys.GENERATE)):
-    """Continue `prompt` (text) or `tokens` (ids); streams Generated chunks, ends with Completion."""
+    """Continue `prompt` (text) or `tokens` (ids); streams Generated chunks, ends with Completion.
+
+    `cache` False: compute the whole prompt even where other calls on the
+    model already hold its KV (prefix caching, docs/memory.md), and share none.
+    """
 
     model: int
     prompt: str = ""
@@ -635,6 +643,7 @@ class Generate(Call, tag=int(Sys.GENERATE)):
     top_p: float = 1.0
     seed: int = 0
     stop: list[str] = []
+    cache: bool = True
 
 
 class Generated(Reply):
@@ -656,6 +665,8 @@ class Completion(Reply):
         shared_steps: steps batched together with other sequences (continuous batching).
         preemptions: times its KV blocks were taken for others (it re-fed its text and went on).
         ids: the generated token ids (a model without a tokenizer gives no text, only these).
+        cached: tokens of its context whose KV came from the prefix cache instead of being computed
+            (counted again when it re-feeds after a preemption).
     """
 
     text: str
@@ -666,6 +677,7 @@ class Completion(Reply):
     shared_steps: int = 0  # steps batched together with other sequences (continuous batching)
     preemptions: int = 0  # times its KV blocks were taken for others (it re-fed its text and went on)
     ids: list[int] = []  # the generated token ids
+    cached: int = 0  # context tokens whose KV came from the prefix cache
 
 
 class LogProbs(Call, tag=int(Sys.LOGPROBS)):

@@ -240,11 +240,13 @@ class SyscallApi:
     # ---- models ------------------------------------------------------------------------
 
     def model_load(self, device: str, arch: str = "auto", config: dict | None = None, checkpoint: str = "",
-                   kv_blocks: int = 256, block_size: int = 16, dtype: str = "", seed: int = 0, path: str = ""):  # fmt: skip
+                   kv_blocks: int = 256, block_size: int = 16, dtype: str = "", seed: int = 0, path: str = "",
+                   cache: bool = True):  # fmt: skip
         """Load a model on `device` (ModelInfo): from a Hugging Face-format folder `path` under the kernel's
-        models directory, from a checkpoint under its storage, or fresh from `seed`. `dtype` "" keeps the stored one."""
+        models directory, from a checkpoint under its storage, or fresh from `seed`. `dtype` "" keeps the stored one;
+        `cache` False turns prefix caching off for the model's generate calls."""
         call = m.ModelLoad(device=device, arch=arch, config=config or {}, checkpoint=checkpoint, kv_blocks=kv_blocks,
-                           block_size=block_size, dtype=dtype, seed=seed, path=path)  # fmt: skip
+                           block_size=block_size, dtype=dtype, seed=seed, path=path, cache=cache)  # fmt: skip
         return self._run(one_call(call))
 
     def model_free(self, model: int):
@@ -253,11 +255,12 @@ class SyscallApi:
 
     def generate(self, model: int, prompt: str | list[int], max_tokens: int = 64, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: list[str] | None = None,
-                 on_text: Callable[[str], None] | None = None):  # fmt: skip
-        """Continue a prompt (text or token ids); `on_text` receives each streamed piece (Completion)."""
+                 on_text: Callable[[str], None] | None = None, cache: bool = True):  # fmt: skip
+        """Continue a prompt (text or token ids); `on_text` receives each streamed piece (Completion).
+        `cache` False computes the whole prompt, without the KV other calls left (prefix caching)."""
         text, ids = (prompt, []) if isinstance(prompt, str) else ("", list(prompt))
         call = m.Generate(model=model, prompt=text, tokens=ids, max_tokens=max_tokens, temperature=temperature,
-                          top_k=top_k, top_p=top_p, seed=seed, stop=list(stop or []))  # fmt: skip
+                          top_k=top_k, top_p=top_p, seed=seed, stop=list(stop or []), cache=cache)  # fmt: skip
         partial = None if on_text is None else (lambda piece: on_text(piece.text))
         return self._run(one_call(call, (), partial))
 

@@ -256,14 +256,48 @@ class KVCache:
         KVQuotaExceeded (the watermark is not enforced here: that is the job
         of `can_allocate`, which the caller asks first).
         """
+        ids, num_tokens = self._tokens(tokens)
+        hashes = self._hashes(ids)
+        hits = self.cached_prefix(hashes)
+        seq = self._create(seq_id, owner, num_tokens, hits)
+        if ids is not None:
+            for i in range(len(hits), len(hashes)):
+                self._prefix.register(seq.table[i], hashes[i])
+            seq.tail = ids[len(hashes) * self.block_size :]
+            seq.last_hash = hashes[-1] if hashes else ROOT_HASH
+        return seq.table.copy()
+
+    def cached_prefix(self, hashes: Sequence[int]) -> list[int]:
+        """The blocks that hold the leading blocks named by `hashes` (chain hashes), up to the first miss."""
+        hits = []
+        for block_hash in hashes:
+            block = self._prefix.lookup(block_hash)
+            if block is None:
+                break
+            hits.append(block)
+        return hits
+
+    def allocate_cached(self, seq_id: Hashable, owner: Hashable, blocks: list[int]) -> list[int]:
+        """Create a sequence whose table is exactly `blocks` (full, cached: from `cached_prefix`).
+
+        For callers that name blocks themselves once their content is
+        written (`name_block`): the kernel, whose steps run after it plans
+        them. Raises like `allocate`; grow it with `append` (a count).
+        """
+        return self._create(seq_id, owner, len(blocks) * self.block_size, blocks).table.copy()
+
+    def name_block(self, seq_id: Hashable, index: int, block_hash: int) -> None:
+        """Block `index` of a sequence is full and written: name it by its chain hash for later prompts."""
+        self._prefix.register(self._on_device(seq_id, "name a block of").table[index], block_hash)
+
+    def _create(self, seq_id: Hashable, owner: Hashable, num_tokens: int, hits: list[int]) -> _Seq:
+        """A new sequence of `num_tokens` whose first blocks are the cached `hits`, the rest fresh."""
         if seq_id in self._seqs:
             raise KVSequenceExists(f"sequence {seq_id!r} already exists in {self._name()}; free it or pick a new id")
-        ids, num_tokens = self._tokens(tokens)
         size = self.blocks_for(num_tokens)
-        hashes = self._hashes(ids)
-        hits, cached_hits, new_for_owner = self._prefix_plan(owner, size, hashes)
-        self._check_room(size - len(hits) + cached_hits, {owner: new_for_owner}, f"allocating sequence {seq_id!r}")
+        cached_hits, new_for_owner = self._hit_costs(owner, size, hits)
         ref = self._pool.ref
+        self._check_room(size - len(hits) + cached_hits, {owner: new_for_owner}, f"allocating sequence {seq_id!r}")
         held = self._held.setdefault(owner, {})
         for block in hits:
             if not ref[block]:
@@ -274,16 +308,9 @@ class KVCache:
         for block in fresh:
             ref[block] = 1
         held.update(dict.fromkeys(fresh, 1))
-        table = hits + fresh
-        seq = _Seq(owner, table, num_tokens, None, ROOT_HASH)
-        if ids is not None:
-            for i in range(len(hits), len(hashes)):
-                self._prefix.register(table[i], hashes[i])
-            seq.tail = ids[len(hashes) * self.block_size :]
-            seq.last_hash = hashes[-1] if hashes else ROOT_HASH
-        self._seqs[seq_id] = seq
+        seq = self._seqs[seq_id] = _Seq(owner, hits + fresh, num_tokens, None, ROOT_HASH)
         self._freed.pop(seq_id, None)
-        return table.copy()
+        return seq
 
     def fork(self, parent: Hashable, child: Hashable) -> list[int]:
         """Create `child` sharing all of `parent`'s blocks (same owner); allocates nothing.
@@ -590,16 +617,14 @@ class KVCache:
 
         The reuse stops at the first block whose content is not cached.
         """
-        hits = []
-        for block_hash in hashes:
-            block = self._prefix.lookup(block_hash)
-            if block is None:
-                break
-            hits.append(block)
+        hits = self.cached_prefix(hashes)
+        return (hits, *self._hit_costs(owner, size, hits))
+
+    def _hit_costs(self, owner, size: int, hits: list[int]) -> tuple[int, int]:
+        """A new sequence of `size` blocks starting with `hits`: (hits that are free now, blocks new to owner)."""
         ref = self._pool.ref
         held = self._held.get(owner, {})
-        cached_hits = sum(1 for block in hits if not ref[block])
-        return hits, cached_hits, size - sum(1 for block in hits if block in held)
+        return sum(1 for block in hits if not ref[block]), size - sum(1 for block in hits if block in held)
 
     def _admit(self, size: int, need: int, owners: dict) -> Admission:
         """Admission of a new occupant of `size` blocks taking `need` free ones.

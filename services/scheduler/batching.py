@@ -314,6 +314,8 @@ class Scheduler:
         """Share the tokens left among set-aside prefills in order, chunking; return (tokens left, dropped any)."""
         dropped = False
         for seq in deferred:
+            if not seq.computed and seq.state is State.WAITING and not seq.is_training:
+                self._attach_prefix(seq)
             fed = min(seq.pending, tokens_left)
             if fed and not seq.is_training:
                 fed = self._fit(seq, fed, in_batch, batch)
@@ -347,6 +349,15 @@ class Scheduler:
         self.blocks.release(seq.rid)
         self._holders.pop(seq.rid, None)
         self.policy.remove(seq)
+
+    def _attach_prefix(self, seq: Sequence) -> None:
+        """A sequence about to feed its context from the start takes the cached blocks of its prefix, if any:
+        their tokens count as computed. At least one token is left to feed, for the logits of the next."""
+        hit = self.blocks.attach_prefix(seq.rid, seq.pending - 1)
+        if hit:
+            seq.computed = hit
+            seq.state = State.RUNNING
+            self._holders[seq.rid] = seq
 
     def _grow(self, seq: Sequence, tokens: int) -> None:
         self.blocks.grow(seq.rid, tokens)

@@ -9,9 +9,12 @@ no data), which is all the simulator and the property tests need.
 
 from __future__ import annotations
 
+from array import array
+from hashlib import blake2b
 from typing import Protocol
 
 from llmos.services.memory.admission import Admission
+from llmos.services.memory.kv_errors import KVError
 
 
 class BlockSpace(Protocol):
@@ -39,6 +42,13 @@ class BlockSpace(Protocol):
     def release(self, rid: int) -> None:
         """Free every block of `rid`, on the device and on the host."""
 
+    def attach_prefix(self, rid: int, limit: int) -> int:
+        """Give `rid`, which holds no blocks, the cached blocks of the start of its context (prefix caching).
+
+        At most `limit` tokens, whole blocks only; returns the tokens they
+        hold, whose KV need not be computed again (0: none cached, or no cache).
+        """
+
     def can_swap_out(self, rid: int) -> bool:
         """Whether the host has room for the device blocks of `rid`."""
 
@@ -50,6 +60,22 @@ class BlockSpace(Protocol):
 
     def swap_in(self, rid: int) -> None:
         """Move the blocks of `rid` from the host back to the device."""
+
+
+ROOT_NAME = 0
+"""The parent name of a sequence's first block."""
+
+
+def content_hash(parent: int, token_ids) -> int:
+    """The name of one full block: BLAKE2b (128 bits) of its parent's name and its token ids.
+
+    Collision-resistant, unlike Python's 64-bit `hash`: two different
+    prefixes would need a 128-bit collision to share a block, about
+    n^2 / 2^129 for n named blocks, so a hit is taken without comparing tokens.
+    """
+    h = blake2b(parent.to_bytes(16, "little"), digest_size=16)
+    h.update(array("q", token_ids).tobytes())
+    return int.from_bytes(h.digest(), "little")
 
 
 def blocks_for(tokens: int, block_size: int) -> int:
@@ -110,6 +136,10 @@ class CountingBlockSpace:
         self._used -= blocks_for(self._tokens.pop(rid, 0), self.block_size)
         self._host_used -= blocks_for(self._host.pop(rid, 0), self.block_size)
 
+    def attach_prefix(self, rid: int, limit: int) -> int:
+        """No content, so no prefix cache: nothing is ever attached."""
+        return 0
+
     def can_swap_out(self, rid: int) -> bool:
         """Whether the host has room for the device blocks of `rid`."""
         return rid in self._tokens and self.held(rid) <= self.host_total - self._host_used
@@ -145,14 +175,69 @@ class PagedBlockSpace:
     process each one is charged to, so the cache's per-process quotas apply.
     The cache keeps real block tables, so what the scheduler decides is what
     a driver would be told to do with the blocks.
+
+    Prefix caching, when `context_of(rid)` gives a sequence's token ids (its
+    prompt, then its output so far; None: this sequence does not take part).
+    A block is named by a chain hash of its tokens and its parent's name
+    (`content_hash`) only once its KV is on the device (`written`, which the
+    caller reports after each step ran), so a prompt that arrives while
+    another is still being computed never maps blocks not yet filled.
+    `attach_prefix` maps the named blocks a new sequence's context starts with
+    and tells `on_hit(rid, tokens)`. `looked_up` and `hit` count the tokens
+    asked for and found.
     """
 
-    def __init__(self, kv, owner_of) -> None:
-        """Adapt `kv` (a KVCache); `owner_of(rid)` gives a request's pid."""
+    def __init__(self, kv, owner_of, context_of=None, on_hit=None) -> None:
+        """Adapt `kv` (a KVCache); `owner_of(rid)` gives a request's pid, `context_of(rid)` its token ids."""
         self.kv = kv
         self.owner_of = owner_of
+        self.context_of = context_of
+        self.on_hit = on_hit
         self.block_size = kv.block_size
         self.total = kv.num_blocks
+        self._named: dict[int, tuple[int, int]] = {}  # rid -> (its leading blocks named, the last one's name)
+        self.looked_up = 0
+        self.hit = 0
+
+    def attach_prefix(self, rid: int, limit: int) -> int:
+        """Map the named blocks `rid`'s context starts with (at most `limit` tokens); the tokens they hold."""
+        ids = self.context_of(rid) if self.context_of is not None else None
+        if ids is None:
+            return 0
+        bs = self.block_size
+        names, parent = [], ROOT_NAME
+        for start in range(0, min(limit, len(ids)) - bs + 1, bs):
+            parent = content_hash(parent, ids[start : start + bs])
+            names.append(parent)
+        blocks = self.kv.cached_prefix(names)
+        self.looked_up += limit + 1  # the whole context to feed
+        self._named[rid] = (0, ROOT_NAME)
+        if not blocks:
+            return 0
+        try:
+            self.kv.allocate_cached(rid, self.owner_of(rid), blocks)
+        except KVError:  # no room (or quota) for the blocks it would revive: compute them after all
+            return 0
+        self._named[rid] = (len(blocks), names[len(blocks) - 1])
+        self.hit += len(blocks) * bs
+        if self.on_hit is not None:
+            self.on_hit(rid, len(blocks) * bs)
+        return len(blocks) * bs
+
+    def written(self, rid: int, tokens: int) -> None:
+        """The first `tokens` tokens of `rid` have their KV on the device: name its blocks that are now full."""
+        named = self._named.get(rid)
+        if named is None or rid not in self.kv:
+            return
+        count, parent = named
+        full = tokens // self.block_size
+        if full <= count:
+            return
+        ids, bs = self.context_of(rid), self.block_size
+        for index in range(count, full):
+            parent = content_hash(parent, ids[index * bs : (index + 1) * bs])
+            self.kv.name_block(rid, index, parent)
+        self._named[rid] = (full, parent)
 
     def free(self) -> int:
         """Device blocks not held by any sequence (cached ones are evictable, so free)."""
@@ -178,7 +263,8 @@ class PagedBlockSpace:
             self.kv.allocate(rid, self.owner_of(rid), tokens)
 
     def release(self, rid: int) -> None:
-        """Free `rid`'s blocks, on the device or the host."""
+        """Free `rid`'s blocks, on the device or the host (named ones stay cached until evicted)."""
+        self._named.pop(rid, None)
         if rid in self.kv:
             self.kv.free(rid)
 

@@ -77,7 +77,8 @@ def echo(argv: list[str]) -> int:
 
 def talk(argv: list[str]) -> int:
     """Generate without end, four calls at a time, so a step of the model is nearly always on the device:
-    from the inherited model handle argv[0], or from its own model loaded from the checkpoint argv[0] names."""
+    from the inherited model handle argv[0], or from its own model loaded from the checkpoint argv[0] names;
+    the prompts start with argv[1] if given (so they can share a prefix with others')."""
     import asyncio
 
     from llmos.userland import AsyncClient
@@ -87,7 +88,8 @@ def talk(argv: list[str]) -> int:
             model = int(argv[0]) if argv[0].isdigit() else (await c.model_load("cpu", "tinygpt", checkpoint=argv[0])).model
             print("talking", flush=True)
             while True:
-                await asyncio.gather(*(c.generate(model, f"talk {i}: ", max_tokens=40) for i in range(4)))
+                start = argv[1] if len(argv) > 1 else "talk "
+                await asyncio.gather(*(c.generate(model, f"{start}{i}: ", max_tokens=40) for i in range(4)))
 
     asyncio.run(forever())
     return 0

@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{kv.free} free of which {kv.cached} cached, {kv.shared} shared, {kv.sequences} sequences, "
                 f"{kv.slack_tokens} empty token slots in partial blocks"
             )
+            if kv.prefix_tokens:
+                print(f"    prefix cache: {kv.prefix_hits} of {kv.prefix_tokens} prompt tokens found "
+                      f"({100 * kv.prefix_hits / kv.prefix_tokens:.1f}% hit rate)")  # fmt: skip
             if kv.by_process:
                 print(table([[pid, names.get(pid, "?"), blocks] for pid, blocks in sorted(kv.by_process.items())], ["    PID", "NAME", "BLOCKS"]))
         print()

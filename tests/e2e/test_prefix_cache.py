@@ -1,0 +1,154 @@
+"""Prefix caching in generate: calls that share a prompt's start share its KV blocks, with the same output."""
+
+import asyncio
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmos.drivers.models import TinyGPT, TinyGPTConfig
+from llmos.drivers.models.checkpoint import save_checkpoint
+from llmos.drivers.models.reference import greedy_contiguous
+from llmos.drivers.models.tokenizer import ByteTokenizer
+from llmos.userland import AsyncClient, Client
+
+from conftest import start_kernel, until
+
+CONFIG = dict(d_model=32, n_layers=2, n_heads=2, max_len=128)
+SYSTEM = "You are a terse assistant. Answer in one word. "  # 47 bytes: 11 full blocks of 4
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("storage"))
+    torch.manual_seed(1)
+    save_checkpoint(os.path.join(path, "tiny.safetensors"), TinyGPT(TinyGPTConfig(**CONFIG)).eval())
+    return path
+
+
+@pytest.fixture(scope="module")
+def pkernel(runtime_dir, storage, tmp_path_factory):
+    log = tmp_path_factory.mktemp("plog") / "kernel.log"
+    kp = start_kernel(runtime_dir, "prefix", storage_dir=storage, log_file=str(log))
+    yield kp
+    assert kp.stop() == 0
+    assert "kernel.bug" not in log.read_text()
+
+
+@pytest.fixture
+def pc(pkernel):
+    with Client(pkernel.address, name="prefix") as c:
+        yield c
+
+
+def model_pool(c):
+    """The KV pool of the one model loaded on cpu0 (named by the kernel's model id, not the caller's handle)."""
+    (pool,) = [p for d in c.memstat() for p in d.kv_pools if p.pool.startswith("model")]
+    return pool
+
+
+def load(c, **options):
+    return c.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", block_size=4, **{"kv_blocks": 64, **options})
+
+
+def test_a_second_process_reuses_the_shared_prompt_and_gets_the_same_text(pkernel, pc, storage):
+    info = load(pc)
+    torch.manual_seed(1)
+    reference = TinyGPT(TinyGPTConfig(**CONFIG)).eval()  # the checkpoint's weights: same seed
+    prompts = [SYSTEM + "Sky?", SYSTEM + "Grass?"]
+    want = [ByteTokenizer().decode(greedy_contiguous(reference, torch.tensor([ByteTokenizer().encode(p)]), 24)[0].tolist())
+            for p in prompts]  # fmt: skip
+    first = pc.generate(info.model, prompts[0], max_tokens=24)
+    assert first.cached == 0 and first.text == want[0]
+    with Client(pkernel.address, name="second") as other:
+        handle = pc.share(info.model, other.pid)
+        second = other.generate(handle, prompts[1], max_tokens=24)
+        uncached = other.generate(handle, prompts[1], max_tokens=24, cache=False)
+    assert second.cached == 44  # the 11 full blocks of the system prompt, computed once by the first process
+    assert uncached.cached == 0
+    assert second.text == uncached.text == want[1]
+    pool = model_pool(pc)
+    assert pool.prefix_hits == 44 and pool.prefix_tokens == len(prompts[0]) + len(prompts[1])
+    pc.model_free(info.model)
+
+
+def test_a_model_loaded_without_the_cache_shares_nothing(pc):
+    info = load(pc, cache=False)
+    texts = [pc.generate(info.model, SYSTEM + "Sea?", max_tokens=8) for _ in range(2)]
+    assert [r.cached for r in texts] == [0, 0] and texts[0].text == texts[1].text
+    pc.model_free(info.model)
+
+
+def test_a_process_killed_mid_generation_leaves_the_blocks_others_map(pkernel, pc):
+    info = load(pc)
+    alone = pc.generate(info.model, SYSTEM + "Why?", max_tokens=60, cache=False).text
+    child = pc.spawn("talk", [str(info.model), SYSTEM], models=[info.model])  # four calls at a time on SYSTEM
+    until(lambda: model_pool(pc).prefix_hits > 0, timeout=30)
+
+    async def race():
+        async with AsyncClient(pkernel.address, name="racer") as a:
+            mine = pc.share(info.model, a.pid)
+            task = asyncio.ensure_future(a.generate(mine, SYSTEM + "Why?", max_tokens=60))
+            await asyncio.sleep(0.05)  # its prompt maps the blocks the talker's calls map too
+            pc.kill(child.pid, 9)
+            return await task
+
+    result = asyncio.run(race())
+    assert result.cached >= 44 and result.text == alone
+    pc.wait(child.pid)
+    pool = model_pool(pc)
+    assert pool.used == 0 and pool.sequences == 0 and pool.cached > 0  # every block free, the named ones kept
+    pc.model_free(info.model)
+
+
+PREFIXES = st.sampled_from(["", SYSTEM, SYSTEM[:20], "abcdefgh" * 3])
+
+
+@settings(max_examples=8)
+@given(
+    parts=st.lists(st.tuples(PREFIXES, st.text("xyz?! ", min_size=1, max_size=9)), min_size=2, max_size=5),
+    sampled=st.booleans(),
+    kv_blocks=st.sampled_from([24, 64]),
+)
+def test_prefix_hits_and_preemption_change_no_output(pkernel, parts, sampled, kv_blocks):
+    """Greedy or seeded, crowded (preemption) or not: each text is the one the call gets alone, uncached."""
+    prompts = [prefix + tail for prefix, tail in parts]
+    kw = dict(max_tokens=20, temperature=0.9 if sampled else 0.0)
+    with Client(pkernel.address, name="solo") as pc:
+        solo_model = load(pc, cache=False)
+        solo = [pc.generate(solo_model.model, p, seed=i, **kw).text for i, p in enumerate(prompts)]
+        pc.model_free(solo_model.model)
+        info = load(pc, kv_blocks=kv_blocks)
+        pc.generate(info.model, prompts[0], seed=0, **kw)  # warm: later calls can hit its blocks
+
+        async def together():
+            async with AsyncClient(pkernel.address, name="many") as a:
+                mine = pc.share(info.model, a.pid)
+                return await asyncio.gather(*(a.generate(mine, p, seed=i, **kw) for i, p in enumerate(prompts)))
+
+        results = asyncio.run(together())
+        pc.model_free(info.model)
+    assert [r.text for r in results] == solo
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_crowded_calls_that_share_a_prompt_are_preempted_and_hit_with_the_same_text(pkernel, pc, sampled):
+    prompts = [SYSTEM + q for q in ("Sun?", "Moon?", "Rain?", "Snow?", "Wind?")]
+    kw = dict(max_tokens=20, temperature=0.9 if sampled else 0.0)
+    solo_model = load(pc, cache=False)
+    solo = [pc.generate(solo_model.model, p, seed=i, **kw).text for i, p in enumerate(prompts)]
+    pc.model_free(solo_model.model)
+    info = load(pc, kv_blocks=24)  # 5 x 18 blocks, 11 of them shared: they cannot all fit at once
+    pc.generate(info.model, SYSTEM, max_tokens=1)
+
+    async def together():
+        async with AsyncClient(pkernel.address, name="crowd") as a:
+            mine = pc.share(info.model, a.pid)
+            return await asyncio.gather(*(a.generate(mine, p, seed=i, **kw) for i, p in enumerate(prompts)))
+
+    results = asyncio.run(together())
+    pc.model_free(info.model)
+    assert [r.text for r in results] == solo
+    assert all(r.cached >= 44 for r in results) and sum(r.preemptions for r in results) > 0
