@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> dict:
 
     kcfg = KernelConfig(name=f"bench-generate-{os.getpid()}", runtime_dir=tmp, storage_dir=storage, log_level="error")
     with boot.start(kcfg) as kp, Client(kp.address, name="bench-generate") as c:
-        handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks).model
+        # no prefix caching: the rounds repeat their prompts, which the raw side computes every time
+        handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks, cache=False).model
         raw = partial(greedy_contiguous, model, torch.tensor(prompts[:1]), args.new)
         rounds, raw_out, done, batched_match = asyncio.run(generation_rounds(kp.address, c, handle, raw, prompts, args))
         best = {side: min(r[side] for r in rounds) for side in rounds[0]}

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
                     "threads": torch.get_num_threads(), "transformers": transformers.__version__}  # fmt: skip
     kcfg = KernelConfig(name=f"bench-hf-{os.getpid()}", runtime_dir=tmp, models_dir=models_dir, log_level="error")
     with boot.start(kcfg) as kp, Client(kp.address, name="bench-hf") as c:
-        handle = c.model_load(args.device, path="tiny-llama", kv_blocks=blocks).model
+        handle = c.model_load(args.device, path="tiny-llama", kv_blocks=blocks, cache=False).model  # as bench generate
         rounds, raw_ids, done, batched_match = asyncio.run(
             generation_rounds(kp.address, c, handle, reference, prompts, args, say=_say)
         )

@@ -114,6 +114,16 @@ def test_bench_hf_json_has_the_promised_keys_and_matches_transformers():
     assert min(result["hf_single_stream_ratio"], result["hf_batching_speedup"]) > 0
 
 
+def test_bench_prefix_json_reports_hits_and_the_same_texts_both_ways():
+    small = ["--d-model", "32", "--layers", "1", "--heads", "2", "--procs", "3", "--system", "40", "--question", "4",
+             "--new", "6", "--rounds", "1"]  # fmt: skip
+    result = json.loads(llmos("bench", "prefix", "--json", *small, timeout=240).stdout)
+    assert {"prefix_ttft_speedup", "prefix_throughput_speedup", "ttft_ms_cache", "tok_s_no_cache"} <= set(result)
+    assert result["prefix_outputs_match"] is True  # the cache changed no text
+    assert result["prefix_hit_rate"] == round(32 / 44, 3)  # the system prompt's two full blocks, in each prompt
+    assert min(result["prefix_ttft_speedup"], result["prefix_throughput_speedup"]) > 0
+
+
 def test_bench_generate_refuses_zero_rounds_before_booting_anything():
     out = llmos("bench", "generate", "--pairs", "0", check=False)
     assert out.returncode != 0 and "--pairs" in out.stderr
