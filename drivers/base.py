@@ -4,9 +4,16 @@ A driver instance is one device. It lives in its own driver host process
 (`llmos.drivers.host`), which turns the kernel's messages into calls of these
 methods. Methods raise `DriverError` with an errno for failures the kernel
 should pass on to the caller.
+
+The tensors of a host-visible device are the kernel's: it places them in
+shared-memory files and names the file and offset in every `TensorDesc`
+(`shm`, `offset`); the driver maps those files (`TorchDriver.resolve`) and
+drops a mapping when the kernel says the file is gone (`forget`). Other
+devices allocate, free, write and read their own tensors by id.
 """
 
 import importlib
+import os
 import warnings
 from typing import ClassVar
 
@@ -15,7 +22,7 @@ import torch.nn.functional as F
 
 from llmos.syscalls import Errno
 from llmos.syscalls.driver import DeviceSpec, ModelDesc, SeqStep, TensorDesc, TrainOut
-from llmos.syscalls.dtypes import ITEMSIZE
+from llmos.syscalls.dtypes import ITEMSIZE, nbytes
 from llmos.syscalls.ops import OPS
 
 from . import ops
@@ -53,21 +60,23 @@ class Driver:
         """Describe the device for the kernel (capacity, dtypes, ops, cost figures)."""
         raise NotImplementedError
 
-    def alloc(self, t: TensorDesc) -> tuple[str, int]:
-        """Allocate tensor `t.tid`; return where its bytes are if host-visible: (shared-memory path,
-        offset in that file), else ("", 0)."""
+    def alloc(self, t: TensorDesc) -> None:
+        """Allocate tensor `t.tid`, or raise ENOMEM when the device has no room for it.
+
+        Never called on a host-visible device: the kernel places those tensors itself.
+        """
         raise NotImplementedError
 
     def free(self, tid: int) -> None:
-        """Free a tensor."""
+        """Free a tensor (never called on a host-visible device)."""
         raise NotImplementedError
 
     def write(self, tid: int, data: memoryview) -> None:
-        """Overwrite a tensor with raw bytes."""
+        """Overwrite a tensor with raw bytes (never called on a host-visible device)."""
         raise NotImplementedError
 
     def read(self, tid: int) -> memoryview:
-        """A tensor's raw bytes."""
+        """A tensor's raw bytes (never called on a host-visible device)."""
         raise NotImplementedError
 
     def write_at(self, tid: int, offset: int, data: memoryview) -> None:
@@ -82,9 +91,12 @@ class Driver:
         """Run one op into `out`; return simulated device seconds (0.0 on a real device)."""
         raise NotImplementedError
 
-    def copy_blocks(self, tid: int, block_bytes: int, pairs: list[tuple[int, int]]) -> None:
+    def copy_blocks(self, desc: TensorDesc, block_bytes: int, pairs: list[tuple[int, int]]) -> None:
         """Copy whole blocks (source, destination) inside one tensor of `block_bytes`-byte blocks."""
         raise NotImplementedError
+
+    def forget(self, path: str) -> None:
+        """The kernel removed the shared-memory file `path`: drop any mapping of it (by default none is held)."""
 
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
                    seed: int = 0, folder: str = "") -> ModelDesc:  # fmt: skip
@@ -145,30 +157,26 @@ class TorchDriver(Driver):
         super().__init__(index, options)
         if self.options.get("threads"):  # torch's intra-op threads in this host (default: torch's choice)
             torch.set_num_threads(int(self.options["threads"]))
-        self.tensors: dict[int, torch.Tensor] = {}
+        self.tensors: dict[int, torch.Tensor] = {}  # tensors this driver allocated, by id
+        self.mapped: dict[str, torch.Tensor] = {}  # shared-memory path -> the whole file, mapped (host-visible)
         self.models: dict[int, LoadedModel] = {}
 
     def dtypes(self) -> list[str]:
         """The ABI dtypes this device supports."""
         return list(ITEMSIZE)
 
-    def new_tensor(self, t: TensorDesc) -> tuple[torch.Tensor, str]:
-        """Create the storage of a tensor; subclasses may return a shared-memory path."""
-        return torch.empty(t.shape, dtype=torch_dtype(t.dtype), device=self.device), ""
+    def new_tensor(self, t: TensorDesc) -> torch.Tensor:
+        """Create the storage of a tensor (a subclass may carve it from memory of its own)."""
+        return torch.empty(t.shape, dtype=torch_dtype(t.dtype), device=self.device)
 
-    def shm_offset(self, tid: int) -> int:
-        """Where tensor `tid`'s bytes start in its shared-memory file (0: the file is the tensor's own)."""
-        return 0
-
-    def alloc(self, t: TensorDesc) -> tuple[str, int]:
+    def alloc(self, t: TensorDesc) -> None:
+        """Allocate with `new_tensor`: EINVAL for an id in use, ENOMEM for torch's own out-of-memory."""
         if t.tid in self.tensors:
             raise DriverError(Errno.EINVAL, f"tensor {t.tid} already exists on this device")
         try:
-            tensor, shm = self.new_tensor(t)
+            self.tensors[t.tid] = self.new_tensor(t)
         except (RuntimeError, OSError) as exc:  # the device's own out-of-memory
             raise DriverError(Errno.ENOMEM, f"the device could not allocate {t.shape} {t.dtype}: {exc}") from exc
-        self.tensors[t.tid] = tensor
-        return shm, self.shm_offset(t.tid) if shm else 0
 
     def tensor(self, tid: int) -> torch.Tensor:
         """The tensor with this id, or EINVAL."""
@@ -176,6 +184,35 @@ class TorchDriver(Driver):
             return self.tensors[tid]
         except KeyError:
             raise DriverError(Errno.EINVAL, f"no tensor {tid} on this device") from None
+
+    def resolve(self, desc: TensorDesc) -> torch.Tensor:
+        """The tensor `desc` names: a view of its shared-memory file when the kernel placed it there
+        (`desc.shm`), else the one this driver holds under `desc.tid` (EINVAL if none).
+
+        A tensor of no bytes has no place: a fresh empty tensor stands for it.
+        """
+        if desc.shm:
+            return self.shared_view(desc)
+        if desc.tid not in self.tensors and nbytes(desc.shape, desc.dtype) == 0:
+            return torch.empty(desc.shape, dtype=torch_dtype(desc.dtype), device=self.device)
+        return self.tensor(desc.tid)
+
+    def shared_view(self, desc: TensorDesc) -> torch.Tensor:
+        """`desc`'s bytes in its shared-memory file, as a tensor; each file is mapped once, until `forget`."""
+        size = nbytes(desc.shape, desc.dtype)
+        try:
+            if desc.shm not in self.mapped:
+                self.mapped[desc.shm] = torch.from_file(
+                    desc.shm, shared=True, size=os.path.getsize(desc.shm), dtype=torch.uint8
+                )
+            data = self.mapped[desc.shm][desc.offset : desc.offset + size]
+            return data.view(torch_dtype(desc.dtype)).view(desc.shape)
+        except (RuntimeError, OSError) as exc:  # no such file, too short, or an offset the dtype cannot start at
+            raise DriverError(Errno.EINVAL, f"tensor {desc.tid} at {desc.shm}+{desc.offset}: {exc}") from exc
+
+    def forget(self, path: str) -> None:
+        """Unmap `path` (the kernel removed it) if it is mapped."""
+        self.mapped.pop(path, None)
 
     def free(self, tid: int) -> None:
         self.tensor(tid)
@@ -218,13 +255,13 @@ class TorchDriver(Driver):
         if op not in OPS:
             raise DriverError(Errno.EINVAL, f"unknown op {op!r}")
         try:
-            ops.run(op, [self.operand(self.tensor(t.tid)) for t in inputs], self.tensor(out.tid), params)
+            ops.run(op, [self.operand(self.resolve(t)) for t in inputs], self.resolve(out), params)
         except RuntimeError as exc:
             raise DriverError(Errno.EINVAL, f"{op} failed on the device: {exc}") from exc
         return self.op_seconds(op, inputs, out)
 
-    def copy_blocks(self, tid: int, block_bytes: int, pairs: list[tuple[int, int]]) -> None:
-        blocks = self.tensor(tid).view(-1).view(torch.uint8).view(-1, block_bytes)
+    def copy_blocks(self, desc: TensorDesc, block_bytes: int, pairs: list[tuple[int, int]]) -> None:
+        blocks = self.resolve(desc).view(-1).view(torch.uint8).view(-1, block_bytes)
         if any(not (0 <= i < blocks.shape[0]) for pair in pairs for i in pair):
             raise DriverError(Errno.EINVAL, f"block index out of range 0..{blocks.shape[0] - 1} in {pairs}")
         src, dst = zip(*pairs) if pairs else ((), ())
@@ -363,4 +400,5 @@ class TorchDriver(Driver):
 
     def close(self) -> None:
         self.tensors.clear()
+        self.mapped.clear()
         self.models.clear()

@@ -70,8 +70,7 @@ class Host:
                 case proto.DPing():
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq))]
                 case proto.DAlloc():
-                    shm, offset = self.driver.alloc(msg.tensor)
-                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm, shm_offset=offset))]
+                    self.driver.alloc(msg.tensor)
                 case proto.DFree():
                     self.driver.free(msg.tid)
                 case proto.DWrite() if msg.offset is None:
@@ -79,7 +78,9 @@ class Host:
                 case proto.DWrite():
                     self.driver.write_at(msg.tid, msg.offset, frames[1].buffer)
                 case proto.DCopyBlocks():
-                    self.driver.copy_blocks(msg.tid, msg.block_bytes, msg.pairs)
+                    self.driver.copy_blocks(msg.tensor, msg.block_bytes, msg.pairs)
+                case proto.DForget():
+                    self.driver.forget(msg.path)
                 case proto.DRead():
                     data = self.driver.read(msg.tid) if msg.offset is None else self.driver.read_at(msg.tid, msg.offset, msg.length)
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), data]
@@ -107,7 +108,8 @@ class Host:
                     ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
                     return [proto.encoder.encode(ok), proto.encoder.encode(out)]
                 case proto.DOp():
-                    shm, offset = self.driver.alloc(msg.out) if msg.new_out else ("", 0)
+                    if msg.new_out:
+                        self.driver.alloc(msg.out)
                     start = time.perf_counter()
                     try:
                         sim = self.driver.run_op(msg.op, msg.inputs, msg.out, msg.params)
@@ -116,7 +118,7 @@ class Host:
                             self.driver.free(msg.out.tid)
                         raise
                     wall = time.perf_counter() - start
-                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, shm=shm, shm_offset=offset, wall_s=wall, sim_s=sim))]
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq, wall_s=wall, sim_s=sim))]
         except DriverError as exc:
             return [proto.encoder.encode(proto.DFail(seq=msg.seq, errno=int(exc.errno), message=exc.message))]
         except Exception as exc:  # a driver bug: report it, keep serving

@@ -1,14 +1,15 @@
 """In-process conformance checks: a driver instance, driven the way its host and the kernel drive it.
 
 Each `check_*` function takes a `Harness` (a driver plus the kernel's side of
-the bargain: fresh tensor ids, bytes in and out through the mapping for
-host-visible devices or through `write`/`read` otherwise) and raises
-AssertionError saying what is wrong. They are plain functions so a driver
-author can call one from a debugger; `DriverConformance` runs them all.
+the bargain: fresh tensor ids; for a host-visible device, tensors placed in
+shared-memory files and their bytes moved through the kit's own mapping, as
+the kernel does (`placement.py`); otherwise `alloc`, `free`, `write` and
+`read`) and raises AssertionError saying what is wrong. They are plain
+functions so a driver author can call one from a debugger;
+`DriverConformance` runs them all.
 """
 
 import itertools
-import mmap
 import os
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ from llmos.syscalls.ops import OPS
 
 from ..base import Driver, DriverError
 from .cases import INPUT_SHAPES, Case, compare, make_case, op_cases, runnable_cases, sample
+from .placement import SharedFiles
 
 MAX_SMALL_CAPACITY = 1 << 30  # capacity_options must make the device at most this big, so the kit can fill it
 
@@ -57,54 +59,66 @@ def from_bytes(data: bytes, shape: list[int], dtype: str) -> torch.Tensor:
 
 
 class Harness:
-    """A driver with the kernel's side: tensor ids, and bytes moved the way the kernel moves them."""
+    """A driver with the kernel's side: tensor ids, and tensors placed and moved the way the kernel does.
+
+    A host-visible device's tensors live in the kit's shared-memory files in
+    `options["shm_dir"]` (`files`); the driver never sees alloc, free, write or
+    read for them, and is told to `forget` a file once no tensor is left in it.
+    """
 
     def __init__(self, driver: Driver):
         self.driver = driver
         self.spec = driver.spec()
         self.tids = itertools.count(1)
-        self.paths: dict[int, tuple[str, int]] = {}  # tid -> (shared-memory path, offset), ("", 0) if none
+        self.files = SharedFiles(driver.options["shm_dir"]) if self.spec.host_visible else None
 
     def empty(self, shape: list[int], dtype: str) -> TensorDesc:
-        """Allocate a tensor with a fresh id."""
+        """A new tensor with a fresh id: placed by the kit if the device is host-visible, else allocated."""
         desc = TensorDesc(next(self.tids), list(shape), dtype)
-        self.paths[desc.tid] = self.driver.alloc(desc)
+        size = nbytes(desc.shape, dtype)
+        if self.files is not None:
+            return TensorDesc(desc.tid, desc.shape, dtype, *self.files.place(size)) if size else desc
+        answer = self.driver.alloc(desc)
+        expect(answer is None, f"alloc returned {answer!r}; it returns None")
         return desc
 
     def put(self, x: torch.Tensor) -> TensorDesc:
-        """Allocate and fill a tensor."""
+        """A new tensor holding `x`."""
         desc = self.empty(list(x.shape), str(x.dtype).removeprefix("torch."))
         self.write(desc, x)
         return desc
 
     def write(self, desc: TensorDesc, x: torch.Tensor) -> None:
-        """Overwrite a tensor: into its shared mapping if the device gave one, else through `write`."""
+        """Overwrite a tensor: into its shared file on a host-visible device, else through `write`."""
         data = to_bytes(x)
-        path, offset = self.paths.get(desc.tid, ("", 0))
-        if path and data:
-            with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
-                m[offset : offset + len(data)] = data
-        else:
+        if self.files is None:
             self.driver.write(desc.tid, memoryview(data))
+        elif data:
+            self.files.write(desc.shm, desc.offset, data)
 
     def get(self, desc: TensorDesc) -> torch.Tensor:
-        """A tensor's contents: from its shared mapping if the device gave one, else through `read`."""
+        """A tensor's contents: from its shared file on a host-visible device, else through `read`."""
         size = nbytes(desc.shape, desc.dtype)
-        path, offset = self.paths.get(desc.tid, ("", 0))
-        if path and size:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(size)
-        else:
+        if self.files is None:
             data = bytes(self.driver.read(desc.tid))
+        else:
+            data = self.files.read(desc.shm, desc.offset, size) if size else b""
         expect(len(data) == size, f"tensor {desc.tid} ({desc.dtype} {desc.shape}): {len(data)} bytes, not {size}")
         return from_bytes(data, desc.shape, desc.dtype)
 
     def free(self, *descs: TensorDesc) -> None:
-        """Free tensors."""
+        """Free tensors; on a host-visible device, forget their places and have the driver forget emptied files."""
         for desc in descs:
-            self.driver.free(desc.tid)
-            self.paths.pop(desc.tid, None)
+            if self.files is None:
+                self.driver.free(desc.tid)
+            elif desc.shm and self.files.give(desc.shm):
+                self.driver.forget(desc.shm)
+
+    def close(self) -> None:
+        """Close the driver and remove the files left."""
+        self.driver.close()
+        if self.files is not None:
+            self.files.close()
 
     def run(self, case: Case, out: TensorDesc | None = None) -> tuple[TensorDesc, float]:
         """Run `case` on fresh input tensors into `out` (default: a fresh tensor); the inputs are freed."""
@@ -146,17 +160,15 @@ def check_spec(driver_class: type[Driver], options: dict, spec: DeviceSpec) -> N
 
 def check_round_trip(h: Harness) -> None:
     """Bytes written to a tensor of every dtype (plain, scalar, empty) read back unchanged, also
-    when other tensors live beside it."""
+    when other tensors live beside it.
+
+    On a host-visible device the kit moves those bytes itself, as the kernel
+    does; `check_shared_files` holds the driver to what it finds there.
+    """
     for dtype in h.spec.dtypes:
         for shape in ([3, 5], [], [0, 4]):
             x = sample(shape, dtype, torch.Generator().manual_seed(len(shape)))
             desc = h.put(x)
-            path, offset = h.paths[desc.tid]
-            if not h.spec.host_visible:
-                expect(path == "", f"alloc returned {path!r} but the device is not host-visible")
-            elif x.numel():
-                expect(os.path.getsize(path) >= offset + x.numel() * x.element_size(),
-                       f"{path} from offset {offset} is smaller than its {dtype} {shape} tensor")
             got = h.get(desc)
             expect(to_bytes(got) == to_bytes(x), f"{dtype} {shape}: read back {got.tolist()}, wrote {x.tolist()}")
             h.free(desc)
@@ -192,6 +204,60 @@ def check_pieces(h: Harness) -> None:
     got = b"".join(bytes(h.driver.read_at(desc.tid, start, end - start)) for start, end in zip(cuts, cuts[1:]))
     expect(got == data, f"{dtype}: read_at's pieces do not add up to the tensor's bytes")
     h.free(desc)
+
+
+def mapped(path: str) -> bool:
+    """Whether this process maps the file `path` (from /proc/self/maps; False where there is none)."""
+    try:
+        with open("/proc/self/maps") as f:
+            names = {parts[5].rstrip("\n") for line in f if len(parts := line.split(maxsplit=5)) == 6}
+    except FileNotFoundError:
+        return False
+    return path in names or f"{path} (deleted)" in names
+
+
+def check_shared_files(h: Harness, computes_in: dict[str, str]) -> None:
+    """Host-visible: tensors the kernel put side by side in one shared file, none at offset 0, compute
+    right; bytes written into the file after the driver mapped it count; `copy_blocks` finds its tensor
+    the same way; and `forget` of a file unmaps it and leaves the others working.
+
+    Devices that allocate are not asked: their tensors are their own.
+    """
+    if not h.spec.host_visible:
+        return
+    case = runnable_cases(h.spec.ops, h.spec.dtypes)[0]
+    h.files.start_file()
+    inputs = [h.put(x) for x in case.inputs]
+    out = h.empty(case.out_shape, case.dtype)
+    expect(len({d.shm for d in inputs + [out]}) == 1 and 0 not in {d.offset for d in inputs + [out]},
+           "the kit did not put the tensors side by side in one file")  # a kit bug, not the driver's
+    h.driver.run_op(case.op, inputs, out, case.params)
+    failure = compare(case, h.get(out), computes_in)
+    expect(not failure, f"on tensors at offsets {[d.offset for d in inputs]} -> {out.offset} of one file: {failure}")
+
+    again = make_case(case.op, case.dtype, [list(x.shape) for x in case.inputs], seed=1)
+    for desc, x in zip(inputs, again.inputs):
+        h.write(desc, x)
+    h.driver.run_op(case.op, inputs, out, case.params)
+    failure = compare(again, h.get(out), computes_in)
+    expect(not failure, f"with new bytes written into the file after the driver mapped it: {failure}")
+
+    dtype = h.spec.dtypes[0]
+    h.files.start_file()
+    blocks = sample([4, 8], dtype, torch.Generator().manual_seed(2))
+    other = h.put(blocks)
+    h.driver.copy_blocks(other, 8 * ITEMSIZE[dtype], [(0, 2), (3, 1)])
+    want = blocks.clone()
+    want[[2, 1]] = blocks[[0, 3]]
+    expect(to_bytes(h.get(other)) == to_bytes(want), f"copy_blocks at offset {other.offset} of a file: "
+           f"{h.get(other).tolist()}, expected {want.tolist()}")
+    h.free(other)  # its file goes: the driver is told to forget it
+    expect(not mapped(other.shm), f"after forget({other.shm!r}) the driver still maps the removed file")
+    h.driver.forget(os.path.join(h.files.folder, "never-made"))  # a file the driver never mapped: nothing to drop
+    h.driver.run_op(case.op, inputs, out, case.params)
+    failure = compare(again, h.get(out), computes_in)
+    expect(not failure, f"after forget of another file: {failure}")
+    h.free(*inputs, out)
 
 
 def case_failure(h: Harness, case: Case, computes_in: dict[str, str]) -> str:
@@ -233,7 +299,12 @@ def check_out_aliases_input(h: Harness, computes_in: dict[str, str]) -> None:
 
 
 def check_freed_tensor_is_gone(h: Harness) -> None:
-    """A freed tensor cannot be read, written, computed with or freed again: EINVAL."""
+    """A freed tensor cannot be read, written, computed with or freed again: EINVAL.
+
+    Devices that allocate only: a host-visible device frees nothing (its tensors are the kernel's).
+    """
+    if h.spec.host_visible:
+        return
     dtype = h.spec.dtypes[0]
     x = sample([4], dtype, torch.Generator().manual_seed(0))
     gone = h.put(x)
@@ -251,18 +322,26 @@ def check_freed_tensor_is_gone(h: Harness) -> None:
 
 
 def check_bad_requests(h: Harness) -> None:
-    """Requests the device cannot serve fail with DriverError(EINVAL), and the device goes on working."""
+    """Requests the device cannot serve fail with DriverError(EINVAL), and the device goes on working.
+
+    Allocations of an id in use or of an undeclared dtype are checked on devices that allocate only
+    (not host-visible ones).
+    """
     dtype = h.spec.dtypes[0]
     x = h.put(sample([4], dtype, torch.Generator().manual_seed(0)))
     expect_error(Errno.EINVAL, "an unknown op", lambda: h.driver.run_op("no_such_op", [x], x, {}))
-    expect_error(Errno.EINVAL, "alloc of a tensor id in use", lambda: h.driver.alloc(TensorDesc(x.tid, [4], dtype)))
+    allocates = not h.spec.host_visible
+    if allocates:
+        expect_error(Errno.EINVAL, "alloc of a tensor id in use",
+                     lambda: h.driver.alloc(TensorDesc(x.tid, [4], dtype)))
     floating = h.a_floating_dtype()
     for op in sorted(set(OPS) - set(h.spec.ops)):
         if OPS[op].floating_only and floating is None:
             continue
         case = make_case(op, floating if OPS[op].floating_only else dtype)
         expect_error(Errno.EINVAL, f"{op}, which the device does not declare", lambda: h.run(case))
-    for missing in sorted(set(ITEMSIZE) - set(h.spec.dtypes)):
+    undeclared = sorted(set(ITEMSIZE) - set(h.spec.dtypes)) if allocates else []
+    for missing in undeclared:
         expect_error(Errno.EINVAL, f"alloc of {missing}, which the device does not declare",
                      lambda: h.driver.alloc(TensorDesc(next(h.tids), [4], missing)))
     misfit = next(((op, d) for op, d in (("matmul", floating), ("add", dtype)) if op in h.spec.ops and d), None)
@@ -278,7 +357,12 @@ def check_bad_requests(h: Harness) -> None:
 
 
 def check_capacity(h: Harness) -> None:
-    """The driver refuses allocations past its capacity with ENOMEM, and frees make room again."""
+    """The driver refuses allocations past its capacity with ENOMEM, and frees make room again.
+
+    Devices that allocate only: for a host-visible device the kernel's memory service enforces the capacity.
+    """
+    if h.spec.host_visible:
+        return
     cap = h.spec.capacity_bytes
     expect(cap <= MAX_SMALL_CAPACITY, f"capacity_options left the capacity at {cap} bytes; make it at most "
            f"{MAX_SMALL_CAPACITY} so the kit can fill the device")
@@ -291,7 +375,7 @@ def check_capacity(h: Harness) -> None:
     h.free(first, second)
     expect_error(Errno.ENOMEM, "more than the whole capacity", lambda: h.driver.alloc(too_big))
     first = h.empty([n], dtype)
-    h.paths[third.tid] = h.driver.alloc(third)  # the same id as the refused alloc: that left nothing behind
+    h.driver.alloc(third)  # the same id as the refused alloc: that left nothing behind
     h.free(first, third)
 
 

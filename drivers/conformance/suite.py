@@ -54,7 +54,7 @@ class DriverConformance:
         """The driver under test, closed after the test."""
         h = self.make_harness(tmp_path)
         yield h
-        h.driver.close()
+        h.close()
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -92,8 +92,12 @@ class DriverConformance:
         """An op may write into one of its inputs."""
         checks.check_out_aliases_input(harness, self.computes_in)
 
+    def test_tensors_in_shared_files(self, harness):
+        """Host-visible: tensors at offsets of shared files compute right, and forget unmaps a file."""
+        checks.check_shared_files(harness, self.computes_in)
+
     def test_freed_tensor_is_gone(self, harness):
-        """A freed tensor is EINVAL for every use."""
+        """A freed tensor is EINVAL for every use (devices that allocate)."""
         checks.check_freed_tensor_is_gone(harness)
 
     def test_bad_requests_fail_cleanly(self, harness):
@@ -101,14 +105,17 @@ class DriverConformance:
         checks.check_bad_requests(harness)
 
     def test_capacity_is_enforced(self, tmp_path):
-        """The driver enforces its capacity with ENOMEM."""
+        """The driver enforces its capacity with ENOMEM (devices that allocate; the kernel enforces a
+        host-visible device's)."""
         if self.capacity_options is None:
             pytest.skip(f"{type(self).__name__} sets no capacity_options to make the device small enough to fill")
         h = self.make_harness(tmp_path, self.capacity_options)
         try:
+            if h.spec.host_visible:
+                pytest.skip("the kernel's memory service enforces a host-visible device's capacity")
             checks.check_capacity(h)
         finally:
-            h.driver.close()
+            h.close()
 
     def test_reported_time(self, harness):
         """Simulated seconds from run_op: 0.0 when real, growing with the op when simulated."""

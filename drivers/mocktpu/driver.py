@@ -117,7 +117,8 @@ class MockTpuDriver(TorchDriver):
             mem_bw_bytes_s=c.hbm_bw_bytes_s,
         )
 
-    def alloc(self, t: TensorDesc) -> tuple[str, int]:
+    def alloc(self, t: TensorDesc) -> None:
+        """Allocate in HBM: EINVAL for a dtype the chip lacks, ENOMEM past `hbm_bytes`."""
         if t.dtype not in DTYPES:
             raise DriverError(Errno.EINVAL, f"mocktpu has no {t.dtype}; it supports {', '.join(DTYPES)}")
         size = nbytes(t.shape, t.dtype)
@@ -126,9 +127,8 @@ class MockTpuDriver(TorchDriver):
                 Errno.ENOMEM,
                 f"{size} bytes do not fit in HBM: {self.used} of {self.config.hbm_bytes} bytes in use",
             )
-        shm = super().alloc(t)
+        super().alloc(t)
         self.used += size
-        return shm
 
     def free(self, tid: int) -> None:
         t = self.tensor(tid)

@@ -9,12 +9,15 @@ from testdrivers import (
     ClaimsSimulated,
     DropsParams,
     GoodDriver,
+    IgnoresOffset,
     IgnoresWrites,
     KeepsFreed,
+    KeepsMappings,
     NoCapacity,
     ReportsTimeButReal,
     RunsUndeclaredOps,
     SecretlyBfloat16,
+    SharedGood,
     TakesAnyDtype,
     Unlimited,
     WrongSub,
@@ -35,27 +38,51 @@ BROKEN = [
     (ClaimsSimulated, checks.check_reported_time, "simulated seconds"),
     (ReportsTimeButReal, checks.check_reported_time, "a real device returns 0.0"),
     (IgnoresWrites, checks.check_round_trip, "read back"),
+    (IgnoresOffset, checks.check_shared_files, "on tensors at offsets"),
+    (KeepsMappings, checks.check_shared_files, "still maps the removed file"),
 ]
 
 
-def run_check(cls, check):
-    h = checks.Harness(cls(0, {}))
-    if check is checks.check_ops:
-        check(h, {})
-    else:
-        check(h)
+def good_twin(cls):
+    """The good driver a broken one departs from: host-visible or not."""
+    return SharedGood if issubclass(cls, SharedGood) else GoodDriver
 
 
-@pytest.mark.parametrize("check", sorted({c for _, c, _ in BROKEN}, key=lambda c: c.__name__))
-def test_a_good_driver_passes(check):
-    run_check(GoodDriver, check)
+def run_check(cls, check, shm_dir):
+    h = checks.Harness(cls(0, {"shm_dir": str(shm_dir)}))
+    try:
+        if check in (checks.check_ops, checks.check_shared_files):
+            check(h, {})
+        else:
+            check(h)
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize(("cls", "check"), sorted({(good_twin(cls), c) for cls, c, _ in BROKEN},
+                                                  key=lambda pair: (pair[0].__name__, pair[1].__name__)))
+def test_a_good_driver_passes(cls, check, tmp_path):
+    run_check(cls, check, tmp_path)
+    assert os.listdir(tmp_path) == []  # every file the kit placed tensors in is gone
 
 
 @pytest.mark.parametrize(("cls", "check", "says"), BROKEN, ids=[cls.__name__ for cls, _, _ in BROKEN])
-def test_a_broken_driver_fails(cls, check, says):
+def test_a_broken_driver_fails(cls, check, says, tmp_path):
     with pytest.raises(AssertionError, match=None) as err:
-        run_check(cls, check)
+        run_check(cls, check, tmp_path)
     assert says in str(err.value)
+
+
+def test_the_kit_places_a_host_visible_drivers_tensors_side_by_side_in_one_file(tmp_path):
+    h = checks.Harness(SharedGood(0, {"shm_dir": str(tmp_path)}))
+    descs = [h.put(torch.full((3, n), float(n))) for n in (1, 5, 40)]
+    offsets = {d.offset for d in descs}
+    assert len({d.shm for d in descs}) == 1 and len(offsets) == 3 and 0 not in offsets
+    assert not h.driver.tensors  # never asked to allocate
+    assert [h.get(d)[0, 0].item() for d in descs] == [1.0, 5.0, 40.0]
+    h.free(*descs)
+    assert os.listdir(tmp_path) == []
+    h.close()
 
 
 def test_a_bad_spec_fails():

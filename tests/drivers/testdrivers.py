@@ -4,6 +4,7 @@ Test modules import them; `wrongsub` is also a plugin (LLMOS_PLUGINS=testdrivers
 with this folder on PYTHONPATH) so a booted kernel can serve a broken driver.
 """
 
+import msgspec
 import torch
 
 from llmos.drivers.base import Driver, DriverError, TorchDriver
@@ -135,7 +136,30 @@ class IgnoresWrites(GoodDriver):
     """Drops written bytes."""
 
     def new_tensor(self, t):
-        return torch.zeros(t.shape, dtype=getattr(torch, t.dtype)), ""
+        return torch.zeros(t.shape, dtype=getattr(torch, t.dtype))
 
     def write(self, tid, data):
         self.tensor(tid)
+
+
+class SharedGood(GoodDriver):
+    """A good host-visible device: the kernel (here the kit) places its tensors in shared files."""
+
+    def spec(self):
+        spec = super().spec()
+        spec.host_visible = True
+        return spec
+
+
+class IgnoresOffset(SharedGood):
+    """Maps the file a tensor is in, but reads and writes it from byte 0."""
+
+    def resolve(self, desc):
+        return super().resolve(msgspec.structs.replace(desc, offset=0))
+
+
+class KeepsMappings(SharedGood):
+    """Never unmaps a file the kernel removed."""
+
+    def forget(self, path):
+        pass

@@ -47,7 +47,7 @@ class ArenaDriver(TorchDriver):
             ops=sorted(OPS),
         )
 
-    def new_tensor(self, t: TensorDesc) -> tuple[torch.Tensor, str]:
+    def new_tensor(self, t: TensorDesc) -> torch.Tensor:
         """A view of the block at a free offset, or ENOMEM."""
         size = nbytes(t.shape, t.dtype)
         offset = self.arena.take(size)
@@ -55,7 +55,7 @@ class ArenaDriver(TorchDriver):
             raise DriverError(Errno.ENOMEM, f"no room for {size} bytes ({self.arena.free} free, in pieces)")
         self.offsets[t.tid] = offset
         region = self.block[offset : offset + size]
-        return region.view(getattr(torch, t.dtype)).view(t.shape), ""
+        return region.view(getattr(torch, t.dtype)).view(t.shape)
 
     def free(self, tid: int) -> None:
         t = self.tensor(tid)
