@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/llmos bench sched
 	$(BIN)/llmos bench restart
 	$(BIN)/llmos bench generate
+	$(BIN)/llmos bench prefix
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build

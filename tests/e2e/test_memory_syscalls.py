@@ -59,7 +59,7 @@ def test_driver_copies_blocks_inside_a_tensor():
     drv = TorchDriver(0)
     drv.alloc(TensorDesc(1, [4, 8], "uint8"))
     drv.tensors[1].copy_(torch.arange(32, dtype=torch.uint8).view(4, 8))
-    drv.copy_blocks(1, 8, [(0, 3), (1, 2)])
+    drv.copy_blocks(TensorDesc(1, [4, 8], "uint8"), 8, [(0, 3), (1, 2)])
     assert drv.tensors[1][3].tolist() == list(range(8)) and drv.tensors[1][2].tolist() == list(range(8, 16))
     assert drv.tensors[1][0].tolist() == list(range(8))
 

@@ -103,6 +103,25 @@ def test_a_process_killed_mid_generation_leaves_the_blocks_others_map(pkernel, p
     pc.model_free(info.model)
 
 
+def solo_then_together(pkernel, pc, prompts: list[str], warm: str, kv_blocks: int, **kw) -> tuple[list[str], list]:
+    """The texts of the calls one by one without the cache, and the Completions of the same calls made
+    at once, from another process, on a model with the cache whose blocks `warm` filled first."""
+    solo_model = load(pc, cache=False)
+    solo = [pc.generate(solo_model.model, p, seed=i, **kw).text for i, p in enumerate(prompts)]
+    pc.model_free(solo_model.model)
+    info = load(pc, kv_blocks=kv_blocks)
+    pc.generate(info.model, warm, max_tokens=1)
+
+    async def together():
+        async with AsyncClient(pkernel.address, name="many") as a:
+            mine = pc.share(info.model, a.pid)
+            return await asyncio.gather(*(a.generate(mine, p, seed=i, **kw) for i, p in enumerate(prompts)))
+
+    results = asyncio.run(together())
+    pc.model_free(info.model)
+    return solo, results
+
+
 PREFIXES = st.sampled_from(["", SYSTEM, SYSTEM[:20], "abcdefgh" * 3])
 
 
@@ -115,40 +134,16 @@ PREFIXES = st.sampled_from(["", SYSTEM, SYSTEM[:20], "abcdefgh" * 3])
 def test_prefix_hits_and_preemption_change_no_output(pkernel, parts, sampled, kv_blocks):
     """Greedy or seeded, crowded (preemption) or not: each text is the one the call gets alone, uncached."""
     prompts = [prefix + tail for prefix, tail in parts]
-    kw = dict(max_tokens=20, temperature=0.9 if sampled else 0.0)
     with Client(pkernel.address, name="solo") as pc:
-        solo_model = load(pc, cache=False)
-        solo = [pc.generate(solo_model.model, p, seed=i, **kw).text for i, p in enumerate(prompts)]
-        pc.model_free(solo_model.model)
-        info = load(pc, kv_blocks=kv_blocks)
-        pc.generate(info.model, prompts[0], seed=0, **kw)  # warm: later calls can hit its blocks
-
-        async def together():
-            async with AsyncClient(pkernel.address, name="many") as a:
-                mine = pc.share(info.model, a.pid)
-                return await asyncio.gather(*(a.generate(mine, p, seed=i, **kw) for i, p in enumerate(prompts)))
-
-        results = asyncio.run(together())
-        pc.model_free(info.model)
+        solo, results = solo_then_together(pkernel, pc, prompts, prompts[0], kv_blocks, max_tokens=20,
+                                           temperature=0.9 if sampled else 0.0)  # fmt: skip
     assert [r.text for r in results] == solo
 
 
 @pytest.mark.parametrize("sampled", [False, True])
 def test_crowded_calls_that_share_a_prompt_are_preempted_and_hit_with_the_same_text(pkernel, pc, sampled):
     prompts = [SYSTEM + q for q in ("Sun?", "Moon?", "Rain?", "Snow?", "Wind?")]
-    kw = dict(max_tokens=20, temperature=0.9 if sampled else 0.0)
-    solo_model = load(pc, cache=False)
-    solo = [pc.generate(solo_model.model, p, seed=i, **kw).text for i, p in enumerate(prompts)]
-    pc.model_free(solo_model.model)
-    info = load(pc, kv_blocks=24)  # 5 x 18 blocks, 11 of them shared: they cannot all fit at once
-    pc.generate(info.model, SYSTEM, max_tokens=1)
-
-    async def together():
-        async with AsyncClient(pkernel.address, name="crowd") as a:
-            mine = pc.share(info.model, a.pid)
-            return await asyncio.gather(*(a.generate(mine, p, seed=i, **kw) for i, p in enumerate(prompts)))
-
-    results = asyncio.run(together())
-    pc.model_free(info.model)
+    # 5 x 18 blocks, 11 of them shared, in 24: they cannot all fit at once
+    solo, results = solo_then_together(pkernel, pc, prompts, SYSTEM, 24, max_tokens=20, temperature=0.9 if sampled else 0.0)
     assert [r.text for r in results] == solo
     assert all(r.cached >= 44 for r in results) and sum(r.preemptions for r in results) > 0

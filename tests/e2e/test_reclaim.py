@@ -12,7 +12,7 @@ import pytest
 from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
 
-from conftest import shm_files, start_kernel, until
+from conftest import only_spare_slabs, shm_files, start_kernel, until
 
 HOLDER = """
 import sys, time, torch
@@ -180,7 +180,7 @@ def test_processes_killed_at_random_moments_leave_nothing_behind(runtime_dir, tm
                 statuses += [c.wait(child.pid).status for child in children]  # reclaimed by now
             assert set(statuses) <= {-15, -9}  # all were killed: none failed on its own
             assert used(c) == before
-            until(lambda: shm_files(kp) == files)  # the device frees in queue order, just after
+            until(lambda: only_spare_slabs(shm_files(kp) - files))  # what is left is one empty slab per class at most
     finally:
         assert kp.stop() == 0
     assert "kernel.bug" not in log.read_text()  # no callback of the cancelled calls raised
