@@ -2,12 +2,11 @@
 
 Allocation is admitted by the device's memory service first (capacity and
 the caller's quota): NEVER is ENOMEM, LATER is EAGAIN. A host-visible
-device's tensors are placed by the kernel itself (`hostmem.py`), so their
-allocation is answered at once; other devices allocate through their driver
-host. Bytes of host-visible devices are copied by the kernel between the
-socket and the tensor's mapping; other devices get them through their driver
-host. Either way the copy runs in the device's queue order, after the
-caller's earlier work on that device.
+device's tensors are the kernel's own (`hostmem.py`): it places them, so
+their allocation is answered at once, and copies their bytes between the
+socket and its mapping. Other devices allocate, and get the bytes, through
+their driver host. Either way a copy runs in the device's queue order, after
+the caller's earlier work on that device.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from . import sysmodel
 if TYPE_CHECKING:
     from .dispatch import CallCtx
     from .kernel import Kernel
-    from .proc import Process
     from .tensors import Tensor
 
 MAX_DIMS = 16
@@ -170,7 +168,7 @@ def sys_write(k: Kernel, c: CallCtx) -> None:
     if offset is not None and not (0 <= offset and offset + len(frame) <= t.nbytes):
         raise SysError(Errno.EINVAL, f"a piece of {len(frame)} bytes at offset {offset} does not fit a tensor of {t.nbytes} bytes")
     dev = k.device(t.device)
-    if dev.spec.host_visible:
+    if dev.hostmem is not None:
         start = offset or 0
 
         def copy_in() -> None:
@@ -207,7 +205,7 @@ def sys_read(k: Kernel, c: CallCtx) -> None:
     span = _read_span(k, c.req, t.nbytes)
     dev = k.device(t.device)
     ref = tensor_ref(c.req.handle, t)
-    if dev.spec.host_visible:
+    if dev.hostmem is not None:
         start, length = span or (0, t.nbytes)
         work = Work(owner=c.proc.pid, local=lambda: c.reply(ref, (t.view()[start : start + length],)), fail=c.fail,
                     tensors=(t,))  # fmt: skip

@@ -195,30 +195,35 @@ class PagedBlockSpace:
         self.on_hit = on_hit
         self.block_size = kv.block_size
         self.total = kv.num_blocks
-        self._named: dict[int, tuple[int, int]] = {}  # rid -> (its leading blocks named, the last one's name)
+        self._chains: dict[int, list[int]] = {}  # rid -> names of its leading full blocks, as far as computed
+        self._named: dict[int, int] = {}  # rid -> how many of its leading blocks are named in the cache
         self.looked_up = 0
         self.hit = 0
 
     def attach_prefix(self, rid: int, limit: int) -> int:
-        """Map the named blocks `rid`'s context starts with (at most `limit` tokens); the tokens they hold."""
+        """Map the named blocks `rid`'s context starts with (at most `limit` tokens); the tokens they hold.
+
+        The names computed here are kept for `written`, which names the
+        blocks that miss once the step that fills them has run.
+        """
         ids = self.context_of(rid) if self.context_of is not None else None
         if ids is None:
             return 0
         bs = self.block_size
-        names, parent = [], ROOT_NAME
+        chain, parent = [], ROOT_NAME
         for start in range(0, min(limit, len(ids)) - bs + 1, bs):
             parent = content_hash(parent, ids[start : start + bs])
-            names.append(parent)
-        blocks = self.kv.cached_prefix(names)
+            chain.append(parent)
+        self._chains[rid], self._named[rid] = chain, 0
         self.looked_up += limit + 1  # the whole context to feed
-        self._named[rid] = (0, ROOT_NAME)
+        blocks = self.kv.cached_prefix(chain)
         if not blocks:
             return 0
         try:
             self.kv.allocate_cached(rid, self.owner_of(rid), blocks)
         except KVError:  # no room (or quota) for the blocks it would revive: compute them after all
             return 0
-        self._named[rid] = (len(blocks), names[len(blocks) - 1])
+        self._named[rid] = len(blocks)
         self.hit += len(blocks) * bs
         if self.on_hit is not None:
             self.on_hit(rid, len(blocks) * bs)
@@ -226,18 +231,19 @@ class PagedBlockSpace:
 
     def written(self, rid: int, tokens: int) -> None:
         """The first `tokens` tokens of `rid` have their KV on the device: name its blocks that are now full."""
-        named = self._named.get(rid)
-        if named is None or rid not in self.kv:
-            return
-        count, parent = named
+        count = self._named.get(rid)
         full = tokens // self.block_size
-        if full <= count:
+        if count is None or full <= count or rid not in self.kv:
             return
-        ids, bs = self.context_of(rid), self.block_size
+        chain, bs = self._chains[rid], self.block_size
+        if len(chain) < full:  # blocks past the prompt it was attached with: output, or a prompt's last block
+            ids, parent = self.context_of(rid), chain[-1] if chain else ROOT_NAME
+            for index in range(len(chain), full):
+                parent = content_hash(parent, ids[index * bs : (index + 1) * bs])
+                chain.append(parent)
         for index in range(count, full):
-            parent = content_hash(parent, ids[index * bs : (index + 1) * bs])
-            self.kv.name_block(rid, index, parent)
-        self._named[rid] = (full, parent)
+            self.kv.name_block(rid, index, chain[index])
+        self._named[rid] = full
 
     def free(self) -> int:
         """Device blocks not held by any sequence (cached ones are evictable, so free)."""
@@ -265,6 +271,7 @@ class PagedBlockSpace:
     def release(self, rid: int) -> None:
         """Free `rid`'s blocks, on the device or the host (named ones stay cached until evicted)."""
         self._named.pop(rid, None)
+        self._chains.pop(rid, None)
         if rid in self.kv:
             self.kv.free(rid)
 
