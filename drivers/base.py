@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from llmos.syscalls import Errno
-from llmos.syscalls.driver import DeviceSpec, ModelDesc, SeqStep, TensorDesc, TrainOut
+from llmos.syscalls.driver import BlockMove, DeviceSpec, ModelDesc, SeqStep, TensorDesc, TrainOut
 from llmos.syscalls.dtypes import ITEMSIZE, nbytes
 from llmos.syscalls.ops import OPS
 
@@ -99,11 +99,12 @@ class Driver:
         """The kernel removed the shared-memory file `path`: drop any mapping of it (by default none is held)."""
 
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
-                   seed: int = 0, folder: str = "") -> ModelDesc:  # fmt: skip
+                   seed: int = 0, folder: str = "", swap_blocks: int = 0) -> ModelDesc:  # fmt: skip
         """Build (or read from `checkpoint`, or from the Hugging Face-format `folder`) model `mid` of the
         architecture `target` names, with its KV storage.
 
         A fresh model's weights are drawn from `seed` (the host's own random state is left alone).
+        `swap_blocks` host-memory blocks are set aside for the KV of preempted sequences (see `model_step`).
         """
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
@@ -111,8 +112,11 @@ class Driver:
         """Drop a model and its KV storage."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
-    def model_step(self, mid: int, seqs: list[SeqStep], steps: int = 1) -> list[int]:
-        """`steps` paged-KV generation steps (each later one feeds the tokens just drawn); the draws, step by step."""
+    def model_step(self, mid: int, seqs: list[SeqStep], steps: int = 1, moves: list[BlockMove] = ()) -> list[int]:
+        """`steps` paged-KV generation steps (each later one feeds the tokens just drawn); the draws, step by step.
+
+        First the KV block `moves` between the device pool and the host swap pool, in order.
+        """
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def model_logprobs(self, mid: int, tokens: list[int]) -> list[float]:
@@ -268,7 +272,7 @@ class TorchDriver(Driver):
         blocks[list(dst)] = blocks[list(src)]
 
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
-                   seed: int = 0, folder: str = "") -> ModelDesc:  # fmt: skip
+                   seed: int = 0, folder: str = "", swap_blocks: int = 0) -> ModelDesc:  # fmt: skip
         from .models.checkpoint import load_checkpoint
 
         if mid in self.models:
@@ -301,6 +305,8 @@ class TorchDriver(Driver):
         try:
             model = model.to(device=self.device, dtype=torch_dtype(dtype)).eval()
             kv = model.new_kv(kv_blocks, block_size)
+            if swap_blocks:
+                kv.add_host(swap_blocks)
         except (RuntimeError, ValueError) as exc:
             raise DriverError(Errno.ENOMEM, f"the device could not hold the model: {exc}") from exc
         step, optimizer_state = (ckpt.step, ckpt.optimizer_state) if ckpt is not None else (0, None)
@@ -323,11 +329,16 @@ class TorchDriver(Driver):
         self.model(mid)
         del self.models[mid]
 
-    def model_step(self, mid: int, seqs: list[SeqStep], steps: int = 1) -> list[int]:
+    def model_step(self, mid: int, seqs: list[SeqStep], steps: int = 1, moves: list[BlockMove] = ()) -> list[int]:
         from .models.decoding import SamplingParams
         from .models.sampling import make_generator, sample_batch
 
         m = self.model(mid)
+        for move in moves:
+            try:
+                m.kv.swap(move.out, move.pairs)
+            except IndexError as exc:
+                raise DriverError(Errno.EINVAL, f"step failed: {exc}") from exc
         tokens, positions, tables = [s.tokens for s in seqs], [s.position for s in seqs], [s.table for s in seqs]
         drawn: list[int] = []
         try:

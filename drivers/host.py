@@ -87,14 +87,14 @@ class Host:
                 case proto.DModelLoad():
                     desc = self.driver.model_load(
                         msg.model, msg.target, msg.config, msg.dtype, msg.checkpoint, msg.kv_blocks, msg.block_size,
-                        msg.seed, msg.folder,
+                        msg.seed, msg.folder, msg.swap_blocks,
                     )
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(desc)]
                 case proto.DModelFree():
                     self.driver.model_free(msg.model)
                 case proto.DModelStep():
                     start = time.perf_counter()
-                    tokens = self.driver.model_step(msg.model, msg.seqs, msg.steps)
+                    tokens = self.driver.model_step(msg.model, msg.seqs, msg.steps, msg.moves)
                     ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
                     return [proto.encoder.encode(ok), proto.encoder.encode(tokens)]
                 case proto.DLogProbs():

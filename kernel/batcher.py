@@ -6,11 +6,14 @@ whose KV books are the model's own paged `KVCache`, seen through a
 `PagedBlockSpace`. One tick of the scheduler plans one step of the model:
 which sequences feed which tokens (decodes first, prompts chunked into the
 token budget), and, when the model's KV blocks run out, which sequence is
-preempted. Preemption is by recompute: the victim's blocks are freed, it
-keeps its output, and when it runs again it re-feeds prompt and output and
-continues where it stopped. Because a sampled token depends only on the
-request's seed and its position, a preempted generation produces the same
-text as one that never was.
+preempted. Preemption is by recompute unless the model was loaded with
+preempt="swap": under recompute the victim's blocks are freed, it keeps its
+output, and when it runs again it re-feeds prompt and output and continues
+where it stopped; under swap its blocks are copied to the model's host swap
+pool and back (the copies ride on the next step sent, before it runs), so it
+continues without feeding anything again. Because a sampled token depends
+only on the request's seed and its position, a preempted generation produces
+the same text as one that never was, either way.
 
 The step goes to the device as one `Work` item; when it comes back, the
 scheduler records the progress, each generation that emitted a token streams
@@ -69,6 +72,7 @@ class Generation:
         self.unsent = ""  # text produced but not streamed yet
         self.shared_steps = 0  # steps that carried other sequences too
         self.preemptions = 0
+        self.swaps = 0  # of which by swap
         self.cached = 0  # context tokens taken from the prefix cache
         self.cache = c.req.cache  # takes part in prefix caching (the model's own setting comes on top)
         self.started = time.monotonic()
@@ -117,7 +121,7 @@ class Generation:
             m.Completion(
                 text=self.stream.text, tokens=len(self.output), finish=why, wall_s=time.monotonic() - self.started,
                 device_s=self.device_s, shared_steps=self.shared_steps, preemptions=self.preemptions,
-                ids=self.output, cached=self.cached,
+                ids=self.output, cached=self.cached, swaps=self.swaps,
             )
         )  # fmt: skip
 
@@ -129,8 +133,8 @@ class Batcher:
         self.k = k
         self.model = model
         self.gens: dict[int, Generation] = {}
-        self.space = PagedBlockSpace(model.kv, self.owner_of, self.context_of, self.on_hit)
-        self.sched = Scheduler(policy, self.space, Budget(tokens=TOKEN_BUDGET, seqs=MAX_BATCH), "recompute")
+        self.space = PagedBlockSpace(model.kv, self.owner_of, self.context_of, self.on_lookup)
+        self.sched = Scheduler(policy, self.space, Budget(tokens=TOKEN_BUDGET, seqs=MAX_BATCH), model.preempt)
         self.open: Batch | None = None  # the step queued or running on the device, if any
         self.next_policy = None  # a policy to switch to before the next tick
 
@@ -149,11 +153,12 @@ class Batcher:
         gen = self.gens.get(rid)
         return gen.prompt + gen.output if gen is not None and gen.cache and self.model.cache else None
 
-    def on_hit(self, rid: int, tokens: int) -> None:
-        """A sequence found the KV of its first `tokens` tokens in the prefix cache."""
+    def on_lookup(self, rid: int, tokens: int, found: int) -> None:
+        """A sequence looked the first `tokens` tokens of its context up in the prefix cache and found `found`."""
         gen = self.gens[rid]
-        gen.cached += tokens
-        self.k.trace("kv.prefix_hit", device=self.model.device, model=self.model.mid, pid=gen.pid, tokens=tokens)
+        gen.cached += found
+        model = self.model
+        self.k.trace("kv.prefix", device=model.device, model=model.mid, pid=gen.pid, tokens=tokens, hit=found)
 
     def add(self, gen: Generation) -> None:
         """Queue a new generation; it joins the next step that has room for it."""
@@ -189,15 +194,21 @@ class Batcher:
             self.drop(rid)
         if not self.gens:
             return
+        evictions = model.kv.evictions
         batch = self.sched.tick(time.monotonic())
         self.note_preemptions(batch)
         if not batch.entries:  # cannot happen while the scheduler keeps an anchor; never leave it open
             self.sched.complete(batch, time.monotonic())
             return
         last = self.lookahead(batch)
+        if model.kv.evictions > evictions:
+            self.k.trace("kv.evict", device=model.device, model=model.mid, blocks=model.kv.evictions - evictions)
         dev = self.k.devices[model.device]
         seqs = [self.seq_step(e.seq.rid, e.start, e.fed) for e in batch.entries]  # tables cover the lookahead too
-        msg = proto.DModelStep(seq=dev.next_seq(), model=model.mid, seqs=seqs, steps=1 + last.tick - batch.tick)
+        moves, moved = self.take_moves()
+        msg = proto.DModelStep(
+            seq=dev.next_seq(), model=model.mid, seqs=seqs, steps=1 + last.tick - batch.tick, moves=moves
+        )  # fmt: skip
         pids = tuple(sorted({self.gens[e.seq.rid].pid for e in batch.entries}))
         self.open = last
         self.k.submit(
@@ -205,7 +216,7 @@ class Batcher:
             Work(
                 owner=KERNEL_PID, msg=msg, always=True, pids=pids,
                 done=lambda ok, frames: self.stepped(batch, last, _ints_decoder.decode(frames[0].buffer), ok.wall_s),
-                fail=lambda errno, message: self.step_failed(batch, last, errno, message),
+                fail=lambda errno, message: self.step_failed(batch, last, errno, message, moved),
             ),
         )  # fmt: skip
 
@@ -245,14 +256,27 @@ class Batcher:
 
     def note_preemptions(self, batch: Batch) -> None:
         """Count the tick's preemptions on their victims and trace each (victim, beneficiary, how)."""
+        model = self.model
         for p in batch.preempted:
             victim = self.gens.get(p.victim.rid)
             if victim is not None:
                 victim.preemptions += 1
             self.k.trace(
-                "sched.preempt", device=self.model.device, model=self.model.mid, pid=p.victim.pid,
+                "sched.preempt", device=model.device, model=model.mid, pid=p.victim.pid,
                 beneficiary=p.beneficiary.pid, mode=p.mode.value, by_anchor=p.by_anchor,
             )  # fmt: skip
+
+    def take_moves(self) -> tuple[list[proto.BlockMove], list[int]]:
+        """The swaps planned since the last step was sent, traced: the moves for the driver, and whose blocks they are."""
+        moves = self.space.take_moves()
+        model = self.model
+        for rid, out, pairs in moves:
+            gen = self.gens.get(rid)
+            if gen is not None and out:
+                gen.swaps += 1
+            self.k.trace("kv.swap_out" if out else "kv.swap_in", device=model.device, model=model.mid,
+                         pid=gen.pid if gen else 0, blocks=len(pairs))  # fmt: skip
+        return [proto.BlockMove(out=out, pairs=pairs) for _, out, pairs in moves], [rid for rid, _, _ in moves]
 
     def close_step(self) -> bool:
         """Record the step out on the device as run (the scheduler's books); False if there was none."""
@@ -285,12 +309,13 @@ class Batcher:
                 gen.flush()
         self.pump()
 
-    def step_failed(self, batch: Batch, last: Batch, errno: Errno, message: str) -> None:
-        """A step failed (the device went away or refused it): its generations fail, the others go on."""
+    def step_failed(self, batch: Batch, last: Batch, errno: Errno, message: str, moved: list[int]) -> None:
+        """A step failed (the device went away or refused it): its generations fail, and those whose
+        KV it was to swap (their blocks hold nothing now); the others go on."""
         if last is not self.open or not self.close_step():
             return
-        for entry in batch.entries:
-            gen = self.gens.get(entry.seq.rid)
+        for rid in [entry.seq.rid for entry in batch.entries] + moved:
+            gen = self.gens.get(rid)
             if gen is not None:
                 self.drop(gen.rid)
                 if not gen.gone:

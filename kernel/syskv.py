@@ -147,7 +147,8 @@ def _tokens(req) -> list[int] | int:
     return list(req.tokens) if req.tokens else req.length
 
 
-def _apply_quota(proc: Process, pool: KVCache) -> None:
+def apply_kv_quota(proc: Process, pool: KVCache) -> None:
+    """Give `pool` the spawn-time KV quota of `proc` (if it has one) before it takes blocks there."""
     if proc.kv_quota is not None and pool.quota(proc.pid) != proc.kv_quota:
         pool.set_quota(proc.pid, proc.kv_quota)
 
@@ -170,7 +171,7 @@ def sys_kv_alloc(k: Kernel, c: CallCtx) -> None:
     req: m.KVAlloc = c.req
     pool = _pool(k, req.device, req.pool)
     tokens = _tokens(req)
-    _apply_quota(c.proc, pool)
+    apply_kv_quota(c.proc, pool)
     verdict = pool.can_allocate(tokens, owner=c.proc.pid)
     if verdict is Admission.NEVER:
         raise SysError(Errno.ENOMEM, f"{req.pool} on {req.device} can never hold {tokens if isinstance(tokens, int) else len(tokens)} tokens for process {c.proc.pid} (pool or quota too small)")

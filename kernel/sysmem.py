@@ -268,7 +268,8 @@ def _pool_stat(name: str, pool, block_bytes: int) -> m.KVPoolStat:
     return m.KVPoolStat(
         pool=name, block_size=row["block_size"], block_bytes=block_bytes, total=row["total"], used=row["used"],
         free=row["free"], cached=row["cached"], shared=row["shared"], sequences=row["sequences"],
-        by_process=dict(row["owners"]), slack_tokens=slack,
+        by_process=dict(row["owners"]), slack_tokens=slack, evictions=row["evictions"], swapped=row["swapped"],
+        host_total=row["host_total"], host_used=row["host_total"] - row["host_free"],
     )  # fmt: skip
 
 

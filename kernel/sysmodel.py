@@ -42,6 +42,7 @@ from .batcher import Batcher, Generation
 from .devices import Device, Work
 from .errors import SysError
 from .proc import KERNEL_PID
+from .syskv import apply_kv_quota
 from .sysmem import admit, check_dtype
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class Model:
     holders: Counter = field(default_factory=Counter)  # pid -> handles open on it (share gives more)
     batcher: Batcher | None = None  # its continuous-batching loop (kernel/batcher.py)
     cache: bool = True  # its generate calls share prompt KV blocks (prefix caching)
+    preempt: str = "recompute"  # how a generate call gives up its KV blocks: "recompute" or "swap"
 
     @property
     def alloc_id(self) -> int:
@@ -298,6 +300,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     check_dtype(dev, src.dtype)
     if req.kv_blocks < 1 or req.block_size < 1:
         raise SysError(Errno.EINVAL, f"kv_blocks and block_size must be at least 1 ({req.kv_blocks}, {req.block_size})")
+    swap_blocks = _swap_blocks(req)
     size = _size(k, src, req.kv_blocks, req.block_size)
     tokenizer = _tokenizer(k, src)
     mid = k.next_model
@@ -308,7 +311,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     msg = proto.DModelLoad(
         seq=dev.next_seq(), model=mid, arch=src.arch, target=archs[src.arch], kv_blocks=req.kv_blocks,
         block_size=req.block_size, config={} if src.folder else dict(req.config), dtype=src.dtype,
-        checkpoint=src.checkpoint, seed=req.seed, folder=src.folder,
+        checkpoint=src.checkpoint, seed=req.seed, folder=src.folder, swap_blocks=swap_blocks,
     )  # fmt: skip
 
     def unreserve() -> None:
@@ -331,11 +334,12 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
                 k.log.error("model.size_mismatch", arch=src.arch, computed=size, built=built)
                 c.fail(Errno.EIO, f"{src.arch}'s size function gave {size} bytes; the driver built {built}")
             return
-        kv = KVCache(req.kv_blocks, req.block_size, default_quota=k.config.kv_quota, device=dev.name, layout=f"model{mid}")
+        kv = KVCache(req.kv_blocks, req.block_size, host_blocks=swap_blocks, default_quota=k.config.kv_quota,
+                     device=dev.name, layout=f"model{mid}")  # fmt: skip
         model = Model(
             mid, dev.name, c.proc.pid, src.arch, desc.config, desc.params, desc.param_bytes, size, kv,
             kv_bytes=desc.kv_bytes, step=desc.step, dtype=src.dtype, folder=src.folder, tokenizer=tokenizer,
-            cache=req.cache,
+            cache=req.cache, preempt=req.preempt,
         )  # fmt: skip
         model.batcher = Batcher(k, model, k.new_policy(dev.queue.policy.name))  # the device's policy
         model.holders[c.proc.pid] = 1
@@ -345,6 +349,15 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
         c.reply(model_info(handle, model))
 
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=loaded, fail=not_loaded))
+
+
+def _swap_blocks(req: m.ModelLoad) -> int:
+    """The host blocks a model's preempted generations swap to: 0 under recompute, `kv_blocks` unless told."""
+    if req.preempt not in ("recompute", "swap"):
+        raise SysError(Errno.EINVAL, f"preempt must be 'recompute' or 'swap', not {req.preempt!r}")
+    if req.swap_blocks < 0 or (req.swap_blocks and req.preempt != "swap"):
+        raise SysError(Errno.EINVAL, f"swap_blocks ({req.swap_blocks}) must be >= 0, and is only for preempt='swap'")
+    return 0 if req.preempt == "recompute" else req.swap_blocks or req.kv_blocks
 
 
 def _size(k: Kernel, src: Source, kv_blocks: int, block_size: int) -> int:
@@ -395,6 +408,7 @@ def sys_generate(k: Kernel, c: CallCtx) -> None:
         raise SysError(Errno.EINVAL, str(exc)) from None
     room = max_len - len(prompt) + 1  # the last token is never fed back
     max_tokens = min(req.max_tokens, room)
+    apply_kv_quota(c.proc, model.kv)  # a model's pool is KV memory like any other
     need = model.kv.blocks_for(len(prompt) + max_tokens - 1)
     if need > min(model.kv.num_blocks, model.kv.quota(c.proc.pid) or model.kv.num_blocks):
         raise SysError(Errno.ENOMEM, f"{need} KV blocks needed; the model's pool can never give {c.proc.pid} that many")

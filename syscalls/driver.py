@@ -116,6 +116,7 @@ class DModelLoad(ToDriver, tag="model_load"):
     checkpoint: str = ""
     seed: int = 0  # a fresh model's initial weights come from this seed
     folder: str = ""
+    swap_blocks: int = 0  # blocks of host memory the KV blocks of preempted sequences are swapped to
 
 
 class ModelDesc(msgspec.Struct, kw_only=True):
@@ -146,19 +147,29 @@ class SeqStep(msgspec.Struct, kw_only=True):
     seed: int = 0
 
 
+class BlockMove(msgspec.Struct, kw_only=True):
+    """KV blocks moved between the device pool and the host (swap) pool of a model: (from, to) pairs."""
+
+    out: bool  # True: device block -> host block (swap out); False: host block -> device block (swap in)
+    pairs: list[tuple[int, int]]
+
+
 class DModelStep(ToDriver, tag="model_step"):
     """`steps` paged-KV steps over a batch; Ok is followed by one frame, the encoded list of sampled token ids.
 
-    The first step feeds each sequence's `tokens`; each later one feeds the
-    token the sequence drew in the step before, at the next position (every
-    table must already hold a block for every position reached). The ids come
-    step by step: `steps` rows of one id per sequence. The draw of a sampled
-    token depends only on its sequence's seed and position.
+    First the `moves` are done, in order: the kernel's books already show
+    them, and a block one move frees may be the destination of the next or be
+    written by the step. The first step feeds each sequence's `tokens`; each
+    later one feeds the token the sequence drew in the step before, at the
+    next position (every table must already hold a block for every position
+    reached). The ids come step by step: `steps` rows of one id per sequence.
+    The draw of a sampled token depends only on its sequence's seed and position.
     """
 
     model: int
     seqs: list[SeqStep]
     steps: int = 1
+    moves: list[BlockMove] = []
 
 
 class DLogProbs(ToDriver, tag="logprobs"):

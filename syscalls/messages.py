@@ -484,6 +484,10 @@ class KVPoolStat(msgspec.Struct, kw_only=True):
     slack_tokens: int  # reserved in partial last blocks but not holding tokens
     prefix_tokens: int = 0  # model pools: prompt tokens generate calls looked up in the prefix cache
     prefix_hits: int = 0  # of which found (their KV not computed again)
+    evictions: int = 0  # cached blocks taken back for other uses, least recently used first
+    swapped: int = 0  # sequences whose blocks are in the host swap pool
+    host_total: int = 0  # blocks of the host swap pool (0: none)
+    host_used: int = 0  # of which holding swapped-out blocks
 
 
 class DeviceMem(msgspec.Struct, kw_only=True):
@@ -582,7 +586,11 @@ class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
       `seed` (the same seed gives the same model).
     `dtype` "" keeps the weights' stored dtype (float32 for a fresh model).
     `cache` False turns prefix caching off for every generate call on it.
-    Memory is charged to the caller.
+    `preempt` says how a generate call gives up its KV blocks when another
+    needs them: "recompute" (freed; fed again when it resumes) or "swap"
+    (copied to `swap_blocks` blocks of host memory and back; 0: as many as
+    `kv_blocks`). Memory is charged to the caller (the swap pool is host
+    memory, outside the device's capacity).
     """
 
     device: str
@@ -595,6 +603,8 @@ class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
     seed: int = 0
     path: str = ""
     cache: bool = True
+    preempt: str = "recompute"
+    swap_blocks: int = 0
 
 
 class ModelInfo(Reply):
@@ -663,7 +673,9 @@ class Completion(Reply):
         wall_s: from the call to the last token.
         device_s: the device's own time for the steps (its share of batched steps).
         shared_steps: steps batched together with other sequences (continuous batching).
-        preemptions: times its KV blocks were taken for others (it re-fed its text and went on).
+        preemptions: times its KV blocks were taken for others (it re-fed its text, or had its blocks
+            swapped back in, and went on).
+        swaps: of those, the times its blocks went to the host swap pool (the model's preempt="swap").
         ids: the generated token ids (a model without a tokenizer gives no text, only these).
         cached: tokens of its context whose KV came from the prefix cache instead of being computed
             (counted again when it re-feeds after a preemption).
@@ -678,6 +690,7 @@ class Completion(Reply):
     preemptions: int = 0  # times its KV blocks were taken for others (it re-fed its text and went on)
     ids: list[int] = []  # the generated token ids
     cached: int = 0  # context tokens whose KV came from the prefix cache
+    swaps: int = 0  # preemptions by swap (blocks to the host pool and back)
 
 
 class LogProbs(Call, tag=int(Sys.LOGPROBS)):

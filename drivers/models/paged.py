@@ -78,6 +78,13 @@ class PagedKV:
         shape = (n_layers, num_blocks, block_size, 2, n_kv_heads, head_dim)
         # zeros, not empty: padding reads of a batched step must never meet NaN
         self.data = torch.zeros(shape, dtype=dtype, device=device)
+        self.host: torch.Tensor | None = None  # the swap pool, in host memory (`add_host`)
+
+    def add_host(self, num_blocks: int) -> None:
+        """Set aside `num_blocks` blocks of host memory (pinned next to a GPU) that `swap` moves blocks to and from."""
+        shape = (self.data.shape[0], num_blocks, *self.data.shape[2:])
+        pin = self.data.device.type == "cuda"
+        self.host = torch.zeros(shape, dtype=self.data.dtype, device="cpu", pin_memory=pin)
 
     @property
     def num_blocks(self) -> int:
@@ -91,6 +98,23 @@ class PagedKV:
     def block(self, index: int) -> torch.Tensor:
         """The contents of block `index` in every layer, [n_layers, block_size, 2, n_kv_heads, head_dim] (a view)."""
         return self.data[:, index]
+
+    def swap(self, out: bool, pairs: Sequence[tuple[int, int]]) -> None:
+        """Copy whole blocks in every layer: device -> host swap pool when `out`, else host -> device.
+
+        `pairs` are (source, destination) block ids; IndexError names an id
+        outside its pool (or a missing swap pool), before anything is copied.
+        """
+        if not pairs:
+            return
+        src_pool, dst_pool = (self.data, self.host) if out else (self.host, self.data)
+        if self.host is None:
+            raise IndexError("this KV storage has no swap pool")
+        src, dst = (list(ids) for ids in zip(*pairs))
+        for ids, pool, name in ((src, src_pool, "source"), (dst, dst_pool, "destination")):
+            if not all(0 <= i < pool.shape[1] for i in ids):
+                raise IndexError(f"{name} block out of range 0..{pool.shape[1] - 1} in {list(pairs)}")
+        dst_pool[:, dst] = src_pool[:, src].to(dst_pool.device)
 
     def copy_blocks(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Copy whole blocks, (source, destination) pairs, e.g. the copy-on-write pairs of the memory service."""

@@ -118,6 +118,7 @@ class KVCache:
         self._held: dict[Hashable, dict[int, int]] = {}  # owner -> block -> tables of that owner holding it
         self._quotas: dict[Hashable, int] = {}
         self._freed: OrderedDict[Hashable, None] = OrderedDict()
+        self.evictions = 0  # cached blocks taken back for other uses
 
     # -- sizes ---------------------------------------------------------------
 
@@ -504,7 +505,8 @@ class KVCache:
 
         total = free + used; cached is the part of free that still holds a
         reusable prefix; shared counts used blocks held by more than one
-        table; owners maps each owner to its usage.
+        table; owners maps each owner to its usage; evictions counts cached
+        blocks taken back since the pool was made.
         """
         return {
             "device": self.device,
@@ -521,6 +523,7 @@ class KVCache:
             "host_total": self._host.size,
             "host_free": self._host.num_free,
             "owners": {owner: len(held) for owner, held in self._held.items() if held},
+            "evictions": self.evictions,
         }
 
     def owner_stats(self, owner: Hashable) -> dict:
@@ -710,6 +713,7 @@ class KVCache:
         blocks = pool.take(pool.num_free)
         evict = self._prefix.evict
         blocks.extend([evict() for _ in range(short)])
+        self.evictions += short
         return blocks
 
     def _release(self, owner: Hashable, table: list[int]) -> int:

@@ -183,22 +183,33 @@ class PagedBlockSpace:
     caller reports after each step ran), so a prompt that arrives while
     another is still being computed never maps blocks not yet filled.
     `attach_prefix` maps the named blocks a new sequence's context starts with
-    and tells `on_hit(rid, tokens)`. `looked_up` and `hit` count the tokens
+    and tells `on_lookup(rid, tokens, found)` (found 0: a miss). `looked_up` and `hit` count the tokens
     asked for and found.
+
+    Swapping only moves the books: the KV data must follow. `moves` lists,
+    in order, each `(rid, out, pairs)` move since the caller last took them
+    (`take_moves`): out True for device -> host (block, host block) pairs,
+    False for host -> device (host block, block) pairs.
     """
 
-    def __init__(self, kv, owner_of, context_of=None, on_hit=None) -> None:
+    def __init__(self, kv, owner_of, context_of=None, on_lookup=None) -> None:
         """Adapt `kv` (a KVCache); `owner_of(rid)` gives a request's pid, `context_of(rid)` its token ids."""
         self.kv = kv
         self.owner_of = owner_of
         self.context_of = context_of
-        self.on_hit = on_hit
+        self.on_lookup = on_lookup
         self.block_size = kv.block_size
         self.total = kv.num_blocks
         self._chains: dict[int, list[int]] = {}  # rid -> names of its leading full blocks, as far as computed
         self._named: dict[int, int] = {}  # rid -> how many of its leading blocks are named in the cache
         self.looked_up = 0
         self.hit = 0
+        self.moves: list[tuple[int, bool, list[tuple[int, int]]]] = []
+
+    def take_moves(self) -> list[tuple[int, bool, list[tuple[int, int]]]]:
+        """The block moves (swaps) since the last call, in order; they are forgotten here."""
+        moves, self.moves = self.moves, []
+        return moves
 
     def attach_prefix(self, rid: int, limit: int) -> int:
         """Map the named blocks `rid`'s context starts with (at most `limit` tokens); the tokens they hold.
@@ -215,19 +226,19 @@ class PagedBlockSpace:
             parent = content_hash(parent, ids[start : start + bs])
             chain.append(parent)
         self._chains[rid], self._named[rid] = chain, 0
-        self.looked_up += limit + 1  # the whole context to feed
         blocks = self.kv.cached_prefix(chain)
-        if not blocks:
-            return 0
-        try:
-            self.kv.allocate_cached(rid, self.owner_of(rid), blocks)
-        except KVError:  # no room (or quota) for the blocks it would revive: compute them after all
-            return 0
+        if blocks:
+            try:
+                self.kv.allocate_cached(rid, self.owner_of(rid), blocks)
+            except KVError:  # no room (or quota) for the blocks it would revive: compute them after all
+                blocks = []
+        found = len(blocks) * bs
         self._named[rid] = len(blocks)
-        self.hit += len(blocks) * bs
-        if self.on_hit is not None:
-            self.on_hit(rid, len(blocks) * bs)
-        return len(blocks) * bs
+        self.looked_up += limit + 1  # the whole context to feed
+        self.hit += found
+        if self.on_lookup is not None:
+            self.on_lookup(rid, limit + 1, found)
+        return found
 
     def written(self, rid: int, tokens: int) -> None:
         """The first `tokens` tokens of `rid` have their KV on the device: name its blocks that are now full."""
@@ -280,13 +291,13 @@ class PagedBlockSpace:
         return self.kv.can_swap_out([rid]) is Admission.OK
 
     def swap_out(self, rid: int) -> None:
-        """Move `rid`'s blocks to the host pool."""
-        self.kv.swap_out([rid])
+        """Move `rid`'s blocks to the host pool (and note the copies in `moves`)."""
+        self.moves.append((rid, True, self.kv.swap_out([rid])))
 
     def can_swap_in(self, rid: int) -> bool:
         """Whether the device has room for `rid`'s blocks again."""
         return self.kv.can_swap_in([rid]) is Admission.OK
 
     def swap_in(self, rid: int) -> None:
-        """Move `rid`'s blocks back to the device."""
-        self.kv.swap_in([rid])
+        """Move `rid`'s blocks back to the device (and note the copies in `moves`)."""
+        self.moves.append((rid, False, self.kv.swap_in([rid])))

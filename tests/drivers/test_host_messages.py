@@ -64,3 +64,32 @@ def test_a_device_that_allocates_answers_alloc_with_a_plain_ok_and_frees_a_new_o
     assert isinstance(fail, proto.DFail) and list(host.driver.tensors) == [1]
     ok = answer(host, proto.DOp(seq=3, op="relu", inputs=[x], out=out, params={}, new_out=True))
     assert isinstance(ok, proto.DOk) and ok.sim_s > 0 and sorted(host.driver.tensors) == [1, 2]
+
+
+def test_a_model_step_moves_kv_blocks_to_the_swap_pool_and_back_before_it_runs(tmp_path):
+    host = Host(CpuDriver(0, {"shm_dir": str(tmp_path)}), sock=None)
+    load = proto.DModelLoad(seq=1, model=7, arch="tinygpt", target="llmos.drivers.models:tinygpt_architecture", kv_blocks=4,
+                            block_size=4, config={"d_model": 16, "n_layers": 1, "n_heads": 2}, swap_blocks=2)  # fmt: skip
+    assert isinstance(answer(host, load), proto.DOk)
+    kv = host.driver.models[7].kv
+    assert kv.host.shape[1] == 2 and kv.host.device.type == "cpu"
+    kv.data.copy_(torch.randn_like(kv.data))
+    before = kv.data.clone()
+    step = proto.SeqStep(tokens=[1, 2], position=0, table=[0])  # writes block 0 after the moves
+
+    def run(seq, moves):
+        return answer(host, proto.DModelStep(seq=seq, model=7, seqs=[step], moves=moves))
+
+    out = [proto.BlockMove(out=True, pairs=[(0, 1), (3, 0)])]  # block 0 leaves before the step overwrites it
+    assert isinstance(run(2, out), proto.DOk)
+    assert torch.equal(kv.host[:, 1], before[:, 0]) and torch.equal(kv.host[:, 0], before[:, 3])
+    assert not torch.equal(kv.data[:, 0, :2], before[:, 0, :2])  # the step wrote its two positions there
+    back = [proto.BlockMove(out=False, pairs=[(1, 2), (0, 1)])]
+    assert isinstance(run(3, back), proto.DOk)
+    assert torch.equal(kv.data[:, 2], before[:, 0]) and torch.equal(kv.data[:, 1], before[:, 3])
+
+    moved = kv.data.clone()
+    for bad in ([(0, 2)], [(4, 0)]):  # host block 2 and device block 4 do not exist
+        fail = run(4, [proto.BlockMove(out=True, pairs=bad)])
+        assert isinstance(fail, proto.DFail) and fail.errno == Errno.EINVAL and "out of range" in fail.message
+    assert torch.equal(kv.data, moved)  # a refused move copies nothing, and the step does not run

@@ -1,5 +1,6 @@
 """Model syscalls end to end: load, generate, logprobs, save, free, and reclaim on kill."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def test_bad_input(mc):
     assert errno(mc.model_load, "cpu", "nosuch") == Errno.EINVAL
     assert errno(mc.model_load, "cpu", "tinygpt", config={"d_model": 33, "n_heads": 2}) == Errno.EINVAL
     assert errno(mc.model_load, "cpu", "tinygpt", checkpoint="../../etc/passwd") == Errno.EPERM
+    for bad in ({"preempt": "evict"}, {"swap_blocks": 8}, {"preempt": "swap", "swap_blocks": -1}):
+        assert errno(mc.model_load, "cpu", "tinygpt", config=CONFIG, **bad) == Errno.EINVAL, bad
     assert errno(mc.generate, 999, "hi") == Errno.EBADF
     info = mc.model_load("cpu", "tinygpt", config=CONFIG, kv_blocks=2, block_size=4)
     assert errno(mc.model_save, info.model, "/tmp/outside.safetensors") == Errno.EPERM
@@ -243,15 +246,17 @@ def test_preemption_when_kv_runs_out_changes_no_output(mkernel, mc):
     mc.model_free(big.model)
     assert all(r.preemptions == 0 for rs in solo for r in rs)
 
-    async def crowded(kw):  # 5 sequences of up to 38 positions (10 blocks each) in a pool of 12 blocks
+    async def crowded(kw, preempt):  # 5 sequences of up to 38 positions (10 blocks each) in a pool of 12 blocks
         async with AsyncClient(mkernel.address, name="crowd") as c:
-            model = (await c.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=12, block_size=4)).model
-            return await asyncio.gather(*(c.generate(model, p, max_tokens=30, **kw) for p in prompts))
+            info = await c.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=12, block_size=4,
+                                      preempt=preempt)  # fmt: skip
+            return await asyncio.gather(*(c.generate(info.model, p, max_tokens=30, **kw) for p in prompts))
 
-    for kw, alone in zip(settings, solo):
-        results = asyncio.run(crowded(kw))
+    for (kw, alone), preempt in itertools.product(zip(settings, solo), ["recompute", "swap"]):
+        results = asyncio.run(crowded(kw, preempt))
         assert [r.text for r in results] == [r.text for r in alone]
         assert sum(r.preemptions for r in results) > 0  # blocks really ran out and were taken back
+        assert (sum(r.swaps for r in results) > 0) == (preempt == "swap")  # ... to the host pool, or freed
         # steps were batched; not every request need share one, since a pool this small fits about one
         # sequence whole, and one that is preempted at once may run alone once the others are done
         assert any(r.shared_steps > 0 for r in results)

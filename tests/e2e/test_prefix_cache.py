@@ -103,13 +103,14 @@ def test_a_process_killed_mid_generation_leaves_the_blocks_others_map(pkernel, p
     pc.model_free(info.model)
 
 
-def solo_then_together(pkernel, pc, prompts: list[str], warm: str, kv_blocks: int, **kw) -> tuple[list[str], list]:
+def solo_then_together(pkernel, pc, prompts: list[str], warm: str, kv_blocks: int, preempt: str = "recompute",
+                       swap_blocks: int = 0, **kw) -> tuple[list[str], list]:  # fmt: skip
     """The texts of the calls one by one without the cache, and the Completions of the same calls made
-    at once, from another process, on a model with the cache whose blocks `warm` filled first."""
+    at once, from another process, on a model with the cache (and `preempt`) whose blocks `warm` filled first."""
     solo_model = load(pc, cache=False)
     solo = [pc.generate(solo_model.model, p, seed=i, **kw).text for i, p in enumerate(prompts)]
     pc.model_free(solo_model.model)
-    info = load(pc, kv_blocks=kv_blocks)
+    info = load(pc, kv_blocks=kv_blocks, preempt=preempt, swap_blocks=swap_blocks)
     pc.generate(info.model, warm, max_tokens=1)
 
     async def together():
@@ -130,20 +131,61 @@ PREFIXES = st.sampled_from(["", SYSTEM, SYSTEM[:20], "abcdefgh" * 3])
     parts=st.lists(st.tuples(PREFIXES, st.text("xyz?! ", min_size=1, max_size=9)), min_size=2, max_size=5),
     sampled=st.booleans(),
     kv_blocks=st.sampled_from([24, 64]),
+    preempt=st.sampled_from([("recompute", 0), ("swap", 0), ("swap", 6)]),  # a small swap pool falls back to recompute
 )
-def test_prefix_hits_and_preemption_change_no_output(pkernel, parts, sampled, kv_blocks):
-    """Greedy or seeded, crowded (preemption) or not: each text is the one the call gets alone, uncached."""
+def test_prefix_hits_and_preemption_change_no_output(pkernel, parts, sampled, kv_blocks, preempt):
+    """Greedy or seeded, crowded (preemption by recompute or swap) or not: each text is the one the call gets
+    alone, uncached."""
     prompts = [prefix + tail for prefix, tail in parts]
     with Client(pkernel.address, name="solo") as pc:
-        solo, results = solo_then_together(pkernel, pc, prompts, prompts[0], kv_blocks, max_tokens=20,
+        solo, results = solo_then_together(pkernel, pc, prompts, prompts[0], kv_blocks, *preempt, max_tokens=20,
                                            temperature=0.9 if sampled else 0.0)  # fmt: skip
     assert [r.text for r in results] == solo
 
 
+@pytest.mark.parametrize("preempt", ["recompute", "swap"])
 @pytest.mark.parametrize("sampled", [False, True])
-def test_crowded_calls_that_share_a_prompt_are_preempted_and_hit_with_the_same_text(pkernel, pc, sampled):
+def test_crowded_calls_that_share_a_prompt_are_preempted_and_hit_with_the_same_text(pkernel, pc, sampled, preempt):
     prompts = [SYSTEM + q for q in ("Sun?", "Moon?", "Rain?", "Snow?", "Wind?")]
     # 5 x 18 blocks, 11 of them shared, in 24: they cannot all fit at once
-    solo, results = solo_then_together(pkernel, pc, prompts, SYSTEM, 24, max_tokens=20, temperature=0.9 if sampled else 0.0)
+    solo, results = solo_then_together(pkernel, pc, prompts, SYSTEM, 24, preempt, max_tokens=20,
+                                       temperature=0.9 if sampled else 0.0)  # fmt: skip
     assert [r.text for r in results] == solo
     assert all(r.cached >= 44 for r in results) and sum(r.preemptions for r in results) > 0
+    swaps = sum(r.swaps for r in results)
+    assert swaps > 0 if preempt == "swap" else swaps == 0
+
+
+def test_a_spawn_time_kv_quota_applies_to_a_model_pool(pc):
+    """A child spawned with kv_quota 4 may not hold more than 4 of a shared model's blocks (16 positions)."""
+    info = load(pc)
+    ends = []
+    for quota in (4, 12):  # 30 + 8 positions: 10 blocks of 4
+        child = pc.spawn("generate", ["--model", str(info.model), "--prompt", "a" * 30, "--max-tokens", "8"],
+                         kv_quota=quota, models=[info.model])  # fmt: skip
+        output = []
+        ends.append((child.pid, pc.wait(child.pid, on_output=output.append).status, "".join(output)))
+    (pid, status, text), (_, status_ok, _) = ends
+    assert status == 1 and "ENOMEM" in text and f"give {pid} that many" in text, text
+    assert status_ok == 0
+    assert model_pool(pc).used == 0  # the quotas changed no books
+    pc.model_free(info.model)
+
+
+def test_the_memory_map_shows_evictions_and_the_swap_pool(pc, capsys):
+    from llmos.userland.cli.main import main
+
+    info = load(pc, kv_blocks=16, preempt="swap", swap_blocks=6)
+    # each call feeds 44 + 3 positions (12 blocks) and leaves its 11 full ones named (cached) when it ends:
+    # the second takes the 5 never-used blocks and evicts 7 of the first's; the third takes the 1 left
+    # free and evicts 11, oldest first
+    for letter in "abc":
+        pc.generate(info.model, letter * 44, max_tokens=4)
+    pool = model_pool(pc)
+    assert (pool.host_total, pool.host_used, pool.swapped) == (6, 0, 0)
+    assert (pool.evictions, pool.cached, pool.prefix_hits, pool.prefix_tokens) == (18, 15, 0, 3 * 44)
+    assert main(["mem", "--kernel", "prefix"]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 132 prompt tokens found (0.0% hit rate), 18 blocks evicted" in out
+    assert "swap: 0/6 host blocks used by 0 swapped-out sequences" in out
+    pc.model_free(info.model)

@@ -19,11 +19,13 @@ from llmos.services.scheduler.policies.rr import RoundRobin
 from llmos.userland import Client
 from llmos.userland.errors import LlmosError
 from llmos.userland.trace import from_sim, to_chrome
+from llmos.userland.trace.plot import plot
 from llmos.userland.trace.timeline import Slice, lanes
 
 LLMOS = [sys.executable, "-m", "llmos.userland.cli.main"]
 PHASES = {"X", "i", "C", "M"}
 METADATA = {"process_name", "process_sort_index", "thread_name"}
+SHARED = "a prompt they share "  # 20 bytes: 5 full blocks of 4
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,7 @@ def test_lanes_keep_overlapping_slices_apart():
     assert lanes(slices) == [0, 1, 1, 0]
 
 
-def test_batched_generation_shows_every_process_in_the_step_and_preemptions(runtime_dir, tmp_path):
+def test_batched_generation_shows_every_process_in_the_step_preemptions_swaps_and_the_hit_rate(runtime_dir, tmp_path):
     import asyncio
 
     from llmos.userland import AsyncClient
@@ -162,20 +164,23 @@ def test_batched_generation_shows_every_process_in_the_step_and_preemptions(runt
     config = dict(d_model=32, n_layers=2, n_heads=2, max_len=64)
     try:
         with Client(kp.address, name="loader") as c:
-            model = c.model_load("cpu", "tinygpt", config=config, kv_blocks=10, block_size=4).model
+            # 3 calls of 22 + 29 positions (13 blocks), 5 of them shared, in 20 blocks: some are swapped out
+            model = c.model_load("cpu", "tinygpt", config=config, kv_blocks=20, block_size=4, preempt="swap").model
+            c.generate(model, SHARED, max_tokens=1)  # names the 5 full blocks of SHARED in the prefix cache
 
             async def three():
                 clients = [AsyncClient(kp.address, name=f"gen{i}") for i in range(3)]
                 for a in clients:
                     await a.__aenter__()
                 handles = [c.share(model, a.pid) for a in clients]
-                done = await asyncio.gather(*(a.generate(h, f"p{i}", max_tokens=30) for i, (a, h) in enumerate(zip(clients, handles))))
+                done = await asyncio.gather(*(a.generate(h, f"{SHARED}p{i}", max_tokens=30) for i, (a, h) in enumerate(zip(clients, handles))))
                 for a in clients:
                     await a.__aexit__(None, None, None)
                 return [a.pid for a in clients], done
 
             gen_pids, done = asyncio.run(three())
-            assert sum(d.preemptions for d in done) > 0
+            assert sum(d.preemptions for d in done) > 0 and sum(d.swaps for d in done) > 0
+            (pool,) = [p for d in c.memstat() for p in d.kv_pools if p.pool.startswith("model")]
     finally:
         assert kp.stop() == 0
     tl = from_log(log)
@@ -190,7 +195,18 @@ def test_batched_generation_shows_every_process_in_the_step_and_preemptions(runt
         assert spans[0][0] == 0.0 and spans[-1][1] == 1.0 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     preempts = [i for i in tl.instants if i.name == "preempt"]
     assert len(preempts) == sum(d.preemptions for d in done) and {i.args["victim"] for i in preempts} <= set(gen_pids)
-    check_trace_events(to_chrome(tl))
+    swaps = [i for i in tl.instants if i.name == "swap out"]
+    assert len(swaps) == sum(d.swaps for d in done) and {i.args["pid"] for i in swaps} <= set(gen_pids)
+    assert len([i for i in tl.instants if i.name == "swap in"]) == len(swaps)  # every swapped call came back
+    lookups = tl.prefix["cpu0"]  # the warm call's, then the three's (and their looks after recompute, if any)
+    assert sum(n for _, n, _ in lookups) == pool.prefix_tokens and sum(h for _, _, h in lookups) == pool.prefix_hits
+    assert pool.prefix_hits >= 3 * 20 and tl.hit_rate("cpu0")[-1][1] == pytest.approx(100 * pool.prefix_hits / pool.prefix_tokens)
+    trace = to_chrome(tl)
+    check_trace_events(trace)
+    rates = [e for e in trace["traceEvents"] if e["name"] == "prefix-cache hit rate (%)"]
+    assert len(rates) == len(lookups) and rates[0]["args"]["hit rate"] == 0.0  # the warm call found nothing
+    plot(tl, tmp_path / "gen.png")  # the third panel, the hit rate, draws
+    assert (tmp_path / "gen.png").stat().st_size > 10_000
 
 
 def test_a_lone_generation_runs_several_decode_steps_per_work_item(runtime_dir, tmp_path):

@@ -38,6 +38,13 @@ def _tokens_per_s(screen: str, name: str) -> float:
     return float(last) if last.replace(".", "").isdigit() else -1.0
 
 
+def _hit_rate(screen: str, pool: str) -> float:
+    """The HIT RATE column (the last) of a KV pool's row, in percent; -1 when it has none yet."""
+    row = next((line for line in screen.splitlines() if line.startswith(pool)), "")
+    last = row.split()[-1] if row else "-"
+    return float(last[:-1]) if last.endswith("%") else -1.0
+
+
 def test_top_shows_devices_and_processes_and_quits_on_q(kernel, tmp_path):
     session = f"llmos-top-{os.getpid()}"
     status = tmp_path / "status"
@@ -62,17 +69,19 @@ def test_top_shows_devices_and_processes_and_quits_on_q(kernel, tmp_path):
                 stop = threading.Event()
 
                 def talk():
-                    while not stop.is_set():
-                        talker.generate(model.model, "top", max_tokens=60)
+                    while not stop.is_set():  # 40 prompt tokens: 2 full blocks of 16 that later calls find cached
+                        talker.generate(model.model, "top " * 10, max_tokens=20)
 
                 thread = threading.Thread(target=talk)
                 thread.start()
                 try:
                     screen = screen_until(session, lambda s: _tokens_per_s(s, "talker") > 0)
+                    screen = screen_until(session, lambda s: _hit_rate(s, "cpu0/model") > 0)
                 finally:
                     stop.set()
                     thread.join()
             assert _tokens_per_s(screen, "visible") == 0  # it only holds memory
+            assert _hit_rate(screen, "cpu0/model") < 80  # 32 of each call's 40 prompt tokens, the first call none
             tmux("send-keys", "-t", session, "q")
             deadline = time.monotonic() + 10
             while not status.exists() and time.monotonic() < deadline:

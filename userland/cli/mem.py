@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
             )
             if kv.prefix_tokens:
                 print(f"    prefix cache: {kv.prefix_hits} of {kv.prefix_tokens} prompt tokens found "
-                      f"({100 * kv.prefix_hits / kv.prefix_tokens:.1f}% hit rate)")  # fmt: skip
+                      f"({100 * kv.prefix_hits / kv.prefix_tokens:.1f}% hit rate), {kv.evictions} blocks evicted")  # fmt: skip
+            if kv.host_total:
+                print(f"    swap: {kv.host_used}/{kv.host_total} host blocks used by {kv.swapped} swapped-out sequences")
             if kv.by_process:
                 print(table([[pid, names.get(pid, "?"), blocks] for pid, blocks in sorted(kv.by_process.items())], ["    PID", "NAME", "BLOCKS"]))
         print()

@@ -2,8 +2,10 @@
 
 Each refresh asks the kernel for its figures through ordinary syscalls
 (`stat`, `ps`, `devices`, `memstat`, `sched`) and shows the rates since the
-previous refresh: syscalls and generated tokens per second per process, and each device's
-utilisation, the share of the wall time its driver spent running work.
+previous refresh: syscalls and generated tokens per second per process, each device's
+utilisation (the share of the wall time its driver spent running work), and
+each KV pool's blocks with, for a model's pool, its prefix-cache hit rate
+(prompt tokens found in the cache / looked up, since the model was loaded).
 """
 
 from __future__ import annotations
@@ -78,6 +80,18 @@ def render(cur: Snapshot, prev: Snapshot | None) -> list[str]:
         ])
     lines += table(rows, ["DEVICE", "STATE", "UTIL", "MEMORY", "QUEUED", "POLICY", "RESTARTS"]).splitlines()
     lines.append("")
+    rows = [
+        [
+            f"{mem.device}/{kv.pool}", f"{kv.used}/{kv.total}", kv.cached, kv.shared,
+            f"{kv.swapped} ({kv.host_used}/{kv.host_total})" if kv.host_total else "-",
+            f"{100 * kv.prefix_hits / kv.prefix_tokens:.1f}%" if kv.prefix_tokens else "-",
+        ]
+        for mem in cur.memory.values()
+        for kv in mem.kv_pools
+    ]  # fmt: skip
+    if rows:
+        lines += table(rows, ["KV POOL", "USED", "CACHED", "SHARED", "SWAPPED (HOST)", "HIT RATE"]).splitlines()
+        lines.append("")
     rows = []
     for p in sorted(cur.procs, key=lambda p: p.pid):
         was = old.get(p.pid) if dt > 0 else None

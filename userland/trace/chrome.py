@@ -2,7 +2,8 @@
 
 Each device is a trace process ("device cpu0") whose threads hold its work as
 complete ("X") events named after the op and carrying the owner, plus a
-memory counter ("C"); each llmos process is a trace process ("pid 3 matmul")
+memory counter ("C") and, where models looked prompts up in the prefix cache,
+a counter of its hit rate so far; each llmos process is a trace process ("pid 3 matmul")
 whose threads hold its syscalls, with instant ("i") events for exits. Slices
 that overlap on one track go to further threads, because trace viewers need
 the slices of a thread properly nested. Timestamps are microseconds.
@@ -82,6 +83,10 @@ def to_chrome(tl: Timeline) -> dict:
             events.append(
                 {"ph": "C", "name": f"memory ({tl.memory_unit})", "ts": _us(t), "pid": dev_pid[d], "args": {"used": used}}
             )
+    for d in tl.prefix:
+        for t, rate in tl.hit_rate(d):
+            events.append({"ph": "C", "name": "prefix-cache hit rate (%)", "ts": _us(t), "pid": dev_pid[d],
+                           "args": {"hit rate": round(rate, 2)}})  # fmt: skip
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"source": tl.title, "clock": tl.unit}}
 
 

@@ -1,8 +1,8 @@
 """Read the kernel's JSON event log into a `Timeline`.
 
 Record a log with `llmos boot --log-level debug --log-file FILE`: syscall
-enter/exit, device busy/idle, memory and preemption events are at debug
-level. A batched model step names every process it served (`pids`); it
+enter/exit, device busy/idle, memory, preemption, swap, eviction and
+prefix-cache lookup events are at debug level. A batched model step names every process it served (`pids`); it
 becomes one slice per process, stacked in the device's row. Only
 events with a monotonic `t` field are placed on the timeline; times become
 seconds from the first of them. Lines that are not JSON objects (a stray
@@ -90,6 +90,12 @@ def from_log(path: str | Path) -> Timeline:
         elif kind == "sched.preempt":
             args = {"victim": pid, "for": e.get("beneficiary"), "mode": e.get("mode")}
             tl.instants.append(Instant(t, "preempt", device=device, args=args))
+        elif kind in ("kv.swap_out", "kv.swap_in", "kv.evict"):
+            args = {"blocks": e.get("blocks", 0), **({"pid": pid} if pid else {})}
+            tl.instants.append(Instant(t, kind[3:].replace("_", " "), device=device, args=args))
+        elif kind == "kv.prefix":
+            add_device(device)
+            tl.prefix.setdefault(device, []).append((t, e.get("tokens", 0), e.get("hit", 0)))
         elif kind == "device.restart":
             tl.instants.append(Instant(t, "restart", device=device, args={"restarts": e.get("restarts")}))
         elif kind in ("mem.alloc", "mem.free"):

@@ -3,8 +3,10 @@
 Top: one row per device, a bar per piece of work coloured by the process it
 ran for (a batched step, of the kernel or the simulator, stacks the
 processes it served in the row), red lines where a device went offline or
-restarted, orange ticks where a generation was preempted. Bottom: each device's memory
-in use. matplotlib is imported here only, with the Agg backend (no display).
+restarted, ticks where a generation was preempted (orange), swapped out or
+in (purple) and where cached KV blocks were evicted (brown). Below: each
+device's memory in use, and, when models looked prompts up in the prefix
+cache, its hit rate so far. matplotlib is imported here only, with the Agg backend (no display).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from .timeline import Timeline
 
 KERNEL_GREY = "#9e9e9e"
+TICKS = {"preempt": "darkorange", "swap out": "purple", "swap in": "purple", "evict": "saddlebrown"}
+"""Instants drawn as small ticks under a device's row (they can be many), by colour; the others are red lines."""
 BAR = 0.8  # height of a device row's bars
 
 
@@ -56,16 +60,18 @@ def plot(tl: Timeline, path: str | Path) -> None:
     colour = {pid: cmap(i % cmap.N) for i, pid in enumerate(pids)}
     colour[0] = KERNEL_GREY
     rows = {d: i for i, d in enumerate(tl.devices)}
-    fig, (gantt, mem) = plt.subplots(
-        2, 1, sharex=True, figsize=(11, 2.2 + 0.7 * len(rows) + 2.6), height_ratios=[0.6 + 0.7 * len(rows), 2.6]
-    )
+    panels = 3 if tl.prefix else 2
+    fig, (gantt, mem, *rate) = plt.subplots(
+        panels, 1, sharex=True, figsize=(11, 2.2 + 0.7 * len(rows) + 2.6 * (panels - 1)),
+        height_ratios=[0.6 + 0.7 * len(rows)] + [2.6] * (panels - 1),
+    )  # fmt: skip
     for s in tl.work:
         low, high = s.share
         y = rows[s.device] - BAR / 2 + low * BAR
         gantt.broken_barh([(s.start * k, (s.end - s.start) * k)], (y, (high - low) * BAR), facecolors=colour[s.pid])
     for i in tl.instants:
-        if i.device in rows and i.name == "preempt":  # a tick under the row, many of them are common
-            gantt.plot(i.t * k, rows[i.device] + 0.45, marker="|", color="darkorange", markersize=8)
+        if i.device in rows and i.name in TICKS:
+            gantt.plot(i.t * k, rows[i.device] + 0.45, marker="|", color=TICKS[i.name], markersize=8)
         elif i.device in rows:
             gantt.vlines(i.t * k, rows[i.device] - 0.5, rows[i.device] + 0.5, colors="red", linestyles="dashed")
             gantt.annotate(i.name, (i.t * k, rows[i.device] + 0.45), color="red", fontsize=8)
@@ -86,10 +92,19 @@ def plot(tl: Timeline, path: str | Path) -> None:
         mem.step([t * k for t, _ in points], [used * m for _, used in points], where="post", label=label)
     mem.set_ylabel(f"in use ({munit})")
     mem.set_ylim(bottom=0)
-    mem.set_xlabel(xlabel)
     mem.set_title("memory occupancy")
     mem.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     mem.grid(alpha=0.3)
+    for ax in rate:
+        for d in tl.prefix:
+            points = tl.hit_rate(d)
+            ax.step([t * k for t, _ in points], [r for _, r in points], where="post", label=d)
+        ax.set_ylabel("hit rate (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("prefix cache: prompt tokens found / looked up, so far")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.grid(alpha=0.3)
+    (rate or [mem])[-1].set_xlabel(xlabel)
     gantt.set_xlim(left=0, right=max(tl.end(), 1e-9) * k)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

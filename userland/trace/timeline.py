@@ -49,6 +49,17 @@ class Timeline:
     memory: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # device -> (t, used)
     memory_unit: str = "bytes"
     capacity: dict[str, int] = field(default_factory=dict)
+    prefix: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)  # device -> (t, looked up, found)
+
+    def hit_rate(self, device: str) -> list[tuple[float, float]]:
+        """The prefix-cache hit rate of `device`'s models over time: (t, percent of the prompt tokens looked up
+        so far that were found in the cache), one point per lookup."""
+        looked = found = 0
+        points = []
+        for t, tokens, hit in self.prefix.get(device, []):
+            looked, found = looked + tokens, found + hit
+            points.append((t, 100.0 * found / looked if looked else 0.0))
+        return points
 
     def process_name(self, pid: int) -> str:
         """How a process is called in traces and legends: `pid 3 matmul`, `kernel` for pid 0."""
@@ -75,6 +86,7 @@ class Timeline:
         return replace(
             self, title=f"{self.title}, {start:.1f}-{end:.1f} {self.unit}", work=cut(self.work), calls=cut(self.calls),
             instants=[replace(i, t=i.t - start) for i in self.instants if start <= i.t <= end], memory=memory,
+            prefix={d: [(t - start, n, hit) for t, n, hit in points if start <= t <= end] for d, points in self.prefix.items()},
         )  # fmt: skip
 
     def end(self) -> float:
