@@ -207,3 +207,40 @@ def test_eval_scores_a_folder_model_in_its_own_tokens(hf_kernel, tmp_path):
 
     fields = json.loads(result[len("RESULT ") :])
     assert fields["perplexity"] > 1 and 0 < fields["bits_per_byte"] < 20 and fields["checkpoint"] == "tiny-llama"
+
+
+SYSTEM = "You are a terse assistant who answers every question in one word. "
+
+
+@pytest.mark.parametrize("preempt", ["recompute", "swap"])
+def test_llama_prefix_hits_and_preemption_change_no_output(hf_kernel, hc, preempt):
+    """A Llama folder (grouped-query attention, rotary positions) through the prefix cache, crowded enough to be
+    preempted: greedy and seeded texts equal those of the same calls one by one with no cache."""
+    import asyncio
+
+    from llmos.userland import AsyncClient
+
+    prompts = [SYSTEM + q for q in ("Sun?", "Moon?", "Rain?", "Snow?")]
+    settings = [dict(), dict(temperature=0.9, seed=3)]
+    solo_model = hc.model_load("cpu", path="tiny-llama", kv_blocks=64, block_size=4, cache=False)
+    solo = [[hc.generate(solo_model.model, p, max_tokens=16, **kw).ids for p in prompts] for kw in settings]
+    shared = len(hc.tokenize(solo_model.model, SYSTEM, special=True)) // 4  # full blocks every prompt starts with
+    longest = max(len(hc.tokenize(solo_model.model, p, special=True)) for p in prompts) + 15
+    hc.model_free(solo_model.model)
+    blocks = shared + 2 * (-(-longest // 4) - shared)  # room for two calls at a time, not four
+    swap = {"swap_blocks": 64} if preempt == "swap" else {}  # room for all: swap, never fall back to recompute
+    info = hc.model_load("cpu", path="tiny-llama", kv_blocks=blocks, block_size=4, preempt=preempt, **swap)
+    hc.generate(info.model, SYSTEM, max_tokens=1)  # fills and names the system prompt's blocks
+
+    async def together(kw):
+        async with AsyncClient(hf_kernel.address, name="crowd") as ac:
+            mine = hc.share(info.model, ac.pid)
+            return await asyncio.gather(*(ac.generate(mine, p, max_tokens=16, **kw) for p in prompts))
+
+    for kw, alone in zip(settings, solo):
+        done = asyncio.run(together(kw))
+        assert [d.ids for d in done] == alone
+        # a pool this tight evicts some of the cached prompt blocks, so not every call finds them all
+        assert sum(d.cached for d in done) >= 4 * shared * 2 and sum(d.preemptions for d in done) > 0
+        assert sum(d.swaps for d in done) == (sum(d.preemptions for d in done) if preempt == "swap" else 0)
+    hc.model_free(info.model)

@@ -157,6 +157,20 @@ def test_loadgen_runs_processes_that_share_one_model(attached, trained, capsys):
     assert len({r["text"] for r in result["results"]}) == 1 and len({r["pid"] for r in result["results"]}) == 3
     assert all(r["shared_steps"] > 0 for r in result["results"])  # they generated in the same batched steps
     assert result["tokens_per_s"] > 0 and len(result["per_proc_tokens_per_s"]) == 3
+    assert all(r["cached"] == 0 for r in result["results"])  # 7-byte prompts fill no 16-token block
+
+
+def test_loadgen_with_a_system_prompt_shares_its_blocks(attached, trained, capsys):
+    system = "Answer in one word: "  # 20 bytes: 1 full block of 16 (the model's max_len is 32)
+    args = ["--checkpoint", CHECKPOINT, "--procs", "3", "--prompts", "a,b,c", "--system", system, "--max-tokens", "4"]
+    status, out, err = in_process(loadgen.main, args, capsys)
+    assert status == 0, err
+    result = parse_result(out)
+    assert [r["cached"] for r in result["results"]] == [16, 16, 16]  # loadgen warmed them: every call finds them
+    plain = parse_result(in_process(generate.main, ["--checkpoint", CHECKPOINT, "--prompt", system + "b",
+                                                    "--max-tokens", "4"], capsys)[1])  # fmt: skip
+    assert plain["cached"] == 0 and plain["text"] == result["results"][1]["text"]
+    assert "48 context tokens came from the prefix cache" in out
 
 
 def test_loadgen_ends_the_children_it_started_when_a_spawn_fails(attached, trained, monkeypatch, capsys):

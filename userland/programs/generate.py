@@ -72,7 +72,7 @@ def generate(args: argparse.Namespace) -> int:
           f"{done.shared_steps} steps shared with other sequences")  # fmt: skip
     print_result(
         text=done.text, tokens=done.tokens, finish=done.finish, wall_s=done.wall_s, shared_steps=done.shared_steps,
-        tokens_per_s=tokens_per_s, started=started,
+        tokens_per_s=tokens_per_s, started=started, cached=done.cached,
     )  # fmt: skip
     return 0
 
