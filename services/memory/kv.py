@@ -118,6 +118,7 @@ class KVCache:
         self._held: dict[Hashable, dict[int, int]] = {}  # owner -> block -> tables of that owner holding it
         self._quotas: dict[Hashable, int] = {}
         self._freed: OrderedDict[Hashable, None] = OrderedDict()
+        self.evictions = 0  # cached blocks evicted (taken for new content) since creation
 
     # -- sizes ---------------------------------------------------------------
 
@@ -504,7 +505,8 @@ class KVCache:
 
         total = free + used; cached is the part of free that still holds a
         reusable prefix; shared counts used blocks held by more than one
-        table; owners maps each owner to its usage.
+        table; evictions counts cached blocks taken for new content so far;
+        owners maps each owner to its usage.
         """
         return {
             "device": self.device,
@@ -520,6 +522,7 @@ class KVCache:
             "swapped": sum(1 for seq in self._seqs.values() if seq.swapped),
             "host_total": self._host.size,
             "host_free": self._host.num_free,
+            "evictions": self.evictions,
             "owners": {owner: len(held) for owner, held in self._held.items() if held},
         }
 
@@ -710,6 +713,7 @@ class KVCache:
         blocks = pool.take(pool.num_free)
         evict = self._prefix.evict
         blocks.extend([evict() for _ in range(short)])
+        self.evictions += short
         return blocks
 
     def _release(self, owner: Hashable, table: list[int]) -> int:
