@@ -154,6 +154,8 @@ class Simulator:
         self._seqs: dict[int, Seq] = {}  # rid -> its sequence, once submitted
         self._hits: list[tuple[int, int]] = []  # hits of the tick being planned
         if prefixes is not None:
+            if not hasattr(scheduler.blocks, "written"):
+                raise TypeError("modelling the prefix cache needs a PagedBlockSpace under the scheduler")
             scheduler.blocks.context_of = self.context_of
             scheduler.blocks.on_hit = self._on_hit
 

@@ -8,8 +8,9 @@ from llmos.drivers import costmodel
 from llmos.services.memory.kv import KVCache
 from llmos.services.scheduler import workload
 from llmos.services.scheduler.batching import Budget, Scheduler
-from llmos.services.scheduler.blocks import PagedBlockSpace
+from llmos.services.scheduler.blocks import CountingBlockSpace, PagedBlockSpace
 from llmos.services.scheduler.policies import FCFS
+from llmos.services.scheduler.request import Kind
 from llmos.services.scheduler.sim import Simulator, step_shape
 from llmos.services.scheduler.workload import SharedPrefixes
 from llmos.userland.cli import main
@@ -48,7 +49,7 @@ def test_token_ids_share_the_system_prompt_and_nothing_else():
         prompt = ids.prompt(r.rid)
         assert len(prompt) == r.prompt_len and prompt[:20] == ids.system_prompt(ids.prefix_of[r.rid])
         assert ids.context_of(r.rid, 3)[: r.prompt_len] == prompt and len(ids.context_of(r.rid, 3)) == r.prompt_len + 3
-    own = [t for r in requests for t in ids.prompt(r.rid)[20:]] + [t for r in requests for t in ids.context_of(r.rid, 4)[-4:]]
+    own = [t for r in requests for t in ids.prompt(r.rid)[20:] + ids.context_of(r.rid, 4)[-4:]]
     assert len(set(own)) == len(own)  # own parts and outputs are never shared
     assert not set(ids.system_prompt(0)) & set(ids.system_prompt(1)) & set(own)
     assert workload.share_prefix(workload.generate(6, seed=1), 20, count=2, seed=5) == (requests, ids)
@@ -56,8 +57,9 @@ def test_token_ids_share_the_system_prompt_and_nothing_else():
     assert draws[0] != draws[1] and set(draws[0].values()) == {0, 1, 2, 3}
     training = workload.generate(10, seed=2, training=0.5)
     longer, ids = workload.share_prefix(training, 8)
-    for old, new in zip(training, longer):
-        assert (new.prompt_len - old.prompt_len, new.rid in ids.prefix_of) == ((0, False) if old.kind.value == "training" else (8, True))
+    for old, new in zip(training, longer):  # training steps hold no KV: no system prompt, no ids
+        expected = (0, False) if old.kind is Kind.TRAINING else (8, True)
+        assert (new.prompt_len - old.prompt_len, new.rid in ids.prefix_of) == expected
     with pytest.raises(ValueError):
         workload.share_prefix(training, 0)
 
@@ -94,6 +96,8 @@ def test_the_cache_changes_nothing_but_hits_when_every_prompt_has_its_own_system
     assert "prefix_hit_rate" not in plain.metrics() and all(t.hits == () and t.evicted == 0 for t in plain.ticks)
     shared, _ = simulate(requests, ids, blocks=256)
     assert shared.end < plain.end  # with one system prompt, every later prompt skips it
+    with pytest.raises(TypeError, match="PagedBlockSpace"):
+        Simulator(Scheduler(FCFS(), CountingBlockSpace(64, 16)), lambda b: 1.0, requests, prefixes=ids)
 
 
 def test_a_small_pool_evicts_cached_blocks_and_loses_hits(capsys):
@@ -133,5 +137,6 @@ def test_no_shared_prefix_prints_as_before(capsys):
         assert out == sim(capsys, *base, *extra, "--shared-prefix", "0", "--prefixes", "3")
         assert "prefix" not in out and "system" not in out and "hit r" not in out
     m = json.loads(sim(capsys, *base, "--json"))
-    assert "shared_prefix" not in m["args"] and "evictions" not in m["metrics"] and "cached" not in m["metrics"]["requests"][0]
+    assert "shared_prefix" not in m["args"] and "evictions" not in m["metrics"]
+    assert "cached" not in m["metrics"]["requests"][0]
     assert main.main([*base, "--prefixes", "0", "--shared-prefix", "8"]) == 2
