@@ -522,8 +522,8 @@ class KVCache:
             "swapped": sum(1 for seq in self._seqs.values() if seq.swapped),
             "host_total": self._host.size,
             "host_free": self._host.num_free,
-            "owners": {owner: len(held) for owner, held in self._held.items() if held},
             "evictions": self.evictions,
+            "owners": {owner: len(held) for owner, held in self._held.items() if held},
         }
 
     def owner_stats(self, owner: Hashable) -> dict:

@@ -184,7 +184,10 @@ class PagedBlockSpace:
     another is still being computed never maps blocks not yet filled.
     `attach_prefix` maps the named blocks a new sequence's context starts with
     and tells `on_lookup(rid, tokens, found)` (found 0: a miss). `looked_up` and `hit` count the tokens
-    asked for and found.
+    asked for and found: a sequence whose lookup missed and that was then
+    given nothing to feed (no token budget or no room left in the step) looks
+    up again at its next chance, and that lookup replaces the one before in
+    the count; a sequence preempted by recompute looks up, and counts, again.
 
     Swapping only moves the books: the KV data must follow. `moves` lists,
     in order, each `(rid, out, pairs)` move since the caller last took them
@@ -202,6 +205,7 @@ class PagedBlockSpace:
         self.total = kv.num_blocks
         self._chains: dict[int, list[int]] = {}  # rid -> names of its leading full blocks, as far as computed
         self._named: dict[int, int] = {}  # rid -> how many of its leading blocks are named in the cache
+        self._counted: dict[int, int] = {}  # rid -> tokens its latest lookup added to `looked_up`
         self.looked_up = 0
         self.hit = 0
         self.moves: list[tuple[int, bool, list[tuple[int, int]]]] = []
@@ -226,6 +230,8 @@ class PagedBlockSpace:
             parent = content_hash(parent, ids[start : start + bs])
             chain.append(parent)
         self._chains[rid], self._named[rid] = chain, 0
+        if rid in self._counted and rid not in self.kv:  # its last lookup missed and fed nothing: this one replaces it
+            self.looked_up -= self._counted[rid]
         blocks = self.kv.cached_prefix(chain)
         if blocks:
             try:
@@ -234,7 +240,8 @@ class PagedBlockSpace:
                 blocks = []
         found = len(blocks) * bs
         self._named[rid] = len(blocks)
-        self.looked_up += limit + 1  # the whole context to feed
+        self._counted[rid] = limit + 1  # the whole context to feed
+        self.looked_up += limit + 1
         self.hit += found
         if self.on_lookup is not None:
             self.on_lookup(rid, limit + 1, found)
@@ -283,6 +290,7 @@ class PagedBlockSpace:
         """Free `rid`'s blocks, on the device or the host (named ones stay cached until evicted)."""
         self._named.pop(rid, None)
         self._chains.pop(rid, None)
+        self._counted.pop(rid, None)
         if rid in self.kv:
             self.kv.free(rid)
 

@@ -11,13 +11,20 @@ The file format has one JSON object per line, e.g.::
     {"arrival": 0.01, "pid": 2, "prompt": 512, "output": 0, "kind": "training"}
 
 with optional "priority" (default 0) and "id" (default: the line's index).
+
+Shared prefixes. `share_prefix` gives requests token ids, so that a prefix
+cache has something to find: each prompt starts with one of a few system
+prompts, drawn from a seed, followed by tokens of its own. The ids are
+synthetic (`SharedPrefixes` says how they are made) and depend only on the
+arguments.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -89,3 +96,61 @@ def dump(requests: Iterable[Request], out: TextIO) -> None:
         obj = {"id": r.rid, "arrival": r.arrival, "pid": r.pid, "prompt": r.prompt_len,
                "output": r.output_len, "priority": r.priority, "kind": r.kind.value}
         out.write(json.dumps(obj) + "\n")
+
+
+_SYSTEM, _OWN, _OUTPUT = 1 << 60, 2 << 60, 3 << 60  # the three kinds of synthetic token id
+
+
+@dataclass(frozen=True)
+class SharedPrefixes:
+    """The token ids of a workload whose prompts start with shared system prompts.
+
+    Every request's prompt is system prompt `prefix_of[rid]` (`length`
+    tokens) followed by its own `prompt_len - length` tokens; its output token
+    at position p (counted from the start of the prompt) depends only on
+    (rid, p). Ids are built so that different things never share one: token i
+    of system prompt k is `2**60 + k * 2**30 + i`, token j of request r's own
+    part `2 * 2**60 + r * 2**30 + j`, its output at position p
+    `3 * 2**60 + r * 2**30 + p`.
+    """
+
+    length: int
+    count: int
+    prefix_of: Mapping[int, int]  # rid -> index of its system prompt
+    prompt_len: Mapping[int, int]  # rid -> whole prompt length, system prompt included
+
+    def system_prompt(self, k: int) -> list[int]:
+        """The token ids of system prompt `k`."""
+        return [_SYSTEM + (k << 30) + i for i in range(self.length)]
+
+    def prompt(self, rid: int) -> list[int]:
+        """The token ids of request `rid`'s whole prompt."""
+        own = self.prompt_len[rid] - self.length
+        return self.system_prompt(self.prefix_of[rid]) + [_OWN + (rid << 30) + j for j in range(own)]
+
+    def context_of(self, rid: int, generated: int) -> list[int]:
+        """Request `rid`'s context after `generated` output tokens: its prompt, then its output so far."""
+        start = self.prompt_len[rid]
+        return self.prompt(rid) + [_OUTPUT + (rid << 30) + p for p in range(start, start + generated)]
+
+
+def share_prefix(requests: Sequence[Request], length: int, count: int = 1,
+                 seed: int = 0) -> tuple[list[Request], SharedPrefixes]:
+    """Put a system prompt of `length` tokens before each inference request's prompt; the requests and their ids.
+
+    Each inference request draws one of `count` system prompts uniformly,
+    reproducibly from `seed` (a random stream of its own, so the workload's
+    other draws do not change), and its `prompt_len` grows by `length`: the
+    given length is that of its own part. Training steps hold no KV, so they
+    stay as they are and have no ids.
+    """
+    if length < 1 or count < 1:
+        raise ValueError("need length >= 1 and count >= 1")
+    rng = random.Random(f"llmos shared prefix {seed}")
+    out, prefix_of = [], {}
+    for r in requests:
+        if r.kind is Kind.INFERENCE:
+            prefix_of[r.rid] = rng.randrange(count)
+            r = replace(r, prompt_len=r.prompt_len + length)
+        out.append(r)
+    return out, SharedPrefixes(length, count, prefix_of, {r.rid: r.prompt_len for r in out if r.rid in prefix_of})

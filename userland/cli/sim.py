@@ -6,6 +6,11 @@ default) or prints them (`-c`). Nothing is booted: the scheduler service runs
 in this process on the memory service's paged KV cache, and each tick lasts what
 the device cost model (llmos.drivers.costmodel) says the batch would take.
 Simulated time is labelled as such.
+
+With --shared-prefix N each prompt starts with one of --prefixes system prompts
+of N tokens, and the run models the kernel's prefix cache: prompts find the
+named blocks of earlier ones in the same KV cache, and the trace shows the hits
+and the evictions of cached blocks.
 """
 
 from __future__ import annotations
@@ -41,6 +46,15 @@ Compute, from the trace above (one tick lasts the simulated step time shown):
      the service they got in it.
 Then run again with -c to check your answers."""
 
+PREFIX_QUESTION = """\
+  7. the prefix cache: how many tokens of each request were found cached
+     (whole blocks its context starts with, written in an earlier tick; its
+     last prompt token is always fed), and the hit rate, as `llmos mem` gives
+     it: tokens found / tokens looked up. A request looks up its whole
+     context (its prompt; prompt and output after a recompute) whenever a
+     tick picks it while it holds no blocks; a lookup after which the tick
+     had no tokens left for it is replaced, in the counts, by its next one."""
+
 
 def add_parser(sub) -> None:
     """Add the `llmos sim` parser."""
@@ -58,6 +72,10 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt-mean", type=int, default=24, help="mean prompt length in tokens (default 24)")
     p.add_argument("--output-mean", type=int, default=6, help="mean output length in tokens (default 6)")
     p.add_argument("--priorities", type=int, default=1, help="priority levels drawn from (default 1)")
+    p.add_argument("--shared-prefix", type=int, default=0, metavar="N",
+                   help="tokens of a system prompt each prompt starts with, for the prefix cache (default 0: none)")
+    p.add_argument("--prefixes", type=int, default=1, metavar="K",
+                   help="distinct system prompts, each request draws one (default 1; needs --shared-prefix)")
     p.add_argument("--workload", metavar="FILE", help="read requests from a JSON-lines file instead")
     p.add_argument("--device", default="mocktpu", choices=sorted(costmodel.PRESETS), help="cost model (default mocktpu)")
     p.add_argument("--token-budget", type=int, default=32, help="tokens fed per tick (default 32)")
@@ -103,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"llmos sim: {exc}", file=sys.stderr)
         return 2
+    if args.shared_prefix < 0 or args.prefixes < 1:
+        print("llmos sim: need --shared-prefix >= 0 and --prefixes >= 1", file=sys.stderr)
+        return 2
     if args.workload:
         requests = workload.load(args.workload)
     else:
@@ -110,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
                                      prompt_mean=args.prompt_mean, output_mean=args.output_mean,
                                      max_len=max(1, args.blocks * args.block_size // 2),
                                      priorities=args.priorities)
+    prefixes = None
+    if args.shared_prefix > 0:
+        requests, prefixes = workload.share_prefix(requests, args.shared_prefix, args.prefixes, args.seed)
     spec = costmodel.device(args.device)
     model = costmodel.ModelShape()
     # the memory service's paged KV cache holds the sequences' blocks, as in the kernel
@@ -120,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
                           args.preempt)
     try:
         result = simulator.Simulator(
-            scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests).run()
+            scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests,
+            prefixes=prefixes).run()
     except ValueError as exc:  # a request whose KV can never fit in --blocks
         print(f"llmos sim: {exc} (raise --blocks or --block-size)", file=sys.stderr)
         return 2
@@ -128,31 +153,46 @@ def run(args: argparse.Namespace) -> int:
         write_trace(result, f"{args.device}0", args.trace, args.plot)
     hidden = ("func", "command", "json", "compute", "quiet", "trace_limit", "trace", "plot")
     shown = {k: v for k, v in vars(args).items() if k not in hidden}
+    if args.shared_prefix <= 0:
+        for key in ("shared_prefix", "prefixes"):
+            shown.pop(key)
     if args.workload:
         for key in ("seed", "requests", "procs", "rate", "prompt_mean", "output_mean", "priorities"):
-            shown.pop(key)
+            if key != "seed" or prefixes is None:  # the seed draws each request's system prompt
+                shown.pop(key)
     if args.json:
         print(json.dumps({"args": shown, "metrics": result.metrics()}))
         return 0
     for key, value in shown.items():
         print(f"ARG {key} {value}")
     print()
-    print(format_requests(requests))
+    print(format_requests(requests, prefixes))
     if not args.quiet:
         print()
         print(format_trace(result, args.trace_limit))
     print()
-    print(format_answers(result) if args.compute else QUESTIONS)
+    if args.compute:
+        print(format_answers(result))
+    else:
+        print(QUESTIONS if prefixes is None else QUESTIONS.replace("\nThen run", f"\n{PREFIX_QUESTION}\nThen run"))
     return 0
 
 
-def format_requests(requests) -> str:
-    """The workload as a table."""
-    lines = [f"Workload: {len(requests)} requests (times in simulated ms)",
-             "  id  pid  arrival  prompt  output  prio  kind"]
+def format_requests(requests, prefixes: workload.SharedPrefixes | None = None) -> str:
+    """The workload as a table; with `prefixes`, each request's system prompt too."""
+    lines = [f"Workload: {len(requests)} requests (times in simulated ms)"]
+    if prefixes is None:
+        lines.append("  id  pid  arrival  prompt  output  prio  kind")
+    else:
+        lines.append(f"Each prompt starts with the {prefixes.length} tokens of system prompt sK "
+                     f"(K < {prefixes.count}); prompt counts them.")
+        lines.append("  id  pid  arrival  prompt  output  prio  kind       system")
     for r in requests:
         lines.append(f"  r{r.rid:<3} p{r.pid:<3} {r.arrival * 1e3:7.3f}  {r.prompt_len:6}  "
                      f"{r.output_len:6}  {r.priority:4}  {r.kind.value}")
+        if prefixes is not None:
+            k = prefixes.prefix_of.get(r.rid)
+            lines[-1] = f"{lines[-1]:<52}  " + ("-" if k is None else f"s{k}")
     return "\n".join(lines)
 
 
@@ -168,10 +208,17 @@ def format_trace(result: simulator.SimResult, limit: int) -> str:
     """One line per tick: when it ran, what each sequence did, and what happened around it."""
     lines = ["Trace (simulated ms; prefillN[a:b] feeds prompt positions a..b-1, +tok emits a token;",
              "       decode feeds one token and emits one; waiting = processes with a request left unserved)"]
+    if result.lookup_tokens is not None:
+        lines[-1] = lines[-1][:-1] + ";"
+        lines.append("       hit rN T tokens: the first T tokens of rN's context were in the prefix cache, so its")
+        lines.append("       prefill starts at T; evict B blocks: cached blocks were taken for new content)")
     for t in result.ticks[:limit]:
         events = []
         if t.arrived:
             events.append("arrive " + " ".join(f"r{r}" for r in t.arrived))
+        events += [f"hit r{rid} {tokens} tokens" for rid, tokens in t.hits]
+        if t.evicted:
+            events.append(f"evict {t.evicted} block" + ("s" if t.evicted > 1 else ""))
         events += [f"preempt r{v} for r{b} ({mode})" for v, b, mode in t.preempted]
         if t.swapped_in:
             events.append("swap-in " + " ".join(f"r{r}" for r in t.swapped_in))
@@ -189,10 +236,12 @@ def format_trace(result: simulator.SimResult, limit: int) -> str:
 def format_answers(result: simulator.SimResult) -> str:
     """The answers to the questions, computed from the run."""
     m = result.metrics()
-    lines = ["Answers (simulated ms)", "  id  pid     TTFT  completion  preemptions"]
+    prefix = result.lookup_tokens is not None
+    lines = ["Answers (simulated ms)", "  id  pid     TTFT  completion  preemptions" + ("  cached" if prefix else "")]
     for r in m["requests"]:
         ttft = "      -" if r["ttft"] is None else f"{r['ttft'] * 1e3:8.3f}"
-        lines.append(f"  r{r['id']:<3} p{r['pid']:<3} {ttft}  {r['completion'] * 1e3:10.3f}  {r['preemptions']:11}")
+        lines.append(f"  r{r['id']:<3} p{r['pid']:<3} {ttft}  {r['completion'] * 1e3:10.3f}  {r['preemptions']:11}"
+                     + (f"  {r['cached']:6}" if prefix else ""))
     lines.append(f"Throughput: {m['output_tokens']} output tokens in {m['makespan_s'] * 1e3:.3f} ms = "
                  f"{m['throughput_tok_s']:.0f} tokens/s")
     lines.append("Service (1 per token fed as prefill, 2 per token generated): "
@@ -203,6 +252,9 @@ def format_answers(result: simulator.SimResult) -> str:
     pair = m["max_gap_pids"]
     between = f" (between p{pair[0]} and p{pair[1]})" if pair else " (no two processes were ever waiting together)"
     lines.append(f"Largest service gap between backlogged processes: {m['max_gap_tokens']:g}{between}")
+    if prefix:
+        lines.append(f"Prefix cache: {m['prefix_hit_tokens']} of {m['prefix_lookup_tokens']} tokens looked up were "
+                     f"cached, a hit rate of {m['prefix_hit_rate']:.3f}; {m['evictions']} cached blocks evicted")
     return "\n".join(lines)
 
 

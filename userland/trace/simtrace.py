@@ -40,6 +40,8 @@ def from_sim(result: SimResult, device: str = "sim", title: str = "llmos sim") -
             tl.instants.append(
                 Instant(tick.start, f"preempted ({mode})", pid=by_rid[victim].pid, args={"rid": victim, "for": beneficiary})
             )
+        for rid, tokens in tick.hits:  # the prefix cache served the start of its context
+            tl.instants.append(Instant(tick.start, "prefix hit", pid=by_rid[rid].pid, args={"rid": rid, "tokens": tokens}))
         for rid in tick.finished:
             held.pop(rid, None)
         tl.memory[device].append((tick.end, sum(held.values())))
