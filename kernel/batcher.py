@@ -158,7 +158,9 @@ class Batcher:
         gen = self.gens[rid]
         gen.cached += found
         model = self.model
-        self.k.trace("kv.prefix", device=model.device, model=model.mid, pid=gen.pid, tokens=tokens, hit=found)
+        space = self.space
+        self.k.trace("kv.prefix", device=model.device, model=model.mid, pid=gen.pid, tokens=tokens, hit=found,
+                     pool_tokens=space.looked_up, pool_hits=space.hit)  # fmt: skip
 
     def add(self, gen: Generation) -> None:
         """Queue a new generation; it joins the next step that has room for it."""

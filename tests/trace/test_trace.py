@@ -199,7 +199,7 @@ def test_batched_generation_shows_every_process_in_the_step_preemptions_swaps_an
     assert len(swaps) == sum(d.swaps for d in done) and {i.args["pid"] for i in swaps} <= set(gen_pids)
     assert len([i for i in tl.instants if i.name == "swap in"]) == len(swaps)  # every swapped call came back
     lookups = tl.prefix["cpu0"]  # the warm call's, then the three's (and their looks after recompute, if any)
-    assert sum(n for _, n, _ in lookups) == pool.prefix_tokens and sum(h for _, _, h in lookups) == pool.prefix_hits
+    assert lookups[-1][1:] == (pool.prefix_tokens, pool.prefix_hits)  # the counts so far, as memstat gives them
     assert pool.prefix_hits >= 3 * 20 and tl.hit_rate("cpu0")[-1][1] == pytest.approx(100 * pool.prefix_hits / pool.prefix_tokens)
     trace = to_chrome(tl)
     check_trace_events(trace)

@@ -40,6 +40,7 @@ def from_log(path: str | Path) -> Timeline:
     t0 = min(e["t"] for e in events)
     open_calls: dict[tuple[int, int], tuple[float, str]] = {}  # (pid, rid) -> (start, syscall)
     open_work: dict[str, tuple[float, dict]] = {}  # device -> (start, busy event)
+    pools: dict[str, dict[int, tuple[int, int]]] = {}  # device -> model -> its pool's prefix counts so far
     last = 0.0
 
     def close_work(device: str, t: float, **args) -> None:
@@ -95,7 +96,9 @@ def from_log(path: str | Path) -> Timeline:
             tl.instants.append(Instant(t, kind[3:].replace("_", " "), device=device, args=args))
         elif kind == "kv.prefix":
             add_device(device)
-            tl.prefix.setdefault(device, []).append((t, e.get("tokens", 0), e.get("hit", 0)))
+            models = pools.setdefault(device, {})
+            models[e.get("model", 0)] = (e.get("pool_tokens", 0), e.get("pool_hits", 0))
+            tl.prefix.setdefault(device, []).append((t, *map(sum, zip(*models.values()))))
         elif kind == "device.restart":
             tl.instants.append(Instant(t, "restart", device=device, args={"restarts": e.get("restarts")}))
         elif kind in ("mem.alloc", "mem.free"):

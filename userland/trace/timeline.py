@@ -49,17 +49,13 @@ class Timeline:
     memory: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # device -> (t, used)
     memory_unit: str = "bytes"
     capacity: dict[str, int] = field(default_factory=dict)
-    prefix: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)  # device -> (t, looked up, found)
+    # device -> (t, prompt tokens its models looked up in the prefix cache so far, of which found)
+    prefix: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
 
     def hit_rate(self, device: str) -> list[tuple[float, float]]:
         """The prefix-cache hit rate of `device`'s models over time: (t, percent of the prompt tokens looked up
         so far that were found in the cache), one point per lookup."""
-        looked = found = 0
-        points = []
-        for t, tokens, hit in self.prefix.get(device, []):
-            looked, found = looked + tokens, found + hit
-            points.append((t, 100.0 * found / looked if looked else 0.0))
-        return points
+        return [(t, 100.0 * found / looked if looked else 0.0) for t, looked, found in self.prefix.get(device, [])]
 
     def process_name(self, pid: int) -> str:
         """How a process is called in traces and legends: `pid 3 matmul`, `kernel` for pid 0."""
