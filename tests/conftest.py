@@ -53,6 +53,23 @@ def until(predicate, timeout: float = 10.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+async def occupy_device(a, size: int = 1200):
+    """Send, from AsyncClient `a`, a matmul that keeps cpu0 busy for a while, and return its task.
+
+    Generate calls sent right after it queue behind it, so they are all in
+    the model's scheduler by the time its first step runs: they overlap (and
+    crowd its KV pool) instead of one finishing before the next arrives.
+    """
+    import asyncio
+
+    import torch
+
+    x = await a.put(torch.rand(size, size))
+    task = asyncio.ensure_future(a.compute("matmul", x.handle, x.handle))
+    await asyncio.sleep(0)  # sent
+    return task
+
+
 def shm_files(kp: boot.KernelProcess) -> set[str]:
     """The host-visible tensors of a kernel's devices: one shared-memory file each, under a folder per device."""
     root = runtime.shm_dir(kp.config.name, kp.state["os_pid"])

@@ -15,7 +15,7 @@ import torch
 from llmos.syscalls import Errno, runtime
 from llmos.userland import Client, LlmosError
 
-from conftest import start_kernel
+from conftest import occupy_device, start_kernel
 
 hf_folders = pytest.importorskip("hf_folders")  # tests/support, on sys.path through conftest
 transformers = pytest.importorskip("transformers")
@@ -235,7 +235,10 @@ def test_llama_prefix_hits_and_preemption_change_no_output(hf_kernel, hc, preemp
     async def together(kw):
         async with AsyncClient(hf_kernel.address, name="crowd") as ac:
             mine = hc.share(info.model, ac.pid)
-            return await asyncio.gather(*(ac.generate(mine, p, max_tokens=16, **kw) for p in prompts))
+            busy = await occupy_device(ac)
+            done = await asyncio.gather(*(ac.generate(mine, p, max_tokens=16, **kw) for p in prompts))
+            await busy
+            return done
 
     for kw, alone in zip(settings, solo):
         done = asyncio.run(together(kw))

@@ -16,7 +16,7 @@ from llmos.drivers.models.train import random_windows
 from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
 
-from conftest import start_kernel, until
+from conftest import occupy_device, start_kernel, until
 
 CONFIG = dict(d_model=32, n_layers=2, n_heads=2, max_len=64)
 
@@ -250,7 +250,10 @@ def test_preemption_when_kv_runs_out_changes_no_output(mkernel, mc):
         async with AsyncClient(mkernel.address, name="crowd") as c:
             info = await c.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=12, block_size=4,
                                       preempt=preempt)  # fmt: skip
-            return await asyncio.gather(*(c.generate(info.model, p, max_tokens=30, **kw) for p in prompts))
+            busy = await occupy_device(c)
+            done = await asyncio.gather(*(c.generate(info.model, p, max_tokens=30, **kw) for p in prompts))
+            await busy
+            return done
 
     for (kw, alone), preempt in itertools.product(zip(settings, solo), ["recompute", "swap"]):
         results = asyncio.run(crowded(kw, preempt))

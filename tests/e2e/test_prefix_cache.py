@@ -14,7 +14,7 @@ from llmos.drivers.models.reference import greedy_contiguous
 from llmos.drivers.models.tokenizer import ByteTokenizer
 from llmos.userland import AsyncClient, Client
 
-from conftest import start_kernel, until
+from conftest import occupy_device, start_kernel, until
 
 CONFIG = dict(d_model=32, n_layers=2, n_heads=2, max_len=128)
 SYSTEM = "You are a terse assistant. Answer in one word. "  # 47 bytes: 11 full blocks of 4
@@ -116,7 +116,10 @@ def solo_then_together(pkernel, pc, prompts: list[str], warm: str, kv_blocks: in
     async def together():
         async with AsyncClient(pkernel.address, name="many") as a:
             mine = pc.share(info.model, a.pid)
-            return await asyncio.gather(*(a.generate(mine, p, seed=i, **kw) for i, p in enumerate(prompts)))
+            busy = await occupy_device(a)
+            done = await asyncio.gather(*(a.generate(mine, p, seed=i, **kw) for i, p in enumerate(prompts)))
+            await busy
+            return done
 
     results = asyncio.run(together())
     pc.model_free(info.model)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import torch
-from conftest import start_kernel
+from conftest import occupy_device, start_kernel
 from llmos.drivers import costmodel
 from llmos.services.memory.kv import KVCache
 from llmos.services.scheduler import sim as simulator
@@ -173,7 +173,9 @@ def test_batched_generation_shows_every_process_in_the_step_preemptions_swaps_an
                 for a in clients:
                     await a.__aenter__()
                 handles = [c.share(model, a.pid) for a in clients]
+                busy = await occupy_device(clients[0])
                 done = await asyncio.gather(*(a.generate(h, f"{SHARED}p{i}", max_tokens=30) for i, (a, h) in enumerate(zip(clients, handles))))
+                await busy
                 for a in clients:
                     await a.__aexit__(None, None, None)
                 return [a.pid for a in clients], done
