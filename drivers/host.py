@@ -5,6 +5,13 @@ kernel starts a new one. Run as `python -m llmos.drivers.host` by the kernel
 with its orders in the environment (LLMOS_DRIVER_*). It says Hello, then
 serves one message at a time, answering each with Ok or Fail. It exits when
 the kernel goes away (its parent changes or nothing arrives for a while).
+
+On another machine `llmos host` runs it with LLMOS_NODE set: it then says
+Hello with its node's name, driver kind and index instead of a secret (its
+CurveZMQ host key is its proof), beats every NODE_BEAT_S from a second
+socket while it serves, and exits with status `GONE_STATUS` when the kernel
+has been silent for NODE_SILENCE_S, so that `llmos host` starts a new one
+(which joins again) after a backoff.
 """
 
 import ctypes
@@ -12,6 +19,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 import time
 
 import msgspec
@@ -24,6 +32,8 @@ from llmos.syscalls.frames import recv_frames, send_frames
 from .base import Driver, DriverError
 
 KERNEL_SILENCE_S = 15.0  # the kernel pings every second; this much silence means it is gone
+NODE_SILENCE_S = 5.0  # a remote host gives up on a silent kernel sooner: its node's host restarts it
+GONE_STATUS = 75  # a remote host's exit status when the kernel went silent (EX_TEMPFAIL: try again later)
 MMAP_THRESHOLD = 32 << 20  # glibc's largest: allocations below it come from the heap, not a fresh mmap
 TRIM_THRESHOLD = 256 << 20  # free memory the heap keeps before giving any back to the system
 
@@ -126,8 +136,9 @@ class Host:
             return [proto.encoder.encode(fail)]
         return [proto.encoder.encode(proto.DOk(seq=msg.seq))]
 
-    def serve(self) -> None:
-        """Answer messages until the kernel goes away."""
+    def serve(self, silence_s: float = KERNEL_SILENCE_S) -> bool:
+        """Answer messages until the kernel goes away: True when it fell silent for `silence_s`, False when
+        this host's parent changed."""
         parent = os.getppid()
         last = time.monotonic()
         self.sock.setsockopt(zmq.RCVTIMEO, 1000)  # a blocking receive, not a Poller built per message
@@ -135,8 +146,10 @@ class Host:
             try:
                 frames = recv_frames(self.sock)
             except zmq.Again:
-                if os.getppid() != parent or time.monotonic() - last > KERNEL_SILENCE_S:
-                    return
+                if os.getppid() != parent:
+                    return False
+                if time.monotonic() - last > silence_s:
+                    return True
                 continue
             last = time.monotonic()
             try:
@@ -144,17 +157,13 @@ class Host:
             except msgspec.DecodeError:
                 continue  # only the kernel talks to us; a bad frame is its bug, nothing to answer
             send_frames(self.sock, self.handle(msg, frames), copy=False)
+            last = time.monotonic()  # silence counts from the last exchange, not from the start of a long op
 
 
-def main() -> int:
-    """Entry point: read orders from the environment, connect, say Hello, serve."""
-    keep_freed_memory()
-    env = os.environ
-    options = json.loads(env.get("LLMOS_DRIVER_OPTIONS", "{}"))
-    driver = load_driver(env["LLMOS_DRIVER_TARGET"], int(env["LLMOS_DRIVER_INDEX"]), options)
-    ctx = zmq.Context()
+def connect(ctx: zmq.Context, ident: bytes, env) -> zmq.Socket:
+    """A DEALER socket with routing identity `ident`, connected to the kernel (with CurveZMQ keys if given)."""
     sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.ROUTING_ID, env["LLMOS_DRIVER_IDENT"].encode())
+    sock.setsockopt(zmq.ROUTING_ID, ident)
     sock.setsockopt(zmq.LINGER, 0)
     curve = env.get("LLMOS_CURVE")
     if curve:
@@ -165,22 +174,61 @@ def main() -> int:
             secret.encode(),
         )
     sock.connect(env["LLMOS_KERNEL"])
+    return sock
+
+
+def beat(ctx: zmq.Context, ident: bytes, env, stop: threading.Event) -> None:
+    """A remote host's heartbeat: a DBeat every NODE_BEAT_S from a socket of its own until `stop`."""
+    sock = connect(ctx, ident + b".beat", env)
+    message = proto.encoder.encode(proto.DBeat())
+    try:
+        while not stop.is_set():
+            sock.send(message)
+            stop.wait(proto.NODE_BEAT_S)
+    finally:
+        sock.close()
+
+
+def main() -> int:
+    """Entry point: read orders from the environment, connect, say Hello, serve."""
+    keep_freed_memory()
+    env = os.environ
+    options = json.loads(env.get("LLMOS_DRIVER_OPTIONS", "{}"))
+    driver = load_driver(env["LLMOS_DRIVER_TARGET"], int(env["LLMOS_DRIVER_INDEX"]), options)
+    node = env.get("LLMOS_NODE", "")
+    ident = env["LLMOS_DRIVER_IDENT"].encode()
+    ctx = zmq.Context()
+    sock = connect(ctx, ident, env)
     count = type(driver).count(options) if driver.index == 0 else driver.index + 1
     spec = driver.spec() if driver.index < count else None
-    hello = proto.DHello(secret=env["LLMOS_DRIVER_SECRET"], os_pid=os.getpid(), count=count, spec=spec)
+    hello = proto.DHello(secret=env.get("LLMOS_DRIVER_SECRET", ""), os_pid=os.getpid(), count=count, spec=spec,
+                         node=node, kind=type(driver).kind, index=driver.index)  # fmt: skip
     sock.send(proto.encoder.encode(hello))
     if spec is None:
         sock.close(linger=1000)
         ctx.term()
         return 0
+    stop = threading.Event()
+    beats = threading.Thread(target=beat, args=(ctx, ident, env, stop), daemon=True) if node else None
+    silent = False
     try:
-        Host(driver, sock).serve()
+        if beats is not None:
+            beats.start()
+        silent = Host(driver, sock).serve(NODE_SILENCE_S if node else KERNEL_SILENCE_S)
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
+        if beats is not None:
+            beats.join()
         driver.close()
         sock.close()
         ctx.term()
+    if node and silent:
+        print(f"{node}/{type(driver).kind}{driver.index}: no word from the kernel at {env['LLMOS_KERNEL']} for "
+              f"{NODE_SILENCE_S:.0f} s (down, unreachable, or it does not admit this host's key)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return GONE_STATUS
     return 0
 
 

@@ -25,6 +25,7 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     lease_s: float = 15.0  # an attached process that makes no call for this long is reclaimed
     ping_s: float = 1.0  # heartbeat to idle driver hosts
     hang_s: float = 5.0  # a heartbeat unanswered this long means the host hangs
+    node_beats: int = 3  # a remote driver host silent for this many beats (NODE_BEAT_S each) is offline
     op_timeout_s: float = 120.0  # one device call may take this long before the host is declared hung
     restart_backoff_s: tuple[float, float] = (0.1, 5.0)  # first and largest delay between driver restarts
     # the largest bulk frame (tensor bytes) of one call; the client writes and reads larger tensors in pieces

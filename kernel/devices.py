@@ -93,8 +93,12 @@ class Device:
     busy_s: float = 0.0  # wall seconds of ops in the driver
     sim_busy_s: float = 0.0  # simulated seconds of those ops
     parked: WaitQueue = field(default_factory=WaitQueue)  # allocations waiting for memory, payload (ctx, run)
+    node: str = ""  # the node of a remote driver host (`llmos host`), "" for the kernel's own
+    address: str = ""  # where a remote host connects from
+    last_beat: float = 0.0  # when a remote host last beat
+    rtt_s: float = 0.0  # the last heartbeat's round trip (ping and its answer)
 
-    def start_host(self, kernel_address: str, shm_dir: str, curve: str | None) -> None:
+    def start_host(self, kernel_address: str, shm_dir: str) -> None:
         """Start a fresh driver host process for this device."""
         self.ident = b"drv-" + secrets.token_hex(8).encode()
         self.secret = secrets.token_hex(16)
@@ -107,8 +111,7 @@ class Device:
             LLMOS_DRIVER_SECRET=self.secret,
             LLMOS_KERNEL=kernel_address,
         )
-        if curve:
-            env["LLMOS_CURVE"] = curve
+        env.pop("LLMOS_CURVE", None)  # it connects to the kernel's ipc socket, which is plain
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "llmos.drivers.host"], env=env, start_new_session=True, stdin=subprocess.DEVNULL
         )
@@ -123,6 +126,8 @@ class Device:
 
     def back_in(self) -> str:
         """When an offline device's next host starts and, from its last start, when it should be online."""
+        if self.node:
+            return f"it comes back when node {self.node} rejoins (its `llmos host` restarts its driver hosts)"
         wait = max(0.0, self.restart_at - time.monotonic())
         if not self.start_s:
             return f"a new driver host starts in {wait:.1f} s"

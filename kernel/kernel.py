@@ -31,7 +31,7 @@ from llmos.syscalls.table import BY_NR
 
 from llmos.syscalls import runtime
 
-from . import plugins, sysmodel
+from . import nodes, plugins, sysmodel
 from .config import KernelConfig
 from .devices import ABSENT, OFFLINE, ONLINE, Device, Work
 from .dispatch import DISPATCH, CallCtx
@@ -86,8 +86,8 @@ class Kernel(DeviceSupervision):
         self.storage = config.storage_dir or os.path.join(self.dir, "storage")
         self.models_dir = config.models_dir  # read only; None: model_load(path=...) is refused
         self.address = ""
-        self.curve_env: str | None = None
         self.auth = None
+        self.host_keys: set[bytes] | None = None  # z85 keys remote driver hosts may join with (None: no keys, insecure)
         self.admin_key = secrets.token_hex(16)
 
     # ---- life cycle --------------------------------------------------------------------
@@ -117,14 +117,13 @@ class Kernel(DeviceSupervision):
         self.sock.setsockopt(zmq.MAXMSGSIZE, max(self.config.max_bulk_bytes, fr.MAX_HEADER_BYTES) + fr.MAX_HEADER_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
-        if self.config.tcp:
-            self._setup_tcp_security()
         ipc = os.path.join(self.dir, "kernel.sock")
-        self.sock.bind(f"ipc://{ipc}")
+        self.sock.bind(f"ipc://{ipc}")  # plain: only this user can reach it (0700 folder, 0600 socket)
         os.chmod(ipc, 0o600)
         self.address = f"ipc://{ipc}"
         tcp_address = ""
         if self.config.tcp:
+            self._setup_tcp_security()  # security options apply to the endpoints bound after them: TCP only
             tcp_address = f"tcp://{self.config.tcp}"
             self.sock.bind(tcp_address)
         self._write_state(tcp=tcp_address)
@@ -150,7 +149,11 @@ class Kernel(DeviceSupervision):
                 )
             self.log.warning("kernel.insecure_tcp", tcp=self.config.tcp)
             return
-        self.auth, self.curve_env = curve_server(self.ctx, self.sock, self.config.keys_dir)
+        self.auth, self.host_keys = curve_server(self.ctx, self.sock, self.config.keys_dir, self._refused)
+
+    def _refused(self, key: str) -> None:
+        """The authenticator refused a CurveZMQ key (its thread calls this)."""
+        self.log.warning("tcp.refused", key=key)
 
     def _start_drivers(self) -> None:
         self.drivers = plugins.drivers(self.pm)
@@ -272,6 +275,8 @@ class Kernel(DeviceSupervision):
         dev = self.driver_idents.get(ident)
         if dev is not None:
             self.on_driver(dev, frames)
+        elif ident.startswith(nodes.NODE_PREFIX):
+            nodes.on_node(self, ident, frames)
         else:
             self.on_call(ident, frames)
 

@@ -20,7 +20,7 @@ from llmos.syscalls import driver as proto
 from llmos.syscalls.frames import send_frames
 from llmos.syscalls import runtime
 
-from . import sysmodel
+from . import nodes, sysmodel
 from .devices import ABSENT, OFFLINE, ONLINE, STARTING, Device, Work
 from .hostmem import HostMemory
 from .errors import SysError
@@ -41,7 +41,7 @@ class DeviceSupervision:
 
     def unload_driver(self, kind: str) -> list[str]:
         """Stop every device of a kind: its work fails and its tensors are lost. Returns the device names."""
-        names = [d.name for d in self.devices.values() if d.kind == kind]
+        names = [d.name for d in self.devices.values() if d.kind == kind and not d.node]  # not remote nodes' devices
         for name in names:
             dev = self.devices.pop(name)
             dev.kill_host()
@@ -62,7 +62,7 @@ class DeviceSupervision:
         return dev
 
     def _start_host(self, dev: Device) -> None:
-        dev.start_host(self.address, runtime.ensure_private(self.shm_of(dev)), self.curve_env)
+        dev.start_host(self.address, runtime.ensure_private(self.shm_of(dev)))
         self.driver_idents[dev.ident] = dev
         self.log.info("device.starting", device=dev.name, driver=dev.entry.target, os_pid=dev.os_pid)
 
@@ -81,15 +81,21 @@ class DeviceSupervision:
         except (msgspec.DecodeError, msgspec.ValidationError, IndexError):
             self.log.error("device.bad_message", device=dev.name)
             return
-        dev.last_heard = time.monotonic()
+        now = time.monotonic()
+        if isinstance(msg, proto.DBeat):  # not an answer: the idle ping (and its round trip) goes on regardless
+            dev.last_beat = now
+            return
+        dev.last_heard = now
         if isinstance(msg, proto.DHello):
-            return self._on_hello(dev, msg)
+            return nodes.join(self, dev.ident, msg, frames) if dev.node else self._on_hello(dev, msg)
         work = dev.posted.pop(msg.seq, None)
         if work is None:
             work = dev.inflight
             if work is None or work.msg is None or work.msg.seq != msg.seq:
                 return  # an answer to work already failed (the host was declared hung)
             dev.inflight = None
+            if isinstance(work.msg, proto.DPing):
+                dev.rtt_s = now - dev.inflight_since
             self._trace_work("device.idle", dev, work, ok=isinstance(msg, proto.DOk))
         try:
             if isinstance(msg, proto.DOk):
@@ -111,24 +117,7 @@ class DeviceSupervision:
             dev.state = ABSENT
             self.log.info("device.absent", device=dev.name, reason="the driver found no device")
         else:
-            dev.spec = hello.spec
-            dev.os_pid = hello.os_pid
-            dev.memory = self.pm.hook.llmos_memory_service(
-                device=dev.name, capacity=hello.spec.capacity_bytes, default_quota=self.config.default_quota
-            )
-            dev.memory.set_quota(KERNEL_PID, hello.spec.capacity_bytes)  # KV pools are the kernel's
-            dev.hostmem = HostMemory(self.shm_of(dev)) if hello.spec.host_visible else None
-            dev.state = ONLINE
-            dev.up_since = time.monotonic()
-            dev.start_s = dev.up_since - dev.started_at
-            self.log.info(
-                "device.online",
-                device=dev.name,
-                capacity=hello.spec.capacity_bytes,
-                restarts=dev.restarts,
-                os_pid=hello.os_pid,
-                t=time.monotonic(),
-            )
+            self.device_online(dev, hello.spec, hello.os_pid)
         if dev.index == 0:
             for index in range(1, hello.count):
                 if f"{dev.kind}{index}" not in self.devices:
@@ -136,6 +125,22 @@ class DeviceSupervision:
         self._check_ready()
         self._answer_loads(dev.kind)
         self.pump(dev)
+
+    def device_online(self, dev: Device, spec: proto.DeviceSpec, os_pid: int) -> None:
+        """A driver host said hello with its device: give the device a memory service and take work for it."""
+        dev.spec = spec
+        dev.os_pid = os_pid
+        dev.memory = self.pm.hook.llmos_memory_service(
+            device=dev.name, capacity=spec.capacity_bytes, default_quota=self.config.default_quota
+        )
+        dev.memory.set_quota(KERNEL_PID, spec.capacity_bytes)  # KV pools are the kernel's
+        dev.hostmem = HostMemory(self.shm_of(dev)) if spec.host_visible else None
+        dev.state = ONLINE
+        dev.up_since = time.monotonic()
+        dev.start_s = dev.up_since - dev.started_at
+        where = {"node": dev.node, "address": dev.address} if dev.node else {}
+        self.log.info("device.online", device=dev.name, capacity=spec.capacity_bytes, restarts=dev.restarts,
+                      os_pid=os_pid, t=time.monotonic(), **where)  # fmt: skip
 
     def _answer_loads(self, kind: str) -> None:
         """Answer driver_load calls once no device of the kind is still starting."""
@@ -220,6 +225,7 @@ class DeviceSupervision:
             return
         dev.kill_host()
         self.driver_idents.pop(dev.ident, None)
+        self.driver_idents.pop(dev.ident + nodes.BEAT_SUFFIX, None)
         dev.state = OFFLINE
         dev.offline_reason = reason
         self.log.warning("device.offline", device=dev.name, reason=reason, t=time.monotonic())
@@ -272,6 +278,8 @@ class DeviceSupervision:
         return dev
 
     def _watch_device(self, dev: Device, now: float) -> None:
+        if dev.node:
+            return nodes.watch(self, dev, now)
         if dev.state == OFFLINE:
             if now >= dev.restart_at:
                 dev.restarts += 1
@@ -287,6 +295,10 @@ class DeviceSupervision:
             if now - dev.last_heard > START_TIMEOUT_S:
                 self.device_offline(dev, f"driver host did not say hello within {START_TIMEOUT_S:.0f} s")
             return
+        self.heartbeat(dev, now)
+
+    def heartbeat(self, dev: Device, now: float) -> None:
+        """Ping an idle host; declare one hung that leaves a ping or an op unanswered too long."""
         if dev.inflight is not None:
             limit = self.config.hang_s if isinstance(dev.inflight.msg, proto.DPing) else self.config.op_timeout_s
             if now - dev.inflight_since > limit:

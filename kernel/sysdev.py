@@ -36,6 +36,9 @@ def device_info(dev: Device) -> m.DeviceInfo:
         peak_flops=spec.peak_flops if spec else 0.0,
         busy_s=dev.busy_s,
         sim_busy_s=dev.sim_busy_s,
+        node=dev.node,
+        address=dev.address,
+        rtt_ms=dev.rtt_s * 1e3,
     )
 
 

@@ -119,8 +119,7 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
         dev.memory.set_quota(child.pid, nbytes)
     child.log = os.path.join(k.dir, "procs", f"{child.pid}.log")
     env = dict(os.environ, LLMOS_KERNEL=k.address, LLMOS_CLAIM=child.token.hex(), LLMOS_PROGRAM=req.program)
-    if k.curve_env:
-        env["LLMOS_CURVE"] = k.curve_env
+    env.pop("LLMOS_CURVE", None)  # it attaches through the kernel's ipc socket, which is plain
     try:
         with open(child.log, "wb") as out:
             child.popen = subprocess.Popen(

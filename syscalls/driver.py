@@ -225,6 +225,10 @@ class DForget(ToDriver, tag="forget"):
     path: str
 
 
+NODE_BEAT_S = 1.0
+"""How often a remote driver host beats; the kernel takes a node that missed `KernelConfig.node_beats` for dead."""
+
+
 class FromDriver(msgspec.Struct, tag_field="t", kw_only=True):
     """Base of driver-to-kernel messages."""
 
@@ -241,6 +245,13 @@ class DHello(FromDriver, tag="hello"):
     os_pid: int
     count: int
     spec: DeviceSpec | None = None
+    node: str = ""  # a remote driver host (`llmos host`): its node's name; it joins with its key, not a secret
+    kind: str = ""  # ... and its device's driver kind and index (the kernel names it NODE/KINDINDEX)
+    index: int = 0
+
+
+class DBeat(FromDriver, tag="beat"):
+    """A remote driver host's heartbeat, sent every `NODE_BEAT_S` from a socket of its own, busy or not."""
 
 
 class DOk(FromDriver, tag="ok"):
@@ -263,7 +274,7 @@ ToDriverUnion = (
     DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DPing | DForget
     | DModelLoad | DModelFree | DModelStep | DLogProbs | DModelSave | DTrainStep
 )
-FromDriverUnion = DHello | DOk | DFail
+FromDriverUnion = DHello | DBeat | DOk | DFail
 
 encoder = msgspec.msgpack.Encoder()
 to_driver_decoder = msgspec.msgpack.Decoder(ToDriverUnion)

@@ -206,7 +206,7 @@ class DeviceInfo(Reply):
     """One device: what it is, whether it is online, its memory and what it runs.
 
     Attributes:
-        name: the device's name, `KINDINDEX` (`cpu0`).
+        name: the device's name, `KINDINDEX` (`cpu0`), or `NODE/KINDINDEX` on another machine.
         kind: its driver kind (`cpu`, `cuda`, `mocktpu`).
         state: `starting`, `online`, `offline` (its driver host is being replaced) or `absent`.
         description: one line from the driver.
@@ -222,6 +222,9 @@ class DeviceInfo(Reply):
         peak_flops: from the driver's cost figures, where it gives them.
         busy_s: wall time the driver spent running ops.
         sim_busy_s: simulated device time of those ops (simulated devices).
+        node: the node of a device on another machine (`llmos host`; its name is `NODE/KINDINDEX`), else "".
+        address: where that node's driver host connects from.
+        rtt_ms: the round trip of the device's last heartbeat (kernel -> driver host -> kernel).
     """
 
     name: str
@@ -240,6 +243,9 @@ class DeviceInfo(Reply):
     peak_flops: float = 0.0  # from the driver's cost figures, where it gives them
     busy_s: float = 0.0  # wall time the driver spent running ops
     sim_busy_s: float = 0.0  # simulated device time of those ops (simulated devices)
+    node: str = ""
+    address: str = ""
+    rtt_ms: float = 0.0
 
 
 class Devices(Reply):

@@ -54,13 +54,14 @@ def admin_key(name: str | None = None) -> str:
     return key
 
 
-def curve_keys(keys_dir: str | None) -> tuple[bytes, bytes, bytes] | None:
-    """(server public, client public, client secret) from a `llmos keygen` folder or $LLMOS_CURVE."""
+def curve_keys(keys_dir: str | None, role: str = "client") -> tuple[bytes, bytes, bytes] | None:
+    """(server public, own public, own secret) from a `llmos keygen` folder (the `role` key pair: "client",
+    or "host" for a remote driver host) or $LLMOS_CURVE."""
     import zmq.auth
 
     if keys_dir:
         server_public, _ = zmq.auth.load_certificate(os.path.join(keys_dir, "server.key"))
-        public, secret = zmq.auth.load_certificate(os.path.join(keys_dir, "client.key_secret"))
+        public, secret = zmq.auth.load_certificate(os.path.join(keys_dir, f"{role}.key_secret"))
         return server_public, public, secret
     if os.environ.get("LLMOS_CURVE"):
         return tuple(k.encode() for k in json.loads(os.environ["LLMOS_CURVE"]))

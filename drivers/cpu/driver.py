@@ -7,6 +7,10 @@ that computes on the tensor. This driver maps each file once and drops it
 when the kernel says it is gone (`TorchDriver.resolve`, `forget`); it never
 allocates. Capacity is what psutil says the machine can give (the smaller of
 available RAM and free space in the shared memory folder).
+
+On another machine than the kernel (`llmos host`, option `remote`) it cannot
+see the kernel's files: it allocates its tensors itself, as a GPU driver
+does, and their bytes travel in message frames; capacity is available RAM.
 """
 
 import shutil
@@ -32,11 +36,12 @@ class CpuDriver(TorchDriver):
 
     def spec(self) -> DeviceSpec:
         ram = psutil.virtual_memory().available
-        shm = shutil.disk_usage(self.options["shm_dir"]).free
+        remote = bool(self.options.get("remote"))  # on another machine than the kernel: it holds its own tensors
+        shm = ram if remote else shutil.disk_usage(self.options["shm_dir"]).free
         return DeviceSpec(
             description=f"host CPU ({psutil.cpu_count()} cores, torch {torch.__version__})",
             capacity_bytes=min(ram, shm),
             dtypes=self.dtypes(),
             ops=sorted(OPS),
-            host_visible=True,
+            host_visible=not remote,
         )
