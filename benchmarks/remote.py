@@ -21,8 +21,6 @@ import sys
 import tempfile
 import time
 
-import torch
-
 from llmos.kernel import boot
 from llmos.kernel.config import KernelConfig
 from llmos.kernel.security import keygen
@@ -44,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _round_trips(c: Client, device: str, calls: int) -> float:
     """Median seconds of one `add` of 1-element tensors on `device`."""
+    import torch
+
     a = c.put(torch.ones(1), device=device)
     out = c.compute("add", a.handle, a.handle)
     times = []
@@ -56,8 +56,10 @@ def _round_trips(c: Client, device: str, calls: int) -> float:
     return statistics.median(times)
 
 
-def _bandwidth(c: Client, device: str, data: torch.Tensor) -> float:
-    """GiB/s of a write then a read of `data` on `device` (bytes moved both ways)."""
+def _bandwidth(c: Client, device: str, data) -> float:
+    """GiB/s of a write then a read of the torch tensor `data` on `device` (bytes moved both ways)."""
+    import torch
+
     t = c.alloc(device, list(data.shape), "uint8")
     start = time.perf_counter()
     c.write(t.handle, data)
@@ -92,6 +94,8 @@ def run(args: argparse.Namespace) -> dict:
     try:
         with Client(kp.address, name="bench-remote") as c:
             _wait_online(c, "node2/cpu0")
+            import torch  # here: `llmos` lists the benchmarks without loading torch
+
             data = torch.randint(0, 256, (args.mib << 20,), dtype=torch.uint8)
             for r in range(args.rounds):
                 print(f"\r[bench remote] round {r + 1}/{args.rounds}", end="", file=sys.stderr, flush=True)

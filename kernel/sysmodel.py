@@ -293,6 +293,9 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     """Build a model on a device (from a model folder, a checkpoint under storage, or fresh); charge it to the caller."""
     req: m.ModelLoad = c.req
     dev = k.device(req.device)
+    if dev.node and (req.checkpoint or req.path):
+        raise SysError(Errno.EINVAL, f"{dev.name} is on node {dev.node}, which cannot read the kernel's storage or "
+                                     "models folders: load a fresh model there (arch, config, seed)")  # fmt: skip
     src = _source(k, req)
     archs = plugins.models(k.pm)
     if src.arch not in archs:
@@ -465,9 +468,11 @@ def sys_model_save(k: Kernel, c: CallCtx) -> None:
     if c.req.format not in ("", "llmos", "hf"):
         raise SysError(Errno.EINVAL, f"format {c.req.format!r}: one of 'llmos' (a checkpoint file) or 'hf' (a folder)")
     fmt = c.req.format or ("hf" if model.folder else "llmos")
+    dev = k.devices[model.device]
+    if dev.node:
+        raise SysError(Errno.EINVAL, f"the model is on {dev.name}, whose node cannot write the kernel's storage")
     path = storage_path(k, c.req.path)
     make_parents(k, path)
-    dev = k.devices[model.device]
     msg = proto.DModelSave(seq=dev.next_seq(), model=model.mid, path=path, format=fmt, source=model.folder)
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(m.Done()), fail=c.fail))
 

@@ -86,6 +86,11 @@ def test_a_client_computes_on_the_remote_device_as_on_a_local_one(remote, link):
         texts = [c.generate(c.model_load(d, "tinygpt", config=config, seed=3).model, "node", max_tokens=12).text
                  for d in ("cpu0", "node2/cpu0")]  # fmt: skip
         assert texts[0] == texts[1]
+        for call in (lambda: c.model_load("node2/cpu0", "tinygpt", checkpoint="any.safetensors"),
+                     lambda: c.model_save(c.model_load("node2/cpu0", "tinygpt", config=config).model, "x.safetensors")):
+            with pytest.raises(LlmosError) as err:  # the node cannot see the kernel's files
+                call()
+            assert err.value.errno == Errno.EINVAL and "node2" in err.value.message
         until(lambda: next(d for d in c.devices() if d.name == "node2/cpu0").rtt_ms > 0)  # an idle ping came back
 
 
