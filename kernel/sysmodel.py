@@ -200,10 +200,15 @@ def share_model(k: Kernel, proc: Process, handle: int, target: Process, same_num
 
 
 def free_models(k: Kernel, proc: Process) -> None:
-    """A process is gone: close every model handle it held (a model nobody holds is freed, with its KV)."""
+    """A process is gone: close every model handle it held (a model nobody holds is freed, with its KV), and
+    end its generations on the others now: their KV blocks come back at once, not at the model's next step."""
+    held = {k.models[mid] for mid in proc.models.values()}  # each model once, however many handles
     for mid in proc.models.values():
         release_model(k, proc.pid, k.models[mid])
     proc.models.clear()
+    for model in held:
+        if not model.freed and model.batcher is not None:
+            model.batcher.pump()  # drops the gone process's generations unless a step is out (then when it is back)
 
 
 def lose_models(k: Kernel, dev: Device, message: str) -> None:
