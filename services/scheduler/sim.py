@@ -195,6 +195,8 @@ class Simulator:
                 continue
             evictions = self._evictions()
             batch = sched.tick(now)
+            if hasattr(sched.blocks, "take_moves"):
+                sched.blocks.take_moves()  # the swaps' block copies: no KV data here to move
             if not batch.entries:
                 raise RuntimeError(f"scheduler idle at t={now} with {len(sched)} runnable sequences")
             end = now + self.step_time(batch)
