@@ -60,7 +60,8 @@ def storage(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dpkernel(runtime_dir, storage):
-    kp = start_kernel(runtime_dir, "dp", storage_dir=storage, driver_options={"cpu": {"count": 2, "threads": 1}})
+    kp = start_kernel(runtime_dir, "dp", storage_dir=storage, driver_options={"cpu": {"count": 2, "threads": 1}},
+                      group_timeout_s=2.0)  # fmt: skip
     yield kp
     assert kp.stop() == 0
 
@@ -124,6 +125,42 @@ def test_bad_device_lists(dc):
     assert plain.devices == ["cpu1"] and dc.train_step(plain.model, batches(1, rows=2)[0]).replicas == 1
     dc.model_free(plain.model)
     assert all(d.by_process.get(dc.pid, 0) == 0 for d in dc.memstat())  # nothing refused was left charged
+
+
+def test_a_step_waits_for_other_work_on_a_replica_device_instead_of_timing_out(dpkernel, dc):
+    rep = load(dc, devices=["cpu0", "cpu1"])
+    first, second = batches(2, rows=4)
+    dc.train_step(rep.model, first)  # warm: the optimizers are made
+
+    async def behind_a_long_matmul():
+        async with AsyncClient(dpkernel.address, name="busy") as busy:
+            x = await busy.put(torch.rand(5000, 5000), device="cpu1")
+            start = time.monotonic()
+            matmul = asyncio.ensure_future(busy.compute("matmul", x.handle, x.handle))
+            await asyncio.sleep(0.1)  # sent: cpu1 is busy for longer than the group timeout
+            result = await asyncio.to_thread(dc.train_step, rep.model, second)
+            await matmul
+            return result, time.monotonic() - start
+
+    # cpu0's part holds its device unsent until cpu1's reaches the head of cpu1's queue, then both start:
+    # sent at once, cpu0's would wait in the all-reduce past the 2 s timeout and fail
+    result, took = asyncio.run(behind_a_long_matmul())
+    assert (result.replicas, result.diverged) == (2, False)
+    assert took > 2.0  # the matmul really did keep cpu1 busy past the group timeout
+    dc.model_free(rep.model)
+
+
+def test_steps_of_two_replicated_models_from_two_processes_at_once_all_succeed(dpkernel):
+    async def steps():
+        async with AsyncClient(dpkernel.address, name="p") as p, AsyncClient(dpkernel.address, name="q") as q:
+            a = await p.model_load(arch="tinygpt", config=CONFIG, kv_blocks=4, devices=["cpu0", "cpu1"])
+            b = await q.model_load(arch="tinygpt", config=CONFIG, kv_blocks=4, devices=["cpu1", "cpu0"])
+            calls = [c.train_step(h.model, batch) for batch in batches(4, rows=3) for c, h in ((p, a), (q, b))]
+            return await asyncio.gather(*calls)  # their collectives take turns: none waits on the other's
+
+    results = asyncio.run(steps())
+    assert [(r.replicas, r.diverged) for r in results] == [(2, False)] * 8
+    assert sorted(r.step for r in results) == [1, 1, 2, 2, 3, 3, 4, 4]
 
 
 def host_of(c: Client, device: str) -> int:
