@@ -9,7 +9,7 @@ import argparse
 import importlib
 import json
 
-BENCHMARKS = ("syscall", "memory", "sched", "restart", "generate", "load", "hf", "prefix")
+BENCHMARKS = ("syscall", "memory", "sched", "restart", "generate", "load", "hf", "prefix", "dp")
 
 
 def add_parser(sub) -> None:
