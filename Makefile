@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/llmos bench restart
 	$(BIN)/llmos bench generate
 	$(BIN)/llmos bench prefix
+	$(BIN)/llmos bench dp
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build
