@@ -160,7 +160,7 @@ def _form_group(k: Kernel, pid: int, model: Model, then, failed) -> None:
         Gang(k, pid, parts, joined, together=True).submit()
 
     msg = proto.DGroupOpen(seq=first.next_seq(), model=model.mid, host=first.node_address(), timeout_s=timeout)
-    k.submit(first, Work(owner=pid, msg=msg, done=opened, fail=lambda errno, message: failed(errno, message)))
+    k.submit(first, Work(owner=pid, msg=msg, done=opened, fail=failed))
 
 
 def _step(k: Kernel, c: CallCtx, model: Model, leave) -> None:
