@@ -333,6 +333,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     for dev in devs:
         dev.memory.charge(-mid, c.proc.pid, size)  # reserved under the model's alloc_id while the driver builds it
         k.trace_mem("mem.alloc", dev, c.proc.pid, size)
+    memories = [dev.memory for dev in devs]  # a device that goes offline meanwhile gets a new one, or none
     parts = [
         (dev, proto.DModelLoad(
             seq=dev.next_seq(), model=mid, arch=src.arch, target=archs[src.arch], kv_blocks=req.kv_blocks,
@@ -343,17 +344,21 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
     ]  # fmt: skip
 
     def undo(answers: list[Answer]) -> None:
-        """Give every reservation back, and free the replicas that were built."""
-        for dev, answer in zip(devs, answers):
-            if dev.memory is not None:
-                dev.memory.release(-mid)
-                k.trace_mem("mem.free", dev, c.proc.pid, size)
-                k.unpark(dev)
+        """Give every reservation back, and free the replicas that were built (on devices still up)."""
+        for dev, memory, answer in zip(devs, memories, answers):
+            if dev.memory is not memory:
+                continue  # it went offline: its reservation and its replica went with its host
+            dev.memory.release(-mid)
+            k.trace_mem("mem.free", dev, c.proc.pid, size)
+            k.unpark(dev)
             if answer.ok is not None:
                 k.post(dev, proto.DModelFree(seq=dev.next_seq(), model=mid))
 
     def answered(answers: list[Answer]) -> None:
-        failed = next((a for a in answers if a.errno is not None), None)
+        failed = next((a for a in answers if a.errno is not None), None) or next(
+            (Answer(dev.name, Errno.EIO, f"device {dev.name} went offline while the model loaded")
+             for dev, memory in zip(devs, memories) if dev.memory is not memory), None,
+        )  # fmt: skip
         descs = [_desc_decoder.decode(a.frames[0].buffer) for a in answers if a.ok is not None]
         built = next((d.param_bytes + d.kv_bytes for d in descs if d.param_bytes + d.kv_bytes != size), size)
         if failed is not None or c.proc.state == "exited" or built != size:

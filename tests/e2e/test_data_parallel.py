@@ -165,11 +165,35 @@ def host_of(c: Client, device: str) -> int:
     return c.device(device).driver_os_pid
 
 
+def online(c: Client, device: str) -> bool:
+    """Whether the device is online (ENODEV / EAGAIN while its host is replaced)."""
+    try:
+        return c.device(device).state == "online"
+    except LlmosError as exc:
+        assert exc.errno in (Errno.ENODEV, Errno.EAGAIN)
+        return False
+
+
 def test_a_replica_host_killed_mid_step_fails_that_step_and_training_goes_on(runtime_dir, tmp_path):
     storage = str(tmp_path)
     kp = start_kernel(runtime_dir, "dpkill", storage_dir=storage, driver_options={"cpu": {"count": 3, "threads": 1}})
     try:
         with Client(kp.address, name="dpkill") as c:
+            victim = host_of(c, "cpu2")
+            os.kill(victim, signal.SIGSTOP)  # the others build their replicas; cpu2's never answers
+
+            async def load_and_kill() -> LlmosError:
+                loading = asyncio.ensure_future(asyncio.to_thread(load, c, devices=["cpu0", "cpu1", "cpu2"]))
+                await asyncio.sleep(0.5)
+                os.kill(victim, signal.SIGKILL)
+                with pytest.raises(LlmosError) as err:
+                    await loading
+                return err.value
+
+            assert asyncio.run(load_and_kill()).errno == Errno.EIO
+            assert all(d.by_process.get(c.pid, 0) == 0 for d in c.memstat())  # the built replicas were freed
+            until(lambda: online(c, "cpu2"), timeout=30)
+
             rep = load(c, devices=["cpu0", "cpu1", "cpu2"])
             solo = load(c, device="cpu1")
             a, b, d, e = batches(4, rows=6)
