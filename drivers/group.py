@@ -39,12 +39,11 @@ def open_store(host: str, timeout_s: float) -> dist.TCPStore:
 
 
 class Group:
-    """One replica's membership in its model's process group: rank `rank` of `world`."""
+    """One replica's membership in its model's process group of `world` members."""
 
-    def __init__(self, pg: dist.ProcessGroup, store: dist.Store, rank: int, world: int):
+    def __init__(self, pg: dist.ProcessGroup, store: dist.Store, world: int):
         self.pg = pg
         self.store = store  # kept alive with the group: rank 0's is the master the others talk to
-        self.rank = rank
         self.world = world
 
     def sum(self, flat: torch.Tensor) -> None:
@@ -75,4 +74,4 @@ def join(store: dist.TCPStore | None, address: str, host: str, rank: int, world:
         pg = dist.ProcessGroupGloo(dist.PrefixStore(prefix, store), rank, world, options)
     except (RuntimeError, ValueError) as exc:
         raise GroupError(f"joining as rank {rank} of {world} through {address} failed: {exc}") from exc
-    return Group(pg, store, rank, world)
+    return Group(pg, store, world)

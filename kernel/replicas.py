@@ -115,13 +115,19 @@ def train_step(k: Kernel, c: CallCtx, model: Model) -> None:
 
 
 def _run_step(k: Kernel, c: CallCtx, model: Model, leave) -> None:
-    """The step's turn in the collective line: form the group if needed, then step; `leave` when over."""
+    """The step's turn in the collective line: form the group if needed, then step; `leave` when over.
+
+    A caller that left while its step waited has it skipped; a model freed meanwhile is EBADF.
+    """
+    if c.proc.state == "exited" or model.freed:
+        c.fail(Errno.EBADF, "the model was freed before its step ran")
+        return leave()
     for name in list(model.devices):  # a device going offline right now, whose loss is not recorded yet
         dev = k.devices.get(name)
         if dev is None or dev.state != ONLINE:
             lose_on(k, model, name, f"device {name} went offline: {dev.offline_reason if dev else 'unloaded'}")
-    if model.freed or model.lost:
-        c.fail(Errno.EBADF if model.freed else Errno.EIO, model.lost or "the model was freed before its step ran")
+    if model.lost:
+        c.fail(Errno.EIO, f"model lost, {model.lost}")
         return leave()
 
     def failed(errno: Errno, message: str) -> None:
