@@ -3,7 +3,7 @@
 One kernel splits the CPU into two devices (`cpu.count=2`), each driver
 host running one torch thread (`cpu.threads=1`). Two models of the same
 config and seed (so the same weights) train on the same seeded batches of
-`--batch` windows of `--window` tokens of the stdlib corpus:
+`--batch` windows (default 32) of `--window` tokens of the stdlib corpus:
   1 replica   a plain model on cpu0: the whole batch in one host;
   2 replicas  a model replicated on cpu0 and cpu1: half the batch each,
               gradients summed by one gloo all-reduce, the same AdamW step.
@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=16, help="windows per step, split between the replicas (default 16)")
+    parser.add_argument("--batch", type=int, default=32,
+                        help="windows per step, split between the replicas (default 32: 16 each)")  # fmt: skip
     parser.add_argument("--window", type=int, default=128, help="tokens per window (default 128)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per side (default 8)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per side first (default 1)")
