@@ -114,9 +114,16 @@ class Host:
                     self.driver.model_save(msg.model, msg.path, msg.format, msg.source)
                 case proto.DTrainStep():
                     start = time.perf_counter()
-                    out = self.driver.model_train_step(msg.model, msg.tokens, msg.lr, msg.weight_decay, msg.clip)
+                    out = self.driver.model_train_step(
+                        msg.model, msg.tokens, msg.lr, msg.weight_decay, msg.clip, msg.total, msg.grouped
+                    )
                     ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
                     return [proto.encoder.encode(ok), proto.encoder.encode(out)]
+                case proto.DGroupOpen():
+                    port = self.driver.group_open(msg.model, msg.host, msg.timeout_s)
+                    return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(proto.GroupStore(port=port))]
+                case proto.DGroupJoin():
+                    self.driver.group_join(msg.model, msg.rank, msg.world, msg.store, msg.host, msg.prefix, msg.timeout_s)
                 case proto.DOp():
                     if msg.new_out:
                         self.driver.alloc(msg.out)

@@ -28,6 +28,8 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     node_beats: int = 3  # a remote driver host silent for this many beats (NODE_BEAT_S each) is offline
     op_timeout_s: float = 120.0  # one device call may take this long before the host is declared hung
     restart_backoff_s: tuple[float, float] = (0.1, 5.0)  # first and largest delay between driver restarts
+    # a replicated model's process group: joining it and each all-reduce fail (EIO) after this (docs/distributed.md)
+    group_timeout_s: float = 10.0
     # the largest bulk frame (tensor bytes) of one call; the client writes and reads larger tensors in pieces
     max_bulk_bytes: int = 1 << 30
     parent_os_pid: int = 0  # embedded kernels: stop once this OS process is no longer the parent; 0: never

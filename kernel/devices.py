@@ -27,6 +27,7 @@ from llmos.syscalls.plugin import DriverEntry
 from .hostmem import HostMemory
 
 STARTING, ONLINE, OFFLINE, ABSENT = "starting", "online", "offline", "absent"
+LOCAL_NODE = "127.0.0.1"  # the address of the kernel's own machine, as its driver hosts reach each other
 STABLE_S = 30.0  # a host that lived this long resets the restart backoff
 
 
@@ -45,6 +46,8 @@ class Work:
     `pids`: the processes a shared item serves (a batched model step), for traces.
     `tensors`: the host-visible tensors it names; a freed one keeps its place
     until no such work is left (`Kernel.settle`).
+    `gang`: the together `Gang` it is a part of (kernel/gang.py): at the head
+    of its queue it holds the device unsent until every part has arrived.
     """
 
     owner: int
@@ -58,6 +61,7 @@ class Work:
     cancelled: bool = False
     pids: tuple[int, ...] = ()
     tensors: tuple = ()
+    gang: object = None  # a together Gang (kernel/gang.py), or None
 
 
 @dataclass(eq=False)
@@ -118,6 +122,17 @@ class Device:
         self.os_pid = self.popen.pid
         self.state = STARTING
         self.last_heard = self.started_at = time.monotonic()
+
+    def node_address(self, port: int = 0) -> str:
+        """Where other driver hosts reach this device's host: its machine's address, with ":PORT" when given.
+
+        The one place a process group's rendezvous address comes from
+        (kernel/replicas.py): hosts the kernel starts itself are on its own
+        machine, 127.0.0.1; a remote one (`node` set) is reached at the
+        address it connected to the kernel from.
+        """
+        host = self.address if self.node else LOCAL_NODE
+        return f"{host}:{port}" if port else host
 
     def next_seq(self) -> int:
         """A fresh sequence number for a driver message."""

@@ -36,6 +36,7 @@ from .config import KernelConfig
 from .devices import ABSENT, OFFLINE, ONLINE, Device, Work
 from .dispatch import DISPATCH, CallCtx
 from .errors import SysError
+from .gang import CollectiveLine
 from .proc import KERNEL_PID, Process, ProcessTable
 from .supervisor import DeviceSupervision
 from .syskv import reap_pools
@@ -60,7 +61,8 @@ class Kernel(DeviceSupervision):
         self.kv = KVPools()
         self.kv_tensors: dict[tuple[str, str], Tensor] = {}  # (device, pool) -> the pool's device memory
         self.next_kvseq = 1
-        self.models: dict[int, sysmodel.Model] = {}  # model id -> a model loaded on a device
+        self.models: dict[int, sysmodel.Model] = {}  # model id -> a model loaded on a device (or replicated on several)
+        self.collectives = CollectiveLine()  # replicated models' group joins and steps, one at a time (kernel/gang.py)
         self.next_model = 1
         self.devices: dict[str, Device] = {}
         self.drivers: dict = {}  # kind -> DriverEntry, from the plugins

@@ -183,10 +183,18 @@ class DeviceSupervision:
                 dev.posted[work.msg.seq] = work
                 self.send_driver(dev, work.msg, work.bulk)
                 continue
-            dev.inflight = work
-            dev.inflight_since = time.monotonic()
-            self._trace_work("device.busy", dev, work)
-            self.send_driver(dev, work.msg, work.bulk)
+            if work.gang is not None:  # a part of a together gang: hold the device until every part is here
+                dev.inflight = work
+                work.gang.arrive()
+                continue
+            self.start_work(dev, work)
+
+    def start_work(self, dev: Device, work: Work) -> None:
+        """Send a work item to the device's host; the device is busy with it until it answers."""
+        dev.inflight = work
+        dev.inflight_since = time.monotonic()
+        self._trace_work("device.busy", dev, work)
+        self.send_driver(dev, work.msg, work.bulk)
 
     def _run_local(self, dev: Device, work: Work) -> None:
         """Run a kernel-local item (a host-visible copy) now."""
@@ -299,6 +307,8 @@ class DeviceSupervision:
 
     def heartbeat(self, dev: Device, now: float) -> None:
         """Ping an idle host; declare one hung that leaves a ping or an op unanswered too long."""
+        if dev.inflight is not None and dev.inflight.gang is not None and not dev.inflight.gang.started:
+            return  # held for its gang, not sent: the host owes no answer yet
         if dev.inflight is not None:
             limit = self.config.hang_s if isinstance(dev.inflight.msg, proto.DPing) else self.config.op_timeout_s
             if now - dev.inflight_since > limit:

@@ -17,6 +17,11 @@ device's scheduling policy places training between generation steps like
 any other work. The first step grows the model's memory charge by its
 optimizer state (gradients and AdamW's two moments: three times the weights),
 which then stays on the device with the model.
+
+A model loaded with `devices` is replicated: one replica per device, all
+loaded by one `Gang` (kernel/gang.py) and charged on every device; the
+first serves generate, logprobs and model_save, and kernel/replicas.py
+trains them data parallel and keeps the model going when one is lost.
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ from llmos.syscalls import driver as proto
 from llmos.syscalls import messages as m
 from llmos.syscalls.plugin import ModelFolder, Tokenizer
 
-from . import plugins
+from . import plugins, replicas
 from .batcher import Batcher, Generation
 from .devices import Device, Work
 from .errors import SysError
+from .gang import Answer, Gang
 from .proc import KERNEL_PID
 from .syskv import apply_kv_quota
 from .sysmem import admit, check_dtype
@@ -60,17 +66,22 @@ OPTIMIZER_COPIES = 3
 
 @dataclass(eq=False)
 class Model:
-    """A model loaded on a device: who holds it, what it is, its bytes and its KV books."""
+    """A model loaded on a device, or replicated on several: who holds it, what it is, its bytes and its KV books.
+
+    `devices` lists its replicas' devices in rank order (one for a plain
+    model); a replica whose device goes offline leaves the list. The first
+    serves generate, logprobs and model_save, with the KV books `kv`.
+    """
 
     mid: int
-    device: str
+    devices: list[str]
     owner: int
     arch: str
     config: dict
     params: int
     param_bytes: int
-    nbytes: int  # charged: weights, KV storage, and optimizer state once trained
-    kv: KVCache
+    nbytes: int  # charged on each of its devices: weights, KV storage, and optimizer state once trained
+    kv: KVCache | None  # the books of the first replica's KV storage (`new_books`)
     kv_bytes: int = 0
     step: int = 0  # optimizer steps taken
     training: bool = False  # its optimizer state is charged (a train_step was sent)
@@ -83,6 +94,16 @@ class Model:
     batcher: Batcher | None = None  # its continuous-batching loop (kernel/batcher.py)
     cache: bool = True  # its generate calls share prompt KV blocks (prefix caching)
     preempt: str = "recompute"  # how a generate call gives up its KV blocks: "recompute" or "swap"
+    kv_blocks: int = 0  # its KV pool, on each replica: blocks of `block_size` tokens
+    block_size: int = 16
+    swap_blocks: int = 0  # its KV's host swap pool, in blocks
+    group: tuple[str, ...] = ()  # replicated: the devices its process group was formed over (() none, or broken)
+    groups: int = 0  # process groups formed so far (each under its own store prefix)
+
+    @property
+    def device(self) -> str:
+        """The device of its first replica, which serves generate, logprobs and model_save."""
+        return self.devices[0]
 
     @property
     def alloc_id(self) -> int:
@@ -137,7 +158,7 @@ def model_info(handle: int, model: Model) -> m.ModelInfo:
     }  # fmt: skip
     return m.ModelInfo(
         model=handle, device=model.device, arch=model.arch, config=model.config, params=model.params,
-        bytes=model.nbytes, step=model.step, dtype=model.dtype, **text,
+        bytes=model.nbytes, step=model.step, dtype=model.dtype, devices=list(model.devices), **text,
     )  # fmt: skip
 
 
@@ -158,11 +179,11 @@ def _drop(k: Kernel, model: Model) -> None:
     del k.models[model.mid]
     if model.lost:
         return
-    dev = k.devices[model.device]
-    dev.memory.release(model.alloc_id)
-    k.trace_mem("mem.free", dev, model.owner, model.nbytes)
-    k.post(dev, proto.DModelFree(seq=dev.next_seq(), model=model.mid))
-    k.unpark(dev)
+    for dev in [k.devices[name] for name in model.devices]:
+        dev.memory.release(model.alloc_id)
+        k.trace_mem("mem.free", dev, model.owner, model.nbytes)
+        k.post(dev, proto.DModelFree(seq=dev.next_seq(), model=model.mid))
+        k.unpark(dev)
     model.batcher.pump()  # generations in progress fail now
 
 
@@ -176,7 +197,8 @@ def release_model(k: Kernel, pid: int, model: Model) -> None:
         return _drop(k, model)
     if model.owner == pid and pid not in model.holders:
         if not model.lost:
-            k.devices[model.device].memory.transfer(model.alloc_id, KERNEL_PID)
+            for name in model.devices:
+                k.devices[name].memory.transfer(model.alloc_id, KERNEL_PID)
         model.owner = KERNEL_PID
 
 
@@ -212,11 +234,10 @@ def free_models(k: Kernel, proc: Process) -> None:
 
 
 def lose_models(k: Kernel, dev: Device, message: str) -> None:
-    """A device went offline: its models are lost (their handles answer EIO until freed)."""
+    """A device went offline: its models are lost (their handles answer EIO until freed); a replicated
+    model only loses its replica there, and goes on with the others (`replicas.lose_on`)."""
     for model in k.models.values():
-        if model.device == dev.name:
-            model.lost = message
-            model.batcher.pump()  # generations in progress fail now
+        replicas.lose_on(k, model, dev.name, message)
 
 
 @dataclass(frozen=True)
@@ -295,68 +316,92 @@ def _tokenizer(k: Kernel, src: Source) -> Tokenizer | None:
 
 
 def sys_model_load(k: Kernel, c: CallCtx) -> None:
-    """Build a model on a device (from a model folder, a checkpoint under storage, or fresh); charge it to the caller."""
+    """Build a model on a device, or a replica on each of several (from a model folder, a checkpoint under
+    storage, or fresh, the same source for all); charge it to the caller on every device."""
     req: m.ModelLoad = c.req
-    dev = k.device(req.device)
-    if dev.node and (req.checkpoint or req.path):
-        raise SysError(Errno.EINVAL, f"{dev.name} is on node {dev.node}, which cannot read the kernel's storage or "
-                                     "models folders: load a fresh model there (arch, config, seed)")  # fmt: skip
+    devs = replicas.load_devices(k, req)
+    if any(dev.node for dev in devs) and (req.checkpoint or req.path):
+        remote = next(dev for dev in devs if dev.node)
+        raise SysError(Errno.EINVAL, f"{remote.name} is on node {remote.node}, which cannot read the kernel's storage "
+                                     "or models folders: load a fresh model there (arch, config, seed)")  # fmt: skip
     src = _source(k, req)
     archs = plugins.models(k.pm)
     if src.arch not in archs:
         raise SysError(Errno.EINVAL, f"unknown architecture {src.arch!r}; known: {', '.join(sorted(archs)) or 'none'}")
-    check_dtype(dev, src.dtype)
+    for dev in devs:
+        check_dtype(dev, src.dtype)
     if req.kv_blocks < 1 or req.block_size < 1:
         raise SysError(Errno.EINVAL, f"kv_blocks and block_size must be at least 1 ({req.kv_blocks}, {req.block_size})")
     swap_blocks = _swap_blocks(req)
     size = _size(k, src, req.kv_blocks, req.block_size)
     tokenizer = _tokenizer(k, src)
+    for dev in devs:  # every device before any is charged: ENOMEM / EAGAIN cost the drivers nothing
+        admit(dev, c.proc.pid, size)
     mid = k.next_model
     k.next_model += 1
-    admit(dev, c.proc.pid, size)  # before anything is built: ENOMEM / EAGAIN cost the driver nothing
-    dev.memory.charge(-mid, c.proc.pid, size)  # reserved under the model's alloc_id while the driver builds it
-    k.trace_mem("mem.alloc", dev, c.proc.pid, size)
-    msg = proto.DModelLoad(
-        seq=dev.next_seq(), model=mid, arch=src.arch, target=archs[src.arch], kv_blocks=req.kv_blocks,
-        block_size=req.block_size, config={} if src.folder else dict(req.config), dtype=src.dtype,
-        checkpoint=src.checkpoint, seed=req.seed, folder=src.folder, swap_blocks=swap_blocks,
-    )  # fmt: skip
+    for dev in devs:
+        dev.memory.charge(-mid, c.proc.pid, size)  # reserved under the model's alloc_id while the driver builds it
+        k.trace_mem("mem.alloc", dev, c.proc.pid, size)
+    memories = [dev.memory for dev in devs]  # a device that goes offline meanwhile gets a new one, or none
+    parts = [
+        (dev, proto.DModelLoad(
+            seq=dev.next_seq(), model=mid, arch=src.arch, target=archs[src.arch], kv_blocks=req.kv_blocks,
+            block_size=req.block_size, config={} if src.folder else dict(req.config), dtype=src.dtype,
+            checkpoint=src.checkpoint, seed=req.seed, folder=src.folder, swap_blocks=swap_blocks,
+        ))
+        for dev in devs
+    ]  # fmt: skip
 
-    def unreserve() -> None:
-        if dev.memory is not None:
+    def undo(answers: list[Answer]) -> None:
+        """Give every reservation back, and free the replicas that were built (on devices still up)."""
+        for dev, memory, answer in zip(devs, memories, answers):
+            if dev.memory is not memory:
+                continue  # it went offline: its reservation and its replica went with its host
             dev.memory.release(-mid)
             k.trace_mem("mem.free", dev, c.proc.pid, size)
             k.unpark(dev)
+            if answer.ok is not None:
+                k.post(dev, proto.DModelFree(seq=dev.next_seq(), model=mid))
 
-    def not_loaded(errno: Errno, message: str) -> None:
-        unreserve()
-        c.fail(errno, message)
-
-    def loaded(ok: proto.DOk, frames) -> None:
-        desc = _desc_decoder.decode(frames[0].buffer)
-        if c.proc.state == "exited" or desc.param_bytes + desc.kv_bytes != size:
-            unreserve()  # the caller left, or the size function disagrees with the driver: drop it there
-            k.post(dev, proto.DModelFree(seq=dev.next_seq(), model=mid))
-            if c.proc.state != "exited":
-                built = desc.param_bytes + desc.kv_bytes
+    def answered(answers: list[Answer]) -> None:
+        failed = next((a for a in answers if a.errno is not None), None) or next(
+            (Answer(dev.name, Errno.EIO, f"device {dev.name} went offline while the model loaded")
+             for dev, memory in zip(devs, memories) if dev.memory is not memory), None,
+        )  # fmt: skip
+        descs = [_desc_decoder.decode(a.frames[0].buffer) for a in answers if a.ok is not None]
+        built = next((d.param_bytes + d.kv_bytes for d in descs if d.param_bytes + d.kv_bytes != size), size)
+        if failed is not None or c.proc.state == "exited" or built != size:
+            undo(answers)  # a device failed, the caller left, or the size function disagrees with the driver
+            if failed is not None:
+                c.fail(failed.errno, failed.message if len(devs) == 1 else f"{failed.device}: {failed.message}")
+            elif c.proc.state != "exited":
                 k.log.error("model.size_mismatch", arch=src.arch, computed=size, built=built)
                 c.fail(Errno.EIO, f"{src.arch}'s size function gave {size} bytes; the driver built {built}")
             return
-        kv = KVCache(req.kv_blocks, req.block_size, host_blocks=swap_blocks, default_quota=k.config.kv_quota,
-                     device=dev.name, layout=f"model{mid}")  # fmt: skip
+        desc = descs[0]
         model = Model(
-            mid, dev.name, c.proc.pid, src.arch, desc.config, desc.params, desc.param_bytes, size, kv,
-            kv_bytes=desc.kv_bytes, step=desc.step, dtype=src.dtype, folder=src.folder, tokenizer=tokenizer,
-            cache=req.cache, preempt=req.preempt,
+            mid=mid, devices=[dev.name for dev in devs], owner=c.proc.pid, arch=src.arch, config=desc.config,
+            params=desc.params, param_bytes=desc.param_bytes, nbytes=size, kv=None, kv_bytes=desc.kv_bytes,
+            step=desc.step, dtype=src.dtype, folder=src.folder, tokenizer=tokenizer, cache=req.cache,
+            preempt=req.preempt, kv_blocks=req.kv_blocks, block_size=req.block_size, swap_blocks=swap_blocks,
         )  # fmt: skip
-        model.batcher = Batcher(k, model, k.new_policy(dev.queue.policy.name))  # the device's policy
+        new_books(k, model)
         model.holders[c.proc.pid] = 1
         k.models[mid] = model
         handle = c.proc.new_handle()
         c.proc.models[handle] = mid
         c.reply(model_info(handle, model))
 
-    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=loaded, fail=not_loaded))
+    Gang(k, c.proc.pid, parts, answered).submit()
+
+
+def new_books(k: Kernel, model: Model) -> None:
+    """Give a model fresh KV books and a batcher on the device of its first replica (at load, and when a
+    replicated model loses that replica: the next one's KV storage holds nothing the old books knew)."""
+    dev = k.devices[model.device]
+    model.kv = KVCache(model.kv_blocks, model.block_size, host_blocks=model.swap_blocks,
+                       default_quota=k.config.kv_quota, device=dev.name, layout=f"model{model.mid}")  # fmt: skip
+    model.batcher = Batcher(k, model, k.new_policy(dev.queue.policy.name))  # the device's policy
 
 
 def _swap_blocks(req: m.ModelLoad) -> int:
@@ -504,35 +549,46 @@ def _charge_optimizer(k: Kernel, model: Model, pid: int) -> None:
     """Before the first training step: grow the model's charge by its optimizer state (ENOMEM/EAGAIN if it cannot).
 
     The model's owner pays; a model the kernel holds (its loader left) is taken over, whole, by `pid`,
-    who asked to train it.
+    who asked to train it. A replicated model's every replica keeps its own optimizer state: it is
+    admitted on all of its devices before it is charged on any.
     """
-    dev = k.devices[model.device]
+    devs = [k.devices[name] for name in model.devices]
     extra = OPTIMIZER_COPIES * model.param_bytes
     payer = pid if model.owner == KERNEL_PID else model.owner
-    admit(dev, payer, extra if payer == model.owner else model.nbytes + extra)
-    dev.memory.release(model.alloc_id)
-    dev.memory.charge(model.alloc_id, payer, model.nbytes + extra)
+    for dev in devs:
+        admit(dev, payer, extra if payer == model.owner else model.nbytes + extra)
+    for dev in devs:
+        dev.memory.release(model.alloc_id)
+        dev.memory.charge(model.alloc_id, payer, model.nbytes + extra)
+        k.trace_mem("mem.alloc", dev, payer, extra)
     model.owner = payer
     model.nbytes += extra
     model.training = True
-    k.trace_mem("mem.alloc", dev, payer, extra)
 
 
 def sys_train_step(k: Kernel, c: CallCtx) -> None:
-    """One optimizer step of the model on the caller's batch: one work item on the device queue."""
+    """One optimizer step of the model on the caller's batch: one work item on the device queue (a replicated
+    model: one per replica, each on its shard of the batch, kernel/replicas.py)."""
     req: m.TrainStep = c.req
     model = model_of(k, c.proc, req.model)
     _check_batch(model, req)
     if not model.training:
         _charge_optimizer(k, model, c.proc.pid)
+    if len(model.devices) > 1:
+        return replicas.train_step(k, c, model)
     dev = k.devices[model.device]
     msg = proto.DTrainStep(
         seq=dev.next_seq(), model=model.mid, tokens=req.tokens, lr=req.lr, weight_decay=req.weight_decay, clip=req.clip
     )
 
     def done(ok: proto.DOk, frames) -> None:
-        out = _train_decoder.decode(frames[0].buffer)
+        out = train_out(frames)
         model.step = out.step
         c.reply(m.TrainResult(loss=out.loss, grad_norm=out.grad_norm, step=out.step, device_s=ok.wall_s))
 
     k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=done, fail=c.fail))
+
+
+def train_out(frames: list) -> proto.TrainOut:
+    """The `TrainOut` frame of a train_step's answer."""
+    return _train_decoder.decode(frames[0].buffer)

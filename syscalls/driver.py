@@ -195,7 +195,10 @@ class DTrainStep(ToDriver, tag="train_step"):
 
     The driver makes the model's optimizer on the first step (from the
     checkpoint's optimizer state when the model was loaded from one) and keeps
-    it with the model.
+    it with the model. `grouped`: one replica's part of a data-parallel step
+    (docs/distributed.md): `tokens` is its shard (maybe empty) of a batch of
+    `total` windows, and the gradients are summed over the model's process
+    group before the step.
     """
 
     model: int
@@ -203,14 +206,51 @@ class DTrainStep(ToDriver, tag="train_step"):
     lr: float
     weight_decay: float
     clip: float
+    total: int = 0
+    grouped: bool = False
 
 
 class TrainOut(msgspec.Struct, kw_only=True):
-    """What a training step reports: the loss before it, the gradient norm, the step count after it."""
+    """What a training step reports: the loss before it, the gradient norm, the step count after it.
+
+    A grouped step's loss and norm are the whole batch's; `digest` is a hash of the weights after the
+    step (replicas that agree hold bit-identical weights), "" for a step alone.
+    """
 
     loss: float
     grad_norm: float
     step: int
+    digest: str = ""
+
+
+class DGroupOpen(ToDriver, tag="group_open"):
+    """Rank 0 of model `model`'s process group: open the group's rendezvous store on a free port of `host`
+    (this host's own address); Ok is followed by one frame, the encoded `GroupStore`. Answers at once."""
+
+    model: int
+    host: str
+    timeout_s: float
+
+
+class GroupStore(msgspec.Struct, kw_only=True):
+    """Where a group's rendezvous store listens: the port `group_open` picked."""
+
+    port: int
+
+
+class DGroupJoin(ToDriver, tag="group_join"):
+    """Join model `model`'s process group as `rank` of `world` (gloo), through the store at `store`
+    ("HOST:PORT"), its own connections listening on `host`, under the store keys `prefix` (one per group
+    the model ever had). Blocks until every rank has joined; EIO after `timeout_s`, which also bounds every
+    all-reduce of the group. Replaces the model's earlier group."""
+
+    model: int
+    rank: int
+    world: int
+    store: str
+    host: str
+    prefix: str
+    timeout_s: float
 
 
 class DPing(ToDriver, tag="ping"):
@@ -272,7 +312,7 @@ class DFail(FromDriver, tag="fail"):
 
 ToDriverUnion = (
     DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DPing | DForget
-    | DModelLoad | DModelFree | DModelStep | DLogProbs | DModelSave | DTrainStep
+    | DModelLoad | DModelFree | DModelStep | DLogProbs | DModelSave | DTrainStep | DGroupOpen | DGroupJoin
 )
 FromDriverUnion = DHello | DBeat | DOk | DFail
 

@@ -597,9 +597,13 @@ class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
     (copied to `swap_blocks` blocks of host memory and back; 0: as many as
     `kv_blocks`). Memory is charged to the caller (the swap pool is host
     memory, outside the device's capacity).
+    `devices` (two or more, no device twice; `device` "" or the first of
+    them): a replicated model, one replica per device, all built from the
+    same source, each charged in full; `train_step` trains them data
+    parallel (docs/distributed.md). One entry: a plain model on that device.
     """
 
-    device: str
+    device: str = ""
     arch: str = "auto"
     config: dict[str, int | float | str | bool] = {}
     checkpoint: str = ""
@@ -611,10 +615,15 @@ class ModelLoad(Call, tag=int(Sys.MODEL_LOAD)):
     cache: bool = True
     preempt: str = "recompute"
     swap_blocks: int = 0
+    devices: list[str] = []
 
 
 class ModelInfo(Reply):
     """A loaded model: its handle, device, full config, parameter count and bytes charged, and its tokenizer.
+
+    `devices`: the devices its replicas are on, in rank order (one for a
+    plain model); `device` is the first, whose replica serves generate,
+    logprobs and model_save. `bytes` is charged on each of them.
 
     `tokenizer` names it ("" when the model has none: give token ids, not text);
     `eos` are the ids that end a generation; `chat_template` (Jinja, from the
@@ -635,6 +644,7 @@ class ModelInfo(Reply):
     chat_template: str = ""
     bos_token: str = ""
     eos_token: str = ""
+    devices: list[str] = []
 
 
 class ModelFree(Call, tag=int(Sys.MODEL_FREE)):
@@ -769,9 +779,17 @@ class TrainStep(Call, tag=int(Sys.TRAIN_STEP)):
 
 
 class TrainResult(Reply):
-    """The loss of the batch before the step, the gradient norm, and the model's step count after it."""
+    """The loss of the batch before the step, the gradient norm, and the model's step count after it.
+
+    A replicated model's step: `replicas` took part (each on its shard; the
+    loss and norm are the whole batch's), `device_s` is the slowest one's,
+    and `diverged` says their weights differ after the step (it should never
+    be true: every replica takes the same step from the same weights).
+    """
 
     loss: float
     grad_norm: float
     step: int
     device_s: float = 0.0
+    replicas: int = 1
+    diverged: bool = False

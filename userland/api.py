@@ -239,16 +239,18 @@ class SyscallApi:
 
     # ---- models ------------------------------------------------------------------------
 
-    def model_load(self, device: str, arch: str = "auto", config: dict | None = None, checkpoint: str = "",
+    def model_load(self, device: str = "", arch: str = "auto", config: dict | None = None, checkpoint: str = "",
                    kv_blocks: int = 256, block_size: int = 16, dtype: str = "", seed: int = 0, path: str = "",
-                   cache: bool = True, preempt: str = "recompute", swap_blocks: int = 0):  # fmt: skip
+                   cache: bool = True, preempt: str = "recompute", swap_blocks: int = 0,
+                   devices: list[str] | None = None):  # fmt: skip
         """Load a model on `device` (ModelInfo): from a Hugging Face-format folder `path` under the kernel's
         models directory, from a checkpoint under its storage, or fresh from `seed`. `dtype` "" keeps the stored one;
         `cache` False turns prefix caching off for the model's generate calls; `preempt` "swap" moves a preempted
-        call's KV to `swap_blocks` host blocks (0: as many as `kv_blocks`) instead of computing it again."""
+        call's KV to `swap_blocks` host blocks (0: as many as `kv_blocks`) instead of computing it again.
+        `devices` (two or more): one replica on each, trained data parallel by `train_step`."""
         call = m.ModelLoad(device=device, arch=arch, config=config or {}, checkpoint=checkpoint, kv_blocks=kv_blocks,
                            block_size=block_size, dtype=dtype, seed=seed, path=path, cache=cache, preempt=preempt,
-                           swap_blocks=swap_blocks)  # fmt: skip
+                           swap_blocks=swap_blocks, devices=list(devices or []))  # fmt: skip
         return self._run(one_call(call))
 
     def model_free(self, model: int):

@@ -11,9 +11,10 @@ The optimizer (AdamW) is made and kept by the caller, so a driver can keep its
 state in device memory between steps and a checkpoint can save it.
 """
 
+import functools
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -81,9 +82,10 @@ def make_optimizer(model: TinyGPT, lr: float = 3e-3, weight_decay: float = 0.01)
 
 
 def batch_loss(model: TinyGPT, batch: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of a [B, T + 1] batch of windows."""
+    """Mean next-token cross-entropy of a [B, T + 1] batch of windows, in float32 at least (float64 stays float64)."""
     logits = model(batch[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+    wide = torch.promote_types(logits.dtype, torch.float32)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).to(wide), batch[:, 1:].reshape(-1))
 
 
 def set_hyperparams(optimizer: torch.optim.AdamW, lr: float, weight_decay: float) -> None:
@@ -94,17 +96,60 @@ def set_hyperparams(optimizer: torch.optim.AdamW, lr: float, weight_decay: float
 
 
 def train_step(
-    model: TinyGPT, optimizer: torch.optim.Optimizer, batch: torch.Tensor, clip: float = 1.0
+    model: TinyGPT,
+    optimizer: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    clip: float = 1.0,
+    share: float = 1.0,
+    reduce: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[float, float]:
-    """One optimizer step on a [B, T + 1] batch of token windows; returns (loss before the step, gradient norm)."""
+    """One optimizer step on a [B, T + 1] batch of token windows; returns (loss before the step, gradient norm).
+
+    Data parallel (docs/distributed.md): `batch` is this replica's shard of
+    a larger batch, `share` its windows over the whole batch's, and `reduce`
+    sums a flat CPU tensor over the replicas in place. The shard's mean loss
+    is scaled by `share`, so the sum of the replicas' gradients is the
+    gradient of the whole batch's mean loss; `sum_gradients` adds them up
+    (with the loss), then every replica clips by the same global norm and
+    takes the same step. A shard of no windows adds zeros. Alone (`reduce`
+    None, `share` 1) it is a plain step on the whole batch.
+    """
     model.train()
-    loss = batch_loss(model, batch.to(model.tok_emb.weight.device))
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
-    optimizer.step()
-    model.eval()
+    try:
+        if len(batch):
+            loss = batch_loss(model, batch.to(model.tok_emb.weight.device)) * share
+            loss.backward()
+            loss = loss.detach()
+        else:
+            loss = torch.zeros((), dtype=torch.float32)
+        if reduce is not None:
+            loss = sum_gradients(model, loss, reduce)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
+        optimizer.step()
+    finally:
+        model.eval()
     return loss.item(), norm.item()
+
+
+def sum_gradients(model: torch.nn.Module, loss: torch.Tensor, reduce: Callable[[torch.Tensor], None]) -> torch.Tensor:
+    """Sum every parameter's gradient and the loss over the replicas in one flat bucket; returns the summed loss.
+
+    The bucket has the widest dtype of the gradients (float32 at least) and
+    lives on the CPU, where gloo reduces it; a parameter without a gradient
+    (it took no part, or the shard was empty) adds zeros. Each gradient is
+    then set to its sum.
+    """
+    params = list(model.parameters())
+    dtype = functools.reduce(torch.promote_types, [p.dtype for p in params], loss.dtype)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).to("cpu", dtype) for g in grads] + [loss.reshape(1).to("cpu", dtype)])
+    reduce(flat)
+    at = 0
+    for p in params:
+        p.grad = flat[at : at + p.numel()].view_as(p).to(p.device, p.dtype)
+        at += p.numel()
+    return flat[-1]
 
 
 @torch.no_grad()

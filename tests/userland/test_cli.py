@@ -147,3 +147,31 @@ def test_bench_load_json_has_the_promised_keys():
     assert result["raw_calls_s"] > 0 and result["llmos_calls_s"] > 0 and result["load_ratio"] > 0
     assert result["errors"] == 0 and result["mix"] == "null/alloc/write/read/free"
     assert 0 < result["llmos_p50_ms"] <= result["llmos_p99_ms"]
+
+
+def test_boot_passes_driver_options_to_its_drivers(runtime_dir):
+    import signal
+
+    from conftest import until
+
+    boot = subprocess.Popen([*LLMOS, "boot", "--name", "cliopts", "--drivers", "cpu", "--log-level", "error",
+                             "--driver-option", "cpu.count=2", "--driver-option", "cpu.threads=1"])  # fmt: skip
+    try:
+        until(lambda: "share 2 of 2" in llmos("devices", "--kernel", "cliopts", check=False).stdout, timeout=60)
+    finally:
+        boot.send_signal(signal.SIGTERM)
+        assert boot.wait(timeout=30) == 0
+    for bad in ("cpu.count=0", "cpu.count=two", "count=2", "cpu.=1"):
+        out = llmos("boot", "--driver-option", bad, check=False)
+        assert out.returncode == 2 and "--driver-option" in out.stderr, bad
+
+
+def test_bench_dp_json_has_the_promised_keys_and_both_runs_agree():
+    small = ["--d-model", "32", "--layers", "1", "--heads", "2", "--batch", "4", "--window", "16", "--steps", "2",
+             "--check-steps", "2"]  # fmt: skip
+    result = json.loads(llmos("bench", "dp", "--json", *small, timeout=240).stdout)
+    assert {"dp_step_speedup", "dp_weights_match", "step_ms_1_replica", "step_ms_2_replicas",
+            "weights_max_diff_float64", "weights_max_diff_float32"} <= set(result)  # fmt: skip
+    assert result["dp_weights_match"] is True and result["weights_max_diff_float64"] < 1e-9
+    assert result["dp_step_speedup"] > 0 and len(result["step_ms_2_replicas_all"]) == 2
+    assert result["loss_1_replica"] == pytest.approx(result["loss_2_replicas"], rel=1e-4)

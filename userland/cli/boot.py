@@ -1,6 +1,7 @@
 """`llmos boot`: run a kernel in the foreground until Ctrl-C."""
 
 import argparse
+import json
 import os
 
 from llmos.kernel.config import KernelConfig
@@ -46,21 +47,45 @@ def add_parser(sub) -> None:
         "--models", metavar="DIR",
         help="folder of Hugging Face-format model folders that model_load(path=...) may read (read only)",
     )
+    p.add_argument(
+        "--driver-option", action="append", default=[], type=driver_option, metavar="KIND.KEY=VALUE",
+        help="an option of one driver kind, VALUE as JSON or else a string: cpu.count=2 makes two CPU devices, "
+             "cpu.threads=1 one torch thread per CPU driver host (repeatable)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-file", help="append logs here instead of stderr")
     p.set_defaults(func=run)
+
+
+def driver_option(text: str) -> tuple[str, str, object]:
+    """Parse one `--driver-option KIND.KEY=VALUE` into (kind, key, value); VALUE is JSON where it parses as JSON."""
+    name, sep, raw = text.partition("=")
+    kind, dot, key = name.partition(".")
+    if not (sep and dot and kind and key):
+        raise argparse.ArgumentTypeError(f"{text!r} is not KIND.KEY=VALUE (e.g. cpu.count=2)")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    if (kind, key) == ("cpu", "count") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise argparse.ArgumentTypeError(f"cpu.count must be an integer >= 1, not {raw!r}")
+    return kind, key, value
 
 
 def run(args: argparse.Namespace) -> int:
     """Boot with the options given."""
     default = [p for p in args.policy if "=" not in p]
     per_device = dict(p.split("=", 1) for p in args.policy if "=" in p)
+    driver_options: dict[str, dict] = {}
+    for kind, key, value in args.driver_option:
+        driver_options.setdefault(kind, {})[key] = value
     config = KernelConfig(
         policy=default[-1] if default else "fcfs",
         policies=per_device,
         name=args.name,
         runtime_dir=args.runtime_dir,
         drivers=args.drivers.split(",") if args.drivers else None,
+        driver_options=driver_options,
         tcp=args.tcp,
         keys_dir=args.keys,
         insecure=args.insecure,
