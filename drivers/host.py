@@ -117,6 +117,14 @@ class Host:
                     out = self.driver.model_train_step(msg.model, msg.tokens, msg.lr, msg.weight_decay, msg.clip)
                     ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
                     return [proto.encoder.encode(ok), proto.encoder.encode(out)]
+                case proto.DModelQuantize() | proto.DModelPrune():
+                    start = time.perf_counter()
+                    if isinstance(msg, proto.DModelQuantize):
+                        out = self.driver.model_quantize(msg.model, msg.scheme, msg.group_size, msg.windows)
+                    else:
+                        out = self.driver.model_prune(msg.model, msg.sparsity, msg.pattern, msg.windows)
+                    ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
+                    return [proto.encoder.encode(ok), proto.encoder.encode(out)]
                 case proto.DOp():
                     if msg.new_out:
                         self.driver.alloc(msg.out)
