@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/llmos bench generate
 	$(BIN)/llmos bench prefix
 	$(BIN)/llmos bench remote
+	$(BIN)/llmos bench compress
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build

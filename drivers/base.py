@@ -324,11 +324,12 @@ class TorchDriver(Driver):
             raise DriverError(Errno.ENOMEM, f"the device could not hold the model: {exc}") from exc
         step, optimizer_state = (ckpt.step, ckpt.optimizer_state) if ckpt is not None else (0, None)
         self.models[mid] = LoadedModel(arch.name, model, kv, step, optimizer_state)
-        params = sum(p.numel() for p in model.parameters())
+        layout = layout_of(model)  # a compressed model's matrices are buffers: count their weights too
+        params = sum(p.numel() for p in model.parameters()) + sum(s["out"] * s["in"] for s in layout.values())
         kv_bytes = kv.data.numel() * kv.data.element_size()
         return ModelDesc(
             config=model.config.to_dict(), params=params, param_bytes=held_bytes(model), kv_bytes=kv_bytes, step=step,
-            compression=describe(layout_of(model)),
+            compression=describe(layout),
         )
 
     def model(self, mid: int) -> LoadedModel:

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import json
 
-BENCHMARKS = ("syscall", "memory", "sched", "restart", "generate", "load", "hf", "prefix", "remote")
+BENCHMARKS = ("syscall", "memory", "sched", "restart", "generate", "load", "hf", "prefix", "remote", "compress")
 
 
 def add_parser(sub) -> None:
