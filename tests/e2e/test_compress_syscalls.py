@@ -19,6 +19,9 @@ from conftest import start_kernel
 
 CONFIG = dict(d_model=64, n_layers=2, n_heads=2, max_len=64)
 KV = dict(kv_blocks=8, block_size=8)
+ONE_THREAD = {"threads": 1}
+"""The driver hosts' torch threads: each call times a few hundred decode steps, which two threads next to
+another test worker's made ten times slower."""
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def weights(storage):
 
 @pytest.fixture(scope="module")
 def ckernel(runtime_dir, storage, weights):
-    kp = start_kernel(runtime_dir, "compress", storage_dir=storage)
+    kp = start_kernel(runtime_dir, "compress", storage_dir=storage, driver_options={"cpu": ONE_THREAD})
     yield kp
     assert kp.stop() == 0
 

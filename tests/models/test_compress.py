@@ -36,8 +36,17 @@ SCHEMES = {
 INT8_AGREEMENT = 0.90
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Run this module on one torch thread: next to another test worker, two made training ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def trained():
+def trained(one_thread):
     """A small tinygpt trained 300 steps on the standard library, and held-out text."""
     torch.manual_seed(0)
     train_ids, held_out = split_corpus(stdlib_corpus(1 << 20), 0.1)
