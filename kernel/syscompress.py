@@ -17,7 +17,9 @@ holder (a `share`d or inherited handle) the call is refused with EPERM,
 whoever asks: the other holders never see their model change under them.
 The kernel does not copy it instead: a copy would cost the memory that
 compressing is meant to free. A holder that wants a compressed model loads
-its own copy and compresses that.
+its own copy and compresses that. The check is made when the call arrives:
+a handle `share`d while the change is on its way to the device is given
+after it was asked for, and sees the compressed model.
 """
 
 from __future__ import annotations

@@ -43,7 +43,9 @@ from torch import nn
 from .compression import QUANT_BITS, replace_module
 
 INT4_MAX = 7
+"""The largest int4 code used: codes are symmetric, [-7, 7] (-8 is left out, so a scale maps both signs alike)."""
 INT8_MAX = 127
+"""The largest int8 code: [-127, 127]."""
 
 
 class Quantized(nn.Module):
