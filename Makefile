@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/llmos bench prefix
 	$(BIN)/llmos bench remote
 	$(BIN)/llmos bench dp
+	$(BIN)/llmos bench compress
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from llmos.syscalls import Errno
-from llmos.syscalls.driver import BlockMove, DeviceSpec, ModelDesc, SeqStep, TensorDesc, TrainOut
+from llmos.syscalls.driver import BlockMove, CompressOut, DeviceSpec, ModelDesc, SeqStep, TensorDesc, TrainOut
 from llmos.syscalls.dtypes import ITEMSIZE, nbytes
 from llmos.syscalls.ops import OPS
 
@@ -161,6 +161,16 @@ class Driver:
     def group_join(self, mid: int, rank: int, world: int, store: str, host: str, prefix: str, timeout_s: float) -> None:
         """Join model `mid`'s process group as `rank` of `world` through the store at `store` ("HOST:PORT"),
         listening on `host`; blocks until every rank has joined (EIO after `timeout_s`)."""
+        raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
+
+    def model_quantize(self, mid: int, scheme: str, group_size: int, windows: list[list[int]]) -> CompressOut:
+        """Quantize the model's linear layers in place ("int8" per output channel, "int4" in groups of
+        `group_size`), measuring it on the held-out `windows` before and after; its optimizer state is dropped."""
+        raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
+
+    def model_prune(self, mid: int, sparsity: float, pattern: str, windows: list[list[int]]) -> CompressOut:
+        """Prune the model's linear layers in place to `sparsity` by magnitude ("unstructured" or "2:4"),
+        measuring it on the held-out `windows` before and after; its optimizer state is dropped."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def close(self) -> None:
@@ -309,6 +319,8 @@ class TorchDriver(Driver):
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
                    seed: int = 0, folder: str = "", swap_blocks: int = 0) -> ModelDesc:  # fmt: skip
         from .models.checkpoint import load_checkpoint
+        from .models.compress import held_bytes, layout_of, restore
+        from .models.compression import describe
 
         if mid in self.models:
             raise DriverError(Errno.EINVAL, f"model {mid} already exists on this device")
@@ -334,6 +346,7 @@ class TorchDriver(Driver):
                     torch.manual_seed(seed)
                     model = arch.model_class(arch.config_class.from_dict(config))
             if ckpt is not None:
+                restore(model, ckpt.compression)
                 model.load_state_dict(ckpt.model_state)
         except (ValueError, TypeError, RuntimeError, OSError) as exc:
             raise DriverError(Errno.EINVAL, f"cannot load {arch.name}: {exc}") from exc
@@ -346,11 +359,12 @@ class TorchDriver(Driver):
             raise DriverError(Errno.ENOMEM, f"the device could not hold the model: {exc}") from exc
         step, optimizer_state = (ckpt.step, ckpt.optimizer_state) if ckpt is not None else (0, None)
         self.models[mid] = LoadedModel(arch.name, model, kv, step, optimizer_state)
-        params = sum(p.numel() for p in model.parameters())
-        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        layout = layout_of(model)  # a compressed model's matrices are buffers: count their weights too
+        params = sum(p.numel() for p in model.parameters()) + sum(s["out"] * s["in"] for s in layout.values())
         kv_bytes = kv.data.numel() * kv.data.element_size()
         return ModelDesc(
-            config=model.config.to_dict(), params=params, param_bytes=param_bytes, kv_bytes=kv_bytes, step=step
+            config=model.config.to_dict(), params=params, param_bytes=held_bytes(model), kv_bytes=kv_bytes, step=step,
+            compression=describe(layout),
         )
 
     def model(self, mid: int) -> LoadedModel:
@@ -428,6 +442,7 @@ class TorchDriver(Driver):
 
     def model_train_step(self, mid: int, tokens: list[list[int]], lr: float, weight_decay: float, clip: float,
                          total: int = 0, grouped: bool = False) -> TrainOut:  # fmt: skip
+        from .models.compress import layout_of
         from .models.train import make_optimizer, set_hyperparams, train_step
 
         m = self.model(mid)
@@ -435,6 +450,8 @@ class TorchDriver(Driver):
             raise DriverError(Errno.EINVAL, f"model {mid} has no process group on this device (group_join first)")
         if grouped and total < max(1, len(tokens)):
             raise DriverError(Errno.EINVAL, f"a shard of {len(tokens)} windows of a batch of {total}")
+        if layout_of(m.model):  # the kernel refuses it too; this catches a step queued behind the change
+            raise DriverError(Errno.EINVAL, "a compressed model does not train")
         try:
             batch = torch.tensor(tokens, dtype=torch.long, device=self.device)
             if m.optimizer is None:
@@ -471,6 +488,30 @@ class TorchDriver(Driver):
             raise DriverError(Errno.EIO, f"model {mid}: {exc}") from exc
         finally:
             m.store = None  # the group keeps rank 0's store alive as long as it needs it
+
+    def model_quantize(self, mid: int, scheme: str, group_size: int, windows: list[list[int]]) -> CompressOut:
+        from .models.quantize import quantize_model
+
+        return self._compress(mid, lambda model: quantize_model(model, scheme, group_size), windows)
+
+    def model_prune(self, mid: int, sparsity: float, pattern: str, windows: list[list[int]]) -> CompressOut:
+        from .models.prune import prune_model
+
+        return self._compress(mid, lambda model: prune_model(model, sparsity, pattern), windows)
+
+    def _compress(self, mid: int, change, windows: list[list[int]]) -> CompressOut:
+        """Apply `change` to the model through `compress.compress`; EINVAL for a change or windows it refuses."""
+        from .models.compress import compress, layout_of
+
+        m = self.model(mid)
+        if layout_of(m.model):
+            raise DriverError(Errno.EINVAL, "the model is compressed already")
+        try:
+            out = compress(m.model, change, windows)
+        except (ValueError, IndexError, RuntimeError) as exc:
+            raise DriverError(Errno.EINVAL, f"cannot compress the model: {exc}") from exc
+        m.optimizer, m.optimizer_state = None, None  # a compressed model does not train: its optimizer state goes
+        return out
 
     def close(self) -> None:
         self.tensors.clear()

@@ -124,6 +124,14 @@ class Host:
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(proto.GroupStore(port=port))]
                 case proto.DGroupJoin():
                     self.driver.group_join(msg.model, msg.rank, msg.world, msg.store, msg.host, msg.prefix, msg.timeout_s)
+                case proto.DModelQuantize() | proto.DModelPrune():
+                    start = time.perf_counter()
+                    if isinstance(msg, proto.DModelQuantize):
+                        out = self.driver.model_quantize(msg.model, msg.scheme, msg.group_size, msg.windows)
+                    else:
+                        out = self.driver.model_prune(msg.model, msg.sparsity, msg.pattern, msg.windows)
+                    ok = proto.DOk(seq=msg.seq, wall_s=time.perf_counter() - start)
+                    return [proto.encoder.encode(ok), proto.encoder.encode(out)]
                 case proto.DOp():
                     if msg.new_out:
                         self.driver.alloc(msg.out)

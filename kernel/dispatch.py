@@ -1,7 +1,7 @@
 """The dispatch table: syscall number -> `sys_<name>` handler, one place.
 
 Handlers live in small modules grouped by family (sysproc, sysdev, sysmem,
-syskv, syscompute, syssched, sysmisc, sysmodel), xv6-style. A handler takes the kernel and the call's
+syskv, syscompute, syssched, sysmisc, sysmodel, syscompress), xv6-style. A handler takes the kernel and the call's
 context, checks arguments, and either answers at once (`c.reply`), raises
 `errors.SysError` (the dispatcher turns it into an ERROR reply), or hands work to a
 device whose callbacks answer later.
@@ -16,7 +16,7 @@ from llmos.syscalls import frames as fr
 from llmos.syscalls import messages as m
 from llmos.syscalls.table import TABLE, Syscall
 
-from . import syscompute, sysdev, syskv, sysmem, sysmisc, sysmodel, sysproc, syssched
+from . import syscompress, syscompute, sysdev, syskv, sysmem, sysmisc, sysmodel, sysproc, syssched
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -102,6 +102,8 @@ HANDLERS = {
     Sys.HANDLES: sysmem.sys_handles,
     Sys.TOKENIZE: sysmodel.sys_tokenize,
     Sys.DETOKENIZE: sysmodel.sys_detokenize,
+    Sys.MODEL_QUANTIZE: syscompress.sys_model_quantize,
+    Sys.MODEL_PRUNE: syscompress.sys_model_prune,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

@@ -285,11 +285,11 @@ def sys_memstat(k: Kernel, c: CallCtx) -> None:
             for row in pools
             if row["device"] == dev.name
         ]
-        for model in k.models.values():
-            if model.device == dev.name and not model.lost:
-                row = _pool_stat(f"model{model.mid}", model.kv, model.kv_bytes // model.kv.num_blocks)
-                row.prefix_tokens, row.prefix_hits = model.batcher.space.looked_up, model.batcher.space.hit
-                kv.append(row)
+        models = [model for model in k.models.values() if model.device == dev.name and not model.lost]
+        for model in models:
+            row = _pool_stat(f"model{model.mid}", model.kv, model.kv_bytes // model.kv.num_blocks)
+            row.prefix_tokens, row.prefix_hits = model.batcher.space.looked_up, model.batcher.space.hit
+            kv.append(row)
         mem = dev.memory
         devices.append(
             m.DeviceMem(
@@ -301,6 +301,12 @@ def sys_memstat(k: Kernel, c: CallCtx) -> None:
                 by_process=dict(mem.by_owner),
                 quotas={pid: mem.quota(pid) for pid in mem.quotas if pid},
                 kv_pools=kv,
+                models=[
+                    m.ModelMem(model=model.mid, arch=model.arch, charged=model.owner, weights=model.param_bytes,
+                               kv=model.kv_bytes, optimizer=model.nbytes - model.param_bytes - model.kv_bytes,
+                               compression=model.compression)  # fmt: skip
+                    for model in models
+                ],
             )
         )
     c.reply(m.MemMap(devices=devices))

@@ -94,6 +94,7 @@ class Model:
     batcher: Batcher | None = None  # its continuous-batching loop (kernel/batcher.py)
     cache: bool = True  # its generate calls share prompt KV blocks (prefix caching)
     preempt: str = "recompute"  # how a generate call gives up its KV blocks: "recompute" or "swap"
+    compression: str = ""  # what model_quantize / model_prune made of its weights (syscompress.py), or ""
     kv_blocks: int = 0  # its KV pool, on each replica: blocks of `block_size` tokens
     block_size: int = 16
     swap_blocks: int = 0  # its KV's host swap pool, in blocks
@@ -158,7 +159,7 @@ def model_info(handle: int, model: Model) -> m.ModelInfo:
     }  # fmt: skip
     return m.ModelInfo(
         model=handle, device=model.device, arch=model.arch, config=model.config, params=model.params,
-        bytes=model.nbytes, step=model.step, dtype=model.dtype, devices=list(model.devices), **text,
+        bytes=model.nbytes, step=model.step, dtype=model.dtype, devices=list(model.devices), compression=model.compression, **text,
     )  # fmt: skip
 
 
@@ -249,6 +250,7 @@ class Source:
     dtype: str
     checkpoint: str = ""
     folder: str = ""
+    compression: dict = field(default_factory=dict)  # a compressed checkpoint's layout (layer name -> spec)
 
 
 def _source(k: Kernel, req: m.ModelLoad) -> Source:
@@ -272,7 +274,7 @@ def _source(k: Kernel, req: m.ModelLoad) -> Source:
             raise SysError(Errno.EINVAL, f"checkpoint {req.checkpoint!r} is not a file")
         meta = _checkpoint_meta(req.checkpoint, full)
         arch = meta["arch"] if req.arch == "auto" else req.arch
-        return Source(arch, meta["config"], req.dtype or "float32", checkpoint=full)
+        return Source(arch, meta["config"], req.dtype or "float32", checkpoint=full, compression=meta["compression"])
     if req.arch == "auto":
         raise SysError(Errno.EINVAL, "arch 'auto' takes the architecture from a model folder (path) or a checkpoint; "
                                      "name one for a fresh model")  # fmt: skip
@@ -285,7 +287,8 @@ def _checkpoint_meta(name: str, full: str) -> dict:
 
     try:
         meta = read_metadata(full)
-        return {"arch": meta["arch"], "config": json.loads(meta["config"])}
+        return {"arch": meta["arch"], "config": json.loads(meta["config"]),
+                "compression": json.loads(meta.get("compression", "{}"))}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SysError(Errno.EINVAL, f"{name!r} is not an llmos checkpoint: {exc}") from None
 
@@ -384,6 +387,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
             params=desc.params, param_bytes=desc.param_bytes, nbytes=size, kv=None, kv_bytes=desc.kv_bytes,
             step=desc.step, dtype=src.dtype, folder=src.folder, tokenizer=tokenizer, cache=req.cache,
             preempt=req.preempt, kv_blocks=req.kv_blocks, block_size=req.block_size, swap_blocks=swap_blocks,
+            compression=desc.compression,
         )  # fmt: skip
         new_books(k, model)
         model.holders[c.proc.pid] = 1
@@ -414,7 +418,10 @@ def _swap_blocks(req: m.ModelLoad) -> int:
 
 
 def _size(k: Kernel, src: Source, kv_blocks: int, block_size: int) -> int:
-    """The bytes a model will take (weights and KV storage), from its config, by its architecture's size function."""
+    """The bytes a model will take (weights and KV storage), from its config, by its architecture's size function
+    (and, for a compressed checkpoint, its layout: compression.py)."""
+    from llmos.drivers.models.compression import held_bytes
+
     target = plugins.model_sizes(k.pm).get(src.arch)
     if target is None:
         raise SysError(Errno.EINVAL, f"architecture {src.arch!r} names no size function (llmos_model_sizes), "
@@ -422,9 +429,9 @@ def _size(k: Kernel, src: Source, kv_blocks: int, block_size: int) -> int:
     module, _, name = target.partition(":")
     try:
         desc = getattr(importlib.import_module(module), name)(src.config, src.dtype, kv_blocks, block_size)
-    except (ValueError, TypeError) as exc:
-        raise SysError(Errno.EINVAL, f"bad {src.arch} config: {exc}") from None
-    return desc.param_bytes + desc.kv_bytes
+        return held_bytes(desc.param_bytes, src.compression, src.dtype) + desc.kv_bytes
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SysError(Errno.EINVAL, f"bad {src.arch} config or compression layout: {exc!r}") from None
 
 
 def sys_model_free(k: Kernel, c: CallCtx) -> None:
@@ -518,6 +525,9 @@ def sys_model_save(k: Kernel, c: CallCtx) -> None:
     if c.req.format not in ("", "llmos", "hf"):
         raise SysError(Errno.EINVAL, f"format {c.req.format!r}: one of 'llmos' (a checkpoint file) or 'hf' (a folder)")
     fmt = c.req.format or ("hf" if model.folder else "llmos")
+    if fmt == "hf" and model.compression:
+        raise SysError(Errno.EINVAL, f"the model is {model.compression}: only an llmos checkpoint holds that "
+                                     "(format 'llmos'); a Hugging Face folder holds float weights")  # fmt: skip
     dev = k.devices[model.device]
     if dev.node:
         raise SysError(Errno.EINVAL, f"the model is on {dev.name}, whose node cannot write the kernel's storage")
@@ -571,6 +581,9 @@ def sys_train_step(k: Kernel, c: CallCtx) -> None:
     model: one per replica, each on its shard of the batch, kernel/replicas.py)."""
     req: m.TrainStep = c.req
     model = model_of(k, c.proc, req.model)
+    if model.compression:
+        raise SysError(Errno.EINVAL, f"the model is {model.compression}: a compressed model does not train "
+                                     "(train the float model, then compress it)")  # fmt: skip
     _check_batch(model, req)
     if not model.training:
         _charge_optimizer(k, model, c.proc.pid)

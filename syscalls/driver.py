@@ -127,6 +127,7 @@ class ModelDesc(msgspec.Struct, kw_only=True):
     param_bytes: int
     kv_bytes: int
     step: int = 0  # optimizer steps taken (from the checkpoint)
+    compression: str = ""  # what compressed its weights (a checkpoint of a quantized or pruned model), or ""
 
 
 class DModelFree(ToDriver, tag="model_free"):
@@ -253,6 +254,41 @@ class DGroupJoin(ToDriver, tag="group_join"):
     timeout_s: float
 
 
+class DModelQuantize(ToDriver, tag="model_quantize"):
+    """Quantize the model's linear layers (`scheme` "int8" or "int4" in groups of `group_size`), measuring it
+    on `windows` before and after; Ok is followed by one frame, the encoded `CompressOut`."""
+
+    model: int
+    scheme: str
+    group_size: int
+    windows: list[list[int]] = []
+
+
+class DModelPrune(ToDriver, tag="model_prune"):
+    """Prune the model's linear layers to `sparsity` by magnitude (`pattern` "unstructured" or "2:4"), measuring
+    it on `windows` before and after; Ok is followed by one frame, the encoded `CompressOut`."""
+
+    model: int
+    sparsity: float
+    pattern: str
+    windows: list[list[int]] = []
+
+
+class CompressOut(msgspec.Struct, kw_only=True):
+    """A model before and after a quantize or prune: weight bytes held, perplexity over the windows (0.0 with
+    none), greedy decode tokens/s, the measured zero fraction of the changed matrices, what they became."""
+
+    compression: str
+    layers: int
+    sparsity: float
+    bytes_before: int
+    bytes_after: int
+    perplexity_before: float
+    perplexity_after: float
+    tok_s_before: float
+    tok_s_after: float
+
+
 class DPing(ToDriver, tag="ping"):
     """Heartbeat: answer Ok at once."""
 
@@ -313,6 +349,7 @@ class DFail(FromDriver, tag="fail"):
 ToDriverUnion = (
     DAlloc | DFree | DWrite | DRead | DOp | DCopyBlocks | DPing | DForget
     | DModelLoad | DModelFree | DModelStep | DLogProbs | DModelSave | DTrainStep | DGroupOpen | DGroupJoin
+    | DModelQuantize | DModelPrune
 )
 FromDriverUnion = DHello | DBeat | DOk | DFail
 

@@ -496,6 +496,18 @@ class KVPoolStat(msgspec.Struct, kw_only=True):
     host_used: int = 0  # of which holding swapped-out blocks
 
 
+class ModelMem(msgspec.Struct, kw_only=True):
+    """One loaded model in the memory map: the kernel's id for it, who pays, and its bytes (all charged)."""
+
+    model: int
+    arch: str
+    charged: int  # the pid that pays (0: the kernel, its loader gone)
+    weights: int  # its weights as held (codes, scales and masks, once quantized or pruned)
+    kv: int  # its paged KV storage
+    optimizer: int  # gradients and AdamW moments, once it has trained
+    compression: str = ""  # what model_quantize / model_prune made of it ("int8", "int4/g32", ...), or ""
+
+
 class DeviceMem(msgspec.Struct, kw_only=True):
     """One device in the memory map (bytes)."""
 
@@ -507,6 +519,7 @@ class DeviceMem(msgspec.Struct, kw_only=True):
     by_process: dict[int, int]
     quotas: dict[int, int]
     kv_pools: list[KVPoolStat]
+    models: list[ModelMem] = []
 
 
 class MemMap(Reply):
@@ -645,6 +658,7 @@ class ModelInfo(Reply):
     bos_token: str = ""
     eos_token: str = ""
     devices: list[str] = []
+    compression: str = ""  # what quantize or prune made of its weights ("int8", "int4/g32", "sparse"), or ""
 
 
 class ModelFree(Call, tag=int(Sys.MODEL_FREE)):
@@ -793,3 +807,58 @@ class TrainResult(Reply):
     device_s: float = 0.0
     replicas: int = 1
     diverged: bool = False
+
+
+# ---- models: compression --------------------------------------------------------------
+
+
+class ModelQuantize(Call, tag=int(Sys.MODEL_QUANTIZE)):
+    """Quantize the model's linear layers, weights only: "int8" (a scale per output channel) or "int4" (a scale
+    per `group_size` weights of a row; 0: 32). Activations stay in the model's dtype.
+
+    `windows` are held-out token windows (as `logprobs` takes them) to score
+    the model on before and after; none: perplexity is not measured (0.0).
+    """
+
+    model: int
+    scheme: str
+    group_size: int = 0
+    windows: list[list[int]] = []
+
+
+class ModelPrune(Call, tag=int(Sys.MODEL_PRUNE)):
+    """Prune the model's linear layers by magnitude to `sparsity` in [0, 1): `pattern` "unstructured" (the
+    smallest weights of each matrix) or "2:4" (2 of every 4 in a row; sparsity 0.5). `windows` as for quantize."""
+
+    model: int
+    sparsity: float
+    pattern: str = "unstructured"
+    windows: list[list[int]] = []
+
+
+class Compressed(Reply):
+    """What a quantize or prune did: the model before and after.
+
+    Attributes:
+        compression: what its compressed matrices are now ("int8", "int4/g32", "sparse").
+        layers: how many matrices were compressed.
+        sparsity: the fraction of their weights that are zero, measured on the weights as used.
+        bytes_before, bytes_after: the bytes its weights held (codes, scales and masks included).
+        charged_before, charged_after: the model's memory charge (weights, KV storage, optimizer state).
+        perplexity_before, perplexity_after: over `windows` (0.0 without them).
+        tok_s_before, tok_s_after: greedy decode tokens/s of one sequence through its paged step.
+        device_s: the device's time for the call (measuring included).
+    """
+
+    compression: str
+    layers: int
+    sparsity: float
+    bytes_before: int
+    bytes_after: int
+    charged_before: int
+    charged_after: int
+    perplexity_before: float
+    perplexity_after: float
+    tok_s_before: float
+    tok_s_after: float
+    device_s: float = 0.0

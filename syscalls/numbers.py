@@ -64,3 +64,6 @@ class Sys(enum.IntEnum):
     # models: the model's own tokenizer
     TOKENIZE = 38
     DETOKENIZE = 39
+    # models: compression
+    MODEL_QUANTIZE = 40
+    MODEL_PRUNE = 41

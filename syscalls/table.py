@@ -74,6 +74,8 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.HANDLES, "memory", m.Handles, m.HandleList),
     Syscall(Sys.TOKENIZE, "model", m.Tokenize, m.TokenIds),
     Syscall(Sys.DETOKENIZE, "model", m.Detokenize, m.Text),
+    Syscall(Sys.MODEL_QUANTIZE, "model", m.ModelQuantize, m.Compressed),
+    Syscall(Sys.MODEL_PRUNE, "model", m.ModelPrune, m.Compressed),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

@@ -291,6 +291,25 @@ class SyscallApi:
         call = m.TrainStep(model=model, tokens=[list(row) for row in tokens], lr=lr, weight_decay=weight_decay, clip=clip)
         return self._run(one_call(call))
 
+    def model_quantize(self, model: int, scheme: str, group_size: int = 0, windows: list[list[int]] | None = None):
+        """Quantize the model's linear layers, weights only: "int8" (per output channel) or "int4" (groups of
+        `group_size`, 0: 32). Compressed: bytes, perplexity over the held-out `windows` and decode tokens/s,
+        before and after. Only a model no other process holds may be changed (else EPERM)."""
+        call = m.ModelQuantize(model=model, scheme=scheme, group_size=group_size, windows=_rows(windows))
+        return self._run(one_call(call))
+
+    def model_prune(self, model: int, sparsity: float, pattern: str = "unstructured",
+                    windows: list[list[int]] | None = None):  # fmt: skip
+        """Prune the model's linear layers by magnitude to `sparsity` ("unstructured", or "2:4" at 0.5);
+        Compressed, as `model_quantize`."""
+        call = m.ModelPrune(model=model, sparsity=sparsity, pattern=pattern, windows=_rows(windows))
+        return self._run(one_call(call))
+
+
+def _rows(windows: list[list[int]] | None) -> list[list[int]]:
+    """Token windows as lists (none: no windows)."""
+    return [list(row) for row in windows or []]
+
 
 def _tokens(tokens: list[int] | int) -> tuple[list[int], int]:
     return ([], tokens) if isinstance(tokens, int) else (list(tokens), 0)

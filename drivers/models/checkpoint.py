@@ -9,7 +9,10 @@ can open it and no pickle is ever loaded):
   `format` ("llmos-checkpoint"), `version` ("1"), `arch` (e.g. "tinygpt"),
   `config` (the model config's `to_dict`), `step` (an integer),
   `optimizer` (the optimizer's param groups and the non-tensor entries of its
-  state, or absent) and `extra` (the caller's own JSON, e.g. the data offset).
+  state, or absent), `extra` (the caller's own JSON, e.g. the data offset)
+  and, for a quantized or pruned model, `compression` (layer name -> spec,
+  see compression.py: what to rebuild before the tensors `model.<layer>.codes`,
+  `.scales`, `.values`, `.mask` fit; the kernel sizes the model from it).
 
 Files are written to a temporary name and renamed into place, so a crash
 while saving never leaves a torn checkpoint under the real name.
@@ -39,6 +42,7 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict | None = None
     extra: dict = field(default_factory=dict)
+    compression: dict[str, dict] = field(default_factory=dict)  # layer name -> spec; empty: not compressed
 
 
 def save_checkpoint(
@@ -51,6 +55,8 @@ def save_checkpoint(
     extra: dict | None = None,
 ) -> None:
     """Write `model` (which has a `config` with `to_dict`), `optimizer` and `step` to `path` atomically."""
+    from .compress import layout_of
+
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
@@ -60,6 +66,9 @@ def save_checkpoint(
         "step": str(int(step)),
         "extra": json.dumps(extra or {}),
     }
+    layout = layout_of(model)
+    if layout:
+        meta["compression"] = json.dumps(layout)
     if optimizer is not None:
         sd = optimizer.state_dict()
         plain: dict[str, dict] = {}
@@ -111,4 +120,5 @@ def _read(path: str, device: str | torch.device) -> Checkpoint:
         model_state=model_state,
         optimizer_state=optimizer_state,
         extra=json.loads(meta["extra"]),
+        compression=json.loads(meta.get("compression", "{}")),
     )

@@ -72,6 +72,8 @@ class Caller:
             lambda: c.model_save(self.pick(self.models), "m.safetensors"),
             lambda: c.tokenize(self.pick(self.models), "ab"),
             lambda: c.detokenize(self.pick(self.models), [97, 98]),
+            lambda: c.model_quantize(self.pick(self.models), r.choice(["int8", "int4"]), windows=[[1, 2, 3]]),
+            lambda: c.model_prune(self.pick(self.models), r.choice([0.0, 0.5]), r.choice(["unstructured", "2:4"])),
             lambda: c.model_free(self.models.pop(0) if self.models else 999),
             lambda: self.children.append(c.spawn("echo", ["0"], quotas={"cpu": 1 << 20}).pid),
             lambda: c.wait(self.pick(self.children), timeout_s=0.05),

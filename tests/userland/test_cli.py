@@ -42,6 +42,42 @@ def test_mem_prints_devices_processes_and_kv_pools(kernel, client):
     client.kv_free(seq.seq)
 
 
+def test_mem_shows_a_models_bytes_before_and_after_it_is_quantized(kernel, client):
+    info = client.model_load("cpu", "tinygpt", config={"d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 32},
+                             kv_blocks=2, block_size=8)  # fmt: skip
+
+    def row() -> str:
+        [line] = [line for line in llmos("mem", "--kernel", "shared").stdout.splitlines() if f"pid {client.pid}:" in line]
+        return line
+
+    before = row()
+    done = client.model_quantize(info.model, "int8")
+    after = row()
+    assert "(tinygpt)" in before and "(tinygpt, int8)" in after
+    assert f"weights {done.bytes_before / 1024:.1f} KiB" in before and f"weights {done.bytes_after / 1024:.1f} KiB" in after
+    client.model_free(info.model)
+
+
+def test_bench_compress_json_has_the_ratios_of_every_scheme(tmp_path):
+    import torch
+
+    from llmos.drivers.models import TinyGPT, TinyGPTConfig
+    from llmos.drivers.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    path = str(tmp_path / "small.safetensors")
+    save_checkpoint(path, TinyGPT(TinyGPTConfig(d_model=32, n_layers=1, n_heads=2, max_len=32)))
+    out = llmos("bench", "compress", "--json", "--checkpoint", path, "--schemes", "int8,prune2:4", "--eval-windows", "2")
+    result = json.loads(out.stdout)
+    assert set(result["schemes"]) == {"int8", "prune2:4"} and result["window"] == 32 and result["eval_windows"] == 2
+    for s in result["schemes"].values():
+        assert 0 < s["bytes_ratio"] < 1 and s["ppl_ratio"] > 0 and s["tok_s_ratio"] > 0
+    assert result["schemes"]["prune2:4"]["sparsity"] == 0.5 and set(result["targets_met"]) == {"int8"}
+    assert "2/2 prune2:4" in out.stderr  # progress, on stderr
+    bad = llmos("bench", "compress", "--schemes", "int3", check=False)
+    assert bad.returncode != 0 and "int3" in bad.stderr
+
+
 def test_sched_shows_and_switches_policies(kernel):
     assert "fcfs" in llmos("sched", "--kernel", "shared").stdout
     try:

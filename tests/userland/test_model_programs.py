@@ -1,4 +1,4 @@
-"""The model programs (train, generate, eval, loadgen, chat) against a kernel, with a tiny model.
+"""The model programs (train, generate, eval, compress, loadgen, chat) against a kernel, with a tiny model.
 
 The train run is spawned by the kernel, as `llmos run` does; the others run
 in this process (their `Client()` attaches through $LLMOS_KERNEL), which
@@ -9,16 +9,17 @@ import io
 import math
 import os
 import shutil
+import time
 
 import pytest
 
 from llmos.syscalls import Errno
 from llmos.userland import Client, LlmosError
 from llmos.userland.cli import main as cli
-from llmos.userland.programs import chat, evaluate, generate, loadgen, train
+from llmos.userland.programs import chat, compress, evaluate, generate, loadgen, train
 from llmos.userland.programs.common import parse_result
 from llmos.userland.programs.perplexity import window_starts
-from llmos.userland.programs.progress import Progress
+from llmos.userland.programs.progress import Progress, Ticker
 
 from conftest import start_kernel
 
@@ -147,6 +148,28 @@ def test_eval_prints_a_finite_perplexity(attached, trained, corpus, tmp_path, ca
     assert status == 0 and parse_result(out)["windows"] == len(window_starts(len(text.read_bytes()), 32, 32))
 
 
+def test_compress_reports_saves_and_the_saved_model_generates_and_scores(attached, trained, corpus, capsys):
+    scored = ["--corpus", corpus, "--eval-windows", "4"]
+    status, out, _ = in_process(compress.main, ["--checkpoint", CHECKPOINT, "--scheme", "int4", "--group-size", "16",
+                                                *scored], capsys)  # fmt: skip
+    done = parse_result(out)
+    assert status == 0 and done["out"] == "tiny-int4.safetensors" and done["compression"] == "int4/g16"
+    assert "perplexity (32-token windows)" in out and "back to the device for anyone" in out
+    assert done["bytes_ratio"] == done["bytes_after"] / done["bytes_before"] < 0.5 and done["tok_s_ratio"] > 0
+    status, out, _ = in_process(evaluate.main, ["--checkpoint", CHECKPOINT, *scored], capsys)
+    assert math.isclose(parse_result(out)["perplexity"], done["perplexity_before"], rel_tol=1e-9)  # eval's windows
+    status, out, _ = in_process(evaluate.main, ["--checkpoint", done["out"], *scored], capsys)
+    assert math.isclose(parse_result(out)["perplexity"], done["perplexity_after"], rel_tol=1e-9)
+    status, out, _ = in_process(generate.main, ["--checkpoint", done["out"], "--prompt", "def ", "--max-tokens", "8"], capsys)
+    assert status == 0 and parse_result(out)["tokens"] == 8
+    status, out, _ = in_process(compress.main, ["--checkpoint", CHECKPOINT, "--scheme", "prune30", *scored], capsys)
+    assert status == 0 and parse_result(out)["compression"] == "sparse/unstructured"
+    for bad in (["--scheme", "int3"], ["--scheme", "int8", "--group-size", "16"], ["--scheme", "prune100"]):
+        with pytest.raises(SystemExit) as usage:
+            compress.main(["--checkpoint", CHECKPOINT, *bad])
+        assert usage.value.code == 2
+
+
 def test_loadgen_runs_processes_that_share_one_model(attached, trained, capsys):
     # a fresh model with room for 150 tokens: long enough that the three calls overlap, however their starts spread
     args = ["--fresh", *TINY, "--max-len", "160", "--procs", "3", "--prompts", "def add", "--max-tokens", "150"]
@@ -234,6 +257,20 @@ def test_progress_redraws_on_a_tty_and_prints_lines_in_a_log():
         bar.close()
     assert tty.getvalue().count("\r") == 3 and "step 3/10" in tty.getvalue() and "ETA" in tty.getvalue()
     assert "\r" not in log.getvalue() and len(log.getvalue().splitlines()) == 3
+
+
+def test_ticker_redraws_on_a_tty_and_prints_lines_in_a_log():
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, log = Tty(), io.StringIO()
+    for out in (tty, log):
+        with Ticker("work", out=out, every_s=0.4):
+            time.sleep(1.1)
+    assert tty.getvalue().startswith("work...") and "\rwork... 0:01" in tty.getvalue() and "\rwork: 1.1 s" in tty.getvalue()
+    assert "\r" not in log.getvalue() and log.getvalue().splitlines()[:2] == ["work... 0:00", "work... 0:00"]
+    assert log.getvalue().splitlines()[-1].startswith("work: 1.")
 
 
 def test_learning_rate_warms_up_then_decays():

@@ -11,7 +11,9 @@ def add_parser(sub) -> None:
         "mem",
         help="print each device's memory map, per process",
         description="Print each device's memory: capacity, used and free bytes, what each process holds "
-        "(pid 0 is the kernel: KV pools and shared tensors whose creators left), quotas, and each paged KV pool's blocks.",
+        "(pid 0 is the kernel: KV pools and shared tensors whose creators left), quotas, each loaded model's "
+        "weights, KV and optimizer bytes (its weights shrink when it is quantized or pruned), and each paged KV "
+        "pool's blocks.",
     )
     add_kernel_option(p)
     p.set_defaults(func=run)
@@ -31,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
         ]
         if rows:
             print(table(rows, ["  PID", "NAME", "HOLDS", "OF DEVICE", "QUOTA"]))
+        for model in d.models:
+            print(f"  model{model.model} ({model.arch}{', ' + model.compression if model.compression else ''}): "
+                  f"{size(model.weights + model.kv + model.optimizer)} charged to pid {model.charged}: weights "
+                  f"{size(model.weights)}, KV {size(model.kv)}, optimizer {size(model.optimizer)}")  # fmt: skip
         for kv in d.kv_pools:
             print(
                 f"  KV pool {kv.pool}: {kv.used}/{kv.total} blocks used ({kv.block_size} tokens, {size(kv.block_bytes)} each), "

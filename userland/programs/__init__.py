@@ -1,6 +1,6 @@
 """The built-in userland programs, registered through the llmos_programs hook.
 
-The model programs (train, generate, chat, eval, loadgen) live in this
+The model programs (train, generate, chat, eval, compress, loadgen) live in this
 package, one module each (eval's is `evaluate.py`), with their shared plumbing in
 `common.py`; docs/models.md describes them and their options.
 """
@@ -18,5 +18,7 @@ def llmos_programs() -> list[ProgramEntry]:
         ProgramEntry("generate", "llmos.userland.programs.generate:main", "continue a prompt, streaming the text"),
         ProgramEntry("chat", "llmos.userland.programs.chat:main", "talk with a model line by line", interactive=True),
         ProgramEntry("eval", "llmos.userland.programs.evaluate:main", "held-out perplexity and bits per byte"),
+        ProgramEntry("compress", "llmos.userland.programs.compress:main",
+                     "quantize or prune a model: size, perplexity and speed before and after"),  # fmt: skip
         ProgramEntry("loadgen", "llmos.userland.programs.loadgen:main", "N generating processes sharing one model"),
     ]

@@ -10,12 +10,17 @@ A model with a tokenizer of its own (one loaded from a Hugging Face-format
 folder) reads the same files as text, tokenized by the kernel with that
 tokenizer (`tokenize`), in pieces, files joined by its EOS id
 (`model_corpus`, `model_text`).
+
+`add_held_out` and `held_out` are what `eval` scores and `compress`
+measures a model on before and after: the same text, windows and options.
 """
 
 import argparse
 
 import torch
 from llmos.drivers.models.train import split_corpus, stdlib_corpus, stdlib_files
+
+from llmos.syscalls import messages as m
 
 from ..client import Client
 
@@ -71,3 +76,29 @@ def model_text(c: Client, model: int, path: str) -> torch.Tensor:
     """A file's text in the model's own tokens."""
     with open(path, encoding="utf-8", errors="replace") as f:
         return torch.tensor(tokenized(c, model, f.read()), dtype=torch.long)
+
+
+def add_held_out(p: argparse.ArgumentParser) -> None:
+    """The options of the held-out text a model is scored on: the corpus options, --text, --window, --eval-windows."""
+    add_corpus(p)
+    p.add_argument("--text", metavar="FILE", default=None, help="score this file instead of the held-out corpus")
+    p.add_argument("--window", type=int, default=None, help="tokens per window (default: the model's context)")
+    p.add_argument("--eval-windows", type=int, default=32, help="windows to score at most (0: all)")
+
+
+def check_held_out(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error for held-out options out of range."""
+    if (args.window is not None and args.window < 2) or args.eval_windows < 0 or args.corpus_bytes < 1:
+        p.error("--window must be at least 2, --corpus-bytes at least 1, --eval-windows not negative")
+
+
+def held_out(c: Client, model: int, info: m.ModelInfo, args: argparse.Namespace) -> tuple[torch.Tensor, int, bool]:
+    """(token ids, window, byte-level?) of the held-out text the options name, for the model `info` describes:
+    --text FILE or the corpus's held-out last 10 %, in the model's own tokens when it has a tokenizer of its own."""
+    byte_level = info.tokenizer in ("bytes", "")
+    if byte_level:
+        ids = read_text(args.text) if args.text else read_corpus(args)[1]
+    else:  # the model's own tokens, from the kernel
+        ids = model_text(c, model, args.text) if args.text else model_corpus(c, model, info.eos, args)[1]
+    window = min(args.window or info.config["max_len"], info.config["max_len"])
+    return ids, window, byte_level

@@ -13,7 +13,7 @@ import sys
 
 from ..client import Client
 from .common import add_checkpoint, guarded, model_name, open_model, parser, print_result, show_args
-from .corpus import add_corpus, model_corpus, model_text, read_corpus, read_text
+from .corpus import add_held_out, check_held_out, held_out
 from .perplexity import score
 
 
@@ -21,13 +21,9 @@ def main(argv: list[str]) -> int:
     """Parse the options, print them, and score."""
     p = parser("eval", __doc__)
     add_checkpoint(p, kv_blocks=1)
-    add_corpus(p)
-    p.add_argument("--text", metavar="FILE", default=None, help="score this file instead of the held-out corpus")
-    p.add_argument("--window", type=int, default=None, help="tokens per window (default: the model's context)")
-    p.add_argument("--eval-windows", type=int, default=32, help="windows to score at most (0: all)")
+    add_held_out(p)
     args = p.parse_args(argv)
-    if (args.window is not None and args.window < 2) or args.eval_windows < 0 or args.corpus_bytes < 1:
-        p.error("--window must be at least 2, --corpus-bytes at least 1, --eval-windows not negative")
+    check_held_out(p, args)
     show_args(args)
     return guarded("eval", lambda: evaluate(args))
 
@@ -36,12 +32,7 @@ def evaluate(args: argparse.Namespace) -> int:
     """Score the text with the model and report."""
     source = args.text or f"the held-out 10 % of {args.corpus or 'the standard library'}"
     with Client(name="eval") as c, open_model(c, args) as (model, info):
-        byte_level = info.tokenizer in ("bytes", "")
-        if byte_level:
-            ids = read_text(args.text) if args.text else read_corpus(args)[1]
-        else:  # the model's own tokens, from the kernel
-            ids = model_text(c, model, args.text) if args.text else model_corpus(c, model, info.eos, args)[1]
-        window = min(args.window or info.config["max_len"], info.config["max_len"])
+        ids, window, byte_level = held_out(c, model, info, args)
         held = score(c, model, ids, window, args.eval_windows, bytes_tokens=byte_level)
     print(f"{source}: perplexity {held.perplexity:.3f}, {held.bits_per_byte:.3f} bits per byte "
           f"({held.windows} windows of {window} tokens, {held.tokens} tokens predicted)")  # fmt: skip

@@ -37,6 +37,12 @@ def window_starts(length: int, window: int, max_windows: int) -> list[int]:
     return [i * window for i in range(count)]
 
 
+def windows_of(ids: torch.Tensor, window: int, max_windows: int) -> list[list[int]]:
+    """The token windows a score reads: `window_starts`' windows of `window` tokens (the whole text if it is shorter)."""
+    window = min(window, len(ids))
+    return [ids[start : start + window].tolist() for start in window_starts(len(ids), window, max_windows)]
+
+
 def score(c: Client, model: int, ids: torch.Tensor, window: int, max_windows: int, bytes_tokens: bool = True) -> Score:
     """Score `ids` with the model: windows of `window` tokens (the whole text if it is shorter than one).
 
@@ -44,15 +50,13 @@ def score(c: Client, model: int, ids: torch.Tensor, window: int, max_windows: in
     through `detokenize`."""
     if len(ids) < 2:
         raise ProgramError(f"a text of {len(ids)} tokens has nothing to predict; give at least 2")
-    window = min(window, len(ids))
     nats, predicted, byte_tokens = 0.0, 0, 0
-    starts = window_starts(len(ids), window, max_windows)
-    for start in starts:
-        piece = ids[start : start + window].tolist()
+    pieces = windows_of(ids, window, max_windows)
+    for piece in pieces:
         nats -= sum(c.logprobs(model, piece))
         predicted += len(piece) - 1
         if bytes_tokens:
             byte_tokens += sum(1 for t in piece[1:] if t < 256)
         else:
             byte_tokens += len(c.detokenize(model, piece[1:]).encode("utf-8"))
-    return Score(math.exp(nats / predicted), nats / math.log(2) / max(byte_tokens, 1), predicted, len(starts))
+    return Score(math.exp(nats / predicted), nats / math.log(2) / max(byte_tokens, 1), predicted, len(pieces))

@@ -1,13 +1,16 @@
-"""A live progress display for training: a bar redrawn in place on a terminal, plain lines in a log.
+"""Live progress displays: a bar redrawn in place on a terminal, plain lines in a log.
 
 On a tty the line is rewritten with "\\r" after every step. When stdout is not
 a tty (a program the kernel spawned writes to a log that `llmos run` relays)
 carriage returns would pile up, so a plain line is printed every few seconds
-instead. Either way it shows how far the run is (steps or minutes, whichever
-ends it first), the smoothed loss, tokens per second and the time left.
+instead. `Progress` shows how far a training run is (steps or minutes,
+whichever ends it first), the smoothed loss, tokens per second and the time
+left; `Ticker` shows that one long call (a model_quantize) is still running,
+and for how long.
 """
 
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -96,3 +99,40 @@ class Progress:
         if self.tty:
             self.out.write("\n")
             self.out.flush()
+
+
+class Ticker:
+    """While a `with` block runs one long call: "WHAT... 12 s", redrawn every second on a tty, a plain line
+    every `every_s` seconds otherwise; on leaving, "WHAT: N s"."""
+
+    def __init__(self, what: str, out: TextIO | None = None, every_s: float = 5.0):
+        self.what = what
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self.every_s = every_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+        self.start = time.monotonic()
+
+    def _tick(self) -> None:
+        """Redraw (tty) or print a line (log) until stopped."""
+        while not self.stop.wait(1.0 if self.tty else self.every_s):
+            elapsed = clock(time.monotonic() - self.start)
+            if self.tty:
+                self.out.write(f"\r{self.what}... {elapsed}  ")
+                self.out.flush()
+            else:
+                print(f"{self.what}... {elapsed}", file=self.out, flush=True)
+
+    def __enter__(self) -> "Ticker":
+        if self.tty:
+            self.out.write(f"{self.what}...")
+            self.out.flush()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        line = f"{self.what}: {time.monotonic() - self.start:.1f} s"
+        print(f"\r{line}   " if self.tty else line, file=self.out, flush=True)
