@@ -192,6 +192,11 @@ def connect(ctx: zmq.Context, ident: bytes, env) -> zmq.Socket:
     return sock
 
 
+def kernel_host(env) -> str:
+    """The host part of the kernel's TCP address (LLMOS_KERNEL `tcp://HOST:PORT`): the kernel's machine as this node sees it."""
+    return env["LLMOS_KERNEL"].split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+
+
 def beat(ctx: zmq.Context, ident: bytes, env, stop: threading.Event) -> None:
     """A remote host's heartbeat: a DBeat every NODE_BEAT_S from a socket of its own until `stop`."""
     sock = connect(ctx, ident + b".beat", env)
@@ -217,7 +222,8 @@ def main() -> int:
     count = type(driver).count(options) if driver.index == 0 else driver.index + 1
     spec = driver.spec() if driver.index < count else None
     hello = proto.DHello(secret=env.get("LLMOS_DRIVER_SECRET", ""), os_pid=os.getpid(), count=count, spec=spec,
-                         node=node, kind=type(driver).kind, index=driver.index)  # fmt: skip
+                         node=node, kind=type(driver).kind, index=driver.index,
+                         kernel=kernel_host(env) if node else "")  # fmt: skip
     sock.send(proto.encoder.encode(hello))
     if spec is None:
         sock.close(linger=1000)

@@ -99,6 +99,7 @@ class Device:
     parked: WaitQueue = field(default_factory=WaitQueue)  # allocations waiting for memory, payload (ctx, run)
     node: str = ""  # the node of a remote driver host (`llmos host`), "" for the kernel's own
     address: str = ""  # where a remote host connects from
+    kernel_address: str = ""  # ... and where it reached the kernel: the kernel's machine as its node sees it
     last_beat: float = 0.0  # when a remote host last beat
     rtt_s: float = 0.0  # the last heartbeat's round trip (ping and its answer)
 
@@ -123,15 +124,17 @@ class Device:
         self.state = STARTING
         self.last_heard = self.started_at = time.monotonic()
 
-    def node_address(self, port: int = 0) -> str:
+    def node_address(self, port: int = 0, local: str = LOCAL_NODE) -> str:
         """Where other driver hosts reach this device's host: its machine's address, with ":PORT" when given.
 
         The one place a process group's rendezvous address comes from
-        (kernel/replicas.py): hosts the kernel starts itself are on its own
-        machine, 127.0.0.1; a remote one (`node` set) is reached at the
-        address it connected to the kernel from.
+        (kernel/replicas.py): a remote host (`node` set) is reached at the
+        address it connected to the kernel from; hosts the kernel starts
+        itself are on its own machine, at `local`: 127.0.0.1 among
+        themselves, or the kernel's address as a remote member of the group
+        reached it (`kernel_address`).
         """
-        host = self.address if self.node else LOCAL_NODE
+        host = self.address if self.node else local
         return f"{host}:{port}" if port else host
 
     def next_seq(self) -> int:

@@ -91,7 +91,7 @@ def join(k: Kernel, ident: bytes, hello: proto.DHello, frames: list) -> None:
     now = time.monotonic()
     k.driver_idents.pop(dev.ident, None)
     k.driver_idents.pop(dev.ident + BEAT_SUFFIX, None)
-    dev.ident, dev.address = ident, address
+    dev.ident, dev.address, dev.kernel_address = ident, address, hello.kernel
     k.driver_idents[ident] = dev
     k.driver_idents[ident + BEAT_SUFFIX] = dev
     dev.last_beat = dev.last_heard = dev.started_at = now

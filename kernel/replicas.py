@@ -41,7 +41,7 @@ from llmos.syscalls import driver as proto
 from llmos.syscalls import messages as m
 
 from . import sysmodel
-from .devices import ONLINE, Device, Work
+from .devices import LOCAL_NODE, ONLINE, Device, Work
 from .errors import SysError
 from .gang import Answer, Gang
 
@@ -147,6 +147,7 @@ def _form_group(k: Kernel, pid: int, model: Model, then, failed) -> None:
     prefix = f"llmos/model{model.mid}/group{model.groups}"
     timeout = k.config.group_timeout_s
     first = devs[0]
+    local = next((dev.kernel_address for dev in devs if dev.node and dev.kernel_address), LOCAL_NODE)
 
     def joined(answers: list[Answer]) -> None:
         bad = next((a for a in answers if a.errno is not None), None)
@@ -157,15 +158,15 @@ def _form_group(k: Kernel, pid: int, model: Model, then, failed) -> None:
         then()
 
     def opened(ok: proto.DOk, frames) -> None:
-        store = first.node_address(_store_decoder.decode(frames[0].buffer).port)
+        store = first.node_address(_store_decoder.decode(frames[0].buffer).port, local)
         parts = [
             (dev, proto.DGroupJoin(seq=dev.next_seq(), model=model.mid, rank=rank, world=len(devs), store=store,
-                                   host=dev.node_address(), prefix=prefix, timeout_s=timeout))
+                                   host=dev.node_address(local=local), prefix=prefix, timeout_s=timeout))
             for rank, dev in enumerate(devs)
         ]  # fmt: skip
         Gang(k, pid, parts, joined, together=True).submit()
 
-    msg = proto.DGroupOpen(seq=first.next_seq(), model=model.mid, host=first.node_address(), timeout_s=timeout)
+    msg = proto.DGroupOpen(seq=first.next_seq(), model=model.mid, host=first.node_address(local=local), timeout_s=timeout)
     k.submit(first, Work(owner=pid, msg=msg, done=opened, fail=failed))
 
 

@@ -324,6 +324,7 @@ class DHello(FromDriver, tag="hello"):
     node: str = ""  # a remote driver host (`llmos host`): its node's name; it joins with its key, not a secret
     kind: str = ""  # ... and its device's driver kind and index (the kernel names it NODE/KINDINDEX)
     index: int = 0
+    kernel: str = ""  # ... and the address it reached the kernel at: where its node reaches the kernel's machine
 
 
 class DBeat(FromDriver, tag="beat"):

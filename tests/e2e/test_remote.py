@@ -94,6 +94,26 @@ def test_a_client_computes_on_the_remote_device_as_on_a_local_one(remote, link):
         until(lambda: next(d for d in c.devices() if d.name == "node2/cpu0").rtt_ms > 0)  # an idle ping came back
 
 
+def test_a_data_parallel_step_across_the_link_is_a_step_on_the_whole_batch(remote, link):
+    """A replica on cpu0 and one on node2/cpu0: gloo rendezvous across the link (the local host listens on the
+    kernel's address as the node reached it), and the step equals one on the whole batch on one device."""
+    kp, _, _ = remote
+    config = dict(d_model=32, n_layers=1, n_heads=2, max_len=32)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 259, (4, 17), generator=gen).tolist() for _ in range(2)]
+    text = list(range(40, 72))
+    with Client(kp.address, name="dp") as c:
+        load = dict(arch="tinygpt", config=config, kv_blocks=8, block_size=4, dtype="float64", seed=5)
+        rep, solo = c.model_load(devices=["cpu0", "node2/cpu0"], **load), c.model_load("cpu0", **load)
+        for batch in batches:
+            got, want = c.train_step(rep.model, batch), c.train_step(solo.model, batch)
+            assert (got.replicas, got.diverged, got.step) == (2, False, want.step)
+            assert got.loss == pytest.approx(want.loss, rel=1e-12)
+        assert c.logprobs(rep.model, text) == pytest.approx(c.logprobs(solo.model, text), abs=1e-10)
+        for h in (rep.model, solo.model):
+            c.model_free(h)
+
+
 def test_a_host_without_a_host_key_is_refused_and_logged(remote, link, tmp_path):
     kp, tcp, logs = remote
     stranger = str(tmp_path / "stranger")  # its own keys, but the kernel's server key: it gets as far as the handshake
