@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from llmos.syscalls import messages as m
 
-from .wire import admin_key, curve_keys, dtype_name, from_bytes, kernel_address, tensor_bytes
+from .wire import admin_key, checked_address, curve_keys, dtype_name, from_bytes, kernel_address, tensor_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,7 @@ class SyscallApi:
         kernel: str | None = None,
         admin: bool = False,
     ):
-        self.address = address or kernel_address(kernel)
+        self.address = checked_address(address) if address else kernel_address(kernel)
         self.timeout_s = timeout_s
         self._keys = curve_keys(keys_dir)
         self._attach = m.Attach(

@@ -36,7 +36,7 @@ def kernel_name(name: str | None = None) -> str:
 def kernel_address(name: str | None = None) -> str:
     """Where the kernel is: $LLMOS_KERNEL, else the state file of the local kernel `name`."""
     if os.environ.get("LLMOS_KERNEL") and not name:
-        return os.environ["LLMOS_KERNEL"]
+        return checked_address(os.environ["LLMOS_KERNEL"], "$LLMOS_KERNEL")
     name = kernel_name(name)
     state = runtime.read_state(runtime.kernel_dir(name))
     if not state:
@@ -44,6 +44,14 @@ def kernel_address(name: str | None = None) -> str:
             Errno.ECONNREFUSED, f"no kernel named {name!r} is running (no state in {runtime.kernel_dir(name)}); start one with `llmos boot`"
         )
     return state["address"]
+
+
+def checked_address(address: str, source: str = "the address") -> str:
+    """`address` if it is a ZeroMQ endpoint a client can connect to (ipc://, tcp://), else EINVAL saying so."""
+    if address.partition("://")[0] not in ("ipc", "tcp") or not address.partition("://")[2]:
+        raise LlmosError(Errno.EINVAL, f"{source} is {address!r}, not a kernel address (ipc://PATH or tcp://HOST:PORT); "
+                                       "a local kernel's name goes in $LLMOS_NAME or --kernel")  # fmt: skip
+    return address
 
 
 def admin_key(name: str | None = None) -> str:

@@ -184,3 +184,15 @@ def test_garbage_calls_with_a_valid_token(raw, call):
 def test_the_kernel_still_serves_after_all_that(client):
     assert client.null() is not None
     assert client.stat().errors > 0
+
+
+@pytest.mark.parametrize("address", ["mykernel", "http://localhost:80", "tcp://", "ipc:/x"])
+def test_a_client_given_something_that_is_no_kernel_address_says_so(address, monkeypatch):
+    """A kernel name or a URL where an address belongs is EINVAL naming where it came from, not a ZeroMQ trace."""
+    with pytest.raises(LlmosError) as err:
+        Client(address, name="lost")
+    assert err.value.errno == Errno.EINVAL and repr(address) in err.value.message
+    monkeypatch.setenv("LLMOS_KERNEL", address)
+    with pytest.raises(LlmosError) as err:
+        Client(name="lost")
+    assert err.value.errno == Errno.EINVAL and "$LLMOS_KERNEL" in err.value.message

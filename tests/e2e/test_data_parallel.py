@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 
 from llmos.syscalls import Errno
 from llmos.userland import AsyncClient, Client, LlmosError
+from llmos.userland.programs import train
+from llmos.userland.programs.common import parse_result
 
 from conftest import start_kernel, until
 
@@ -96,6 +98,26 @@ def test_a_step_over_two_replicas_is_a_step_on_the_whole_batch(dc, storage):
     assert (got.replicas, got.diverged) == (2, False) and got.loss == pytest.approx(want.loss, rel=1e-12)
     for h in (rep.model, solo.model):
         dc.model_free(h)
+
+
+def test_the_train_program_over_a_device_list_follows_the_one_device_loss_curve(dpkernel, tmp_path, monkeypatch,
+                                                                                  capsys):  # fmt: skip
+    """`llmos run train --device cpu0,cpu1` trains data parallel, with the losses of `--device cpu1` (float32)."""
+    (tmp_path / "adder.py").write_text("def add(a, b):\n    return a + b\n\n" * 200)
+    monkeypatch.setenv("LLMOS_KERNEL", dpkernel.address)
+    results = {}
+    for device in ("cpu0,cpu1", "cpu1"):
+        args = ["--device", device, "--corpus", str(tmp_path), "--steps", "6", "--batch", "6", "--window", "24",
+                "--d-model", "32", "--layers", "1", "--heads", "2", "--lr", "1e-2", "--warmup", "1",
+                "--eval-windows", "2", "--out", f"train-{len(device)}.safetensors"]  # fmt: skip
+        assert train.main(args) == 0
+        out = capsys.readouterr().out
+        results[device] = parse_result(out)
+        assert ("on cpu0, cpu1 (data parallel)" in out) == ("," in device)
+    dp, one = results["cpu0,cpu1"], results["cpu1"]
+    assert dp["steps"] == one["steps"] == 6 and dp["last_loss"] < dp["first_loss"]
+    for key in ("first_loss", "last_loss", "perplexity"):
+        assert dp[key] == pytest.approx(one[key], rel=1e-4), key
 
 
 def test_replicas_are_charged_on_every_device_and_freed_with_the_model(dc):

@@ -44,10 +44,14 @@ class ProgramError(Exception):
     """A failure a program explains in one line (its message); `guarded` prints it and exits with 1."""
 
 
-def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every model program takes: --device and --seed."""
+def parser(prog: str, description: str, devices: str = "") -> argparse.ArgumentParser:
+    """An argument parser with the options every model program takes: --device and --seed.
+
+    `devices` ends --device's help, for a program that takes more than one device.
+    """
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
-    p.add_argument("--device", default="cpu", help="cpu, mocktpu, cuda or auto (the kernel picks); or a name: cpu0")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, mocktpu, cuda or auto (the kernel picks); or a name: cpu0" + devices)  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed")
     return p
 

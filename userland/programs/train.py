@@ -8,7 +8,9 @@ corpus, through the kernel, and which is saved at --out as a folder in the
 same layout), and sends one seeded batch of windows per train_step call
 until --steps or --minutes is reached, whichever comes first. The learning
 rate warms up linearly for --warmup steps, then follows a cosine down to a
-tenth of --lr. It saves the checkpoint every --every steps and at the end,
+tenth of --lr. A --device list (`cpu0,node2/cpu0`) loads one replica on each
+device and trains data parallel: the kernel splits each batch between them
+and the replicas all-reduce their gradients (docs/distributed.md). It saves the checkpoint every --every steps and at the end,
 then scores the held-out last 10 % of the corpus with the logprobs syscall.
 
 The batch stream is seeded, and a resumed run skips the batches the
@@ -58,7 +60,7 @@ def learning_rate(base: float, warmup: int, step: int, fraction: float) -> float
 
 def main(argv: list[str]) -> int:
     """Parse the options, print them, and train."""
-    p = parser("train", __doc__)
+    p = parser("train", __doc__, devices="; or a list, cpu0,node2/cpu0: one replica on each, trained data parallel")
     add_corpus(p)
     p.add_argument("--steps", type=int, help=f"stop at step N (default: {DEFAULT_STEPS} without --minutes)")
     p.add_argument("--minutes", type=float, help="stop after M minutes of training")
@@ -92,11 +94,17 @@ def main(argv: list[str]) -> int:
     return guarded("train", lambda: train(args))
 
 
+def placement(device: str) -> dict:
+    """model_load's arguments for --device: `device`, or `devices` for a comma-separated list (replicas)."""
+    names = [name.strip() for name in device.split(",")]
+    return {"devices": names} if len(names) > 1 else {"device": device}
+
+
 def load_model(c: Client, args: argparse.Namespace):
     """The model to train: the --out checkpoint with --resume if it is there, else a fresh one from --seed."""
     if args.resume:
         try:
-            info = c.model_load(args.device, ARCH, checkpoint=args.out, kv_blocks=KV_BLOCKS)
+            info = c.model_load(arch=ARCH, checkpoint=args.out, kv_blocks=KV_BLOCKS, **placement(args.device))
             print(f"resuming {args.out} at step {info.step}", flush=True)
             return info
         except LlmosError as exc:
@@ -104,21 +112,22 @@ def load_model(c: Client, args: argparse.Namespace):
                 raise
             print(f"nothing to resume ({exc.message}): starting fresh", flush=True)
     config = model_config(args, max_len=args.window)
-    return c.model_load(args.device, ARCH, config=config, kv_blocks=KV_BLOCKS, seed=args.seed)
+    return c.model_load(arch=ARCH, config=config, kv_blocks=KV_BLOCKS, seed=args.seed, **placement(args.device))
 
 
 def train(args: argparse.Namespace) -> int:
     """Train, save, score the held-out text, and report."""
     with Client(name="train") as c:
         if args.model_dir:
-            info = c.model_load(args.device, path=args.model_dir, kv_blocks=KV_BLOCKS)
+            info = c.model_load(path=args.model_dir, kv_blocks=KV_BLOCKS, **placement(args.device))
             train_ids, held_out = model_corpus(c, info.model, info.eos, args)
         else:
             train_ids, held_out = read_corpus(args)
             info = load_model(c, args)
         if len(train_ids) <= args.window:
             raise ProgramError(f"the corpus has {len(train_ids)} training tokens, not one window of {args.window + 1}")
-        print(f"model: {info.params:,} parameters on {info.device}, config {info.config}", flush=True)
+        where = info.device if len(info.devices) < 2 else f"{', '.join(info.devices)} (data parallel)"
+        print(f"model: {info.params:,} parameters on {where}, config {info.config}", flush=True)
         stream = batches(train_ids, args.batch, args.window, args.seed)
         for _ in range(info.step):  # a resumed run skips the batches already used
             next(stream)
