@@ -158,9 +158,11 @@ class Driver:
         """As rank 0 of model `mid`'s process group: open its rendezvous store on a free port of `host`; the port."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
-    def group_join(self, mid: int, rank: int, world: int, store: str, host: str, prefix: str, timeout_s: float) -> None:
+    def group_join(self, mid: int, rank: int, world: int, store: str, host: str, prefix: str, timeout_s: float,
+                   backend: str = "gloo") -> None:  # fmt: skip
         """Join model `mid`'s process group as `rank` of `world` through the store at `store` ("HOST:PORT"),
-        listening on `host`; blocks until every rank has joined (EIO after `timeout_s`)."""
+        listening on `host`, over `backend` ("gloo", or "nccl" among CUDA devices); blocks until every rank
+        has joined (EIO after `timeout_s`)."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def model_quantize(self, mid: int, scheme: str, group_size: int, windows: list[list[int]]) -> CompressOut:
@@ -477,13 +479,15 @@ class TorchDriver(Driver):
             raise DriverError(Errno.EIO, f"model {mid}: {exc}") from exc
         return m.store.port
 
-    def group_join(self, mid: int, rank: int, world: int, store: str, host: str, prefix: str, timeout_s: float) -> None:
+    def group_join(self, mid: int, rank: int, world: int, store: str, host: str, prefix: str, timeout_s: float,
+                   backend: str = "gloo") -> None:  # fmt: skip
         m = self.model(mid)
         if rank == 0 and m.store is None:
             raise DriverError(Errno.EINVAL, f"rank 0 of model {mid}'s group has no store (group_open first)")
         m.group = None  # an earlier group of the model is dropped, joined or not
         try:
-            m.group = join(m.store if rank == 0 else None, store, host, rank, world, prefix, timeout_s)
+            m.group = join(m.store if rank == 0 else None, store, host, rank, world, prefix, timeout_s, backend,
+                           self.device)  # fmt: skip
         except GroupError as exc:
             raise DriverError(Errno.EIO, f"model {mid}: {exc}") from exc
         finally:

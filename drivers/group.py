@@ -39,12 +39,17 @@ def open_store(host: str, timeout_s: float) -> dist.TCPStore:
 
 
 class Group:
-    """One replica's membership in its model's process group of `world` members."""
+    """One replica's membership in its model's process group of `world` members.
 
-    def __init__(self, pg: dist.ProcessGroup, store: dist.Store, world: int):
+    `device`: where the group's collectives run: the CPU for gloo, the
+    replica's GPU for NCCL (which reduces only tensors on it).
+    """
+
+    def __init__(self, pg: dist.ProcessGroup, store: dist.Store, world: int, device: torch.device):
         self.pg = pg
         self.store = store  # kept alive with the group: rank 0's is the master the others talk to
         self.world = world
+        self.device = device
 
     def sum(self, flat: torch.Tensor) -> None:
         """Sum a flat CPU tensor over the group, in place: every member ends with the same sum.
@@ -52,26 +57,46 @@ class Group:
         GroupError when a member is gone (its connection closed) or sends nothing within the timeout.
         """
         try:
-            self.pg.allreduce([flat]).wait()
+            if self.device.type == "cpu":
+                self.pg.allreduce([flat]).wait()
+            else:  # NCCL: through the GPU and back
+                there = flat.to(self.device)
+                self.pg.allreduce([there]).wait()
+                flat.copy_(there.cpu())
         except RuntimeError as exc:
             raise GroupError(f"the all-reduce over {self.world} replicas failed: {exc}") from exc
 
 
-def join(store: dist.TCPStore | None, address: str, host: str, rank: int, world: int, prefix: str,
-         timeout_s: float) -> Group:  # fmt: skip
-    """Join a group as `rank` of `world` through the store at `address` ("HOST:PORT"; rank 0 passes its own
-    master `store`), its gloo connections listening on `host`; blocks until all have joined.
+BACKENDS = ("gloo", "nccl")
 
-    GroupError when the store cannot be reached or the others do not all join within `timeout_s`.
+
+def join(store: dist.TCPStore | None, address: str, host: str, rank: int, world: int, prefix: str,
+         timeout_s: float, backend: str = "gloo", device: torch.device | str = "cpu") -> Group:  # fmt: skip
+    """Join a group as `rank` of `world` through the store at `address` ("HOST:PORT"; rank 0 passes its own
+    master `store`), over `backend`: gloo, its connections listening on `host`, or NCCL on the GPU `device`;
+    blocks until all have joined.
+
+    GroupError when the backend is not there, the store cannot be reached or the others do not all join
+    within `timeout_s`.
     """
+    if backend not in BACKENDS:
+        raise GroupError(f"unknown process-group backend {backend!r} (one of {', '.join(BACKENDS)})")
+    if backend == "nccl" and not (dist.is_nccl_available() and torch.cuda.is_available()):
+        raise GroupError("NCCL is not available here (this torch has no NCCL, or there is no GPU)")
     try:
         if store is None:
             addr, _, port = address.rpartition(":")
             store = dist.TCPStore(addr, int(port), None, False, timeout=_timeout(timeout_s))
+        prefixed = dist.PrefixStore(prefix, store)
+        if backend == "nccl":
+            options = dist.ProcessGroupNCCL.Options()
+            options._timeout = _timeout(timeout_s)
+            torch.cuda.set_device(device)
+            return Group(dist.ProcessGroupNCCL(prefixed, rank, world, options), store, world, torch.device(device))
         options = dist.ProcessGroupGloo._Options()
         options._devices = [dist.ProcessGroupGloo.create_device(hostname=host)]
         options._timeout = _timeout(timeout_s)
-        pg = dist.ProcessGroupGloo(dist.PrefixStore(prefix, store), rank, world, options)
+        pg = dist.ProcessGroupGloo(prefixed, rank, world, options)
     except (RuntimeError, ValueError) as exc:
         raise GroupError(f"joining as rank {rank} of {world} through {address} failed: {exc}") from exc
-    return Group(pg, store, world)
+    return Group(pg, store, world, torch.device("cpu"))

@@ -123,7 +123,8 @@ class Host:
                     port = self.driver.group_open(msg.model, msg.host, msg.timeout_s)
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(proto.GroupStore(port=port))]
                 case proto.DGroupJoin():
-                    self.driver.group_join(msg.model, msg.rank, msg.world, msg.store, msg.host, msg.prefix, msg.timeout_s)
+                    self.driver.group_join(msg.model, msg.rank, msg.world, msg.store, msg.host, msg.prefix, msg.timeout_s,
+                                           msg.backend)  # fmt: skip
                 case proto.DModelQuantize() | proto.DModelPrune():
                     start = time.perf_counter()
                     if isinstance(msg, proto.DModelQuantize):

@@ -97,6 +97,11 @@ def lose_on(k: Kernel, model: Model, name: str, message: str) -> None:
         sysmodel.new_books(k, model)
 
 
+def backend_for(kinds: list[str]) -> str:
+    """The backend of a group over devices of these driver kinds: NCCL when every one is a CUDA device, else gloo."""
+    return "nccl" if kinds and all(kind == "cuda" for kind in kinds) else "gloo"
+
+
 def shards(tokens: list[list[int]], n: int) -> list[list[list[int]]]:
     """`tokens` cut into `n` contiguous shards, as equal as possible (the first ones one window more; some
     empty when there are fewer windows than shards)."""
@@ -148,6 +153,7 @@ def _form_group(k: Kernel, pid: int, model: Model, then, failed) -> None:
     timeout = k.config.group_timeout_s
     first = devs[0]
     local = next((dev.kernel_address for dev in devs if dev.node and dev.kernel_address), LOCAL_NODE)
+    backend = backend_for([dev.kind for dev in devs])
 
     def joined(answers: list[Answer]) -> None:
         bad = next((a for a in answers if a.errno is not None), None)
@@ -161,7 +167,8 @@ def _form_group(k: Kernel, pid: int, model: Model, then, failed) -> None:
         store = first.node_address(_store_decoder.decode(frames[0].buffer).port, local)
         parts = [
             (dev, proto.DGroupJoin(seq=dev.next_seq(), model=model.mid, rank=rank, world=len(devs), store=store,
-                                   host=dev.node_address(local=local), prefix=prefix, timeout_s=timeout))
+                                   host=dev.node_address(local=local), prefix=prefix, timeout_s=timeout,
+                                   backend=backend))
             for rank, dev in enumerate(devs)
         ]  # fmt: skip
         Gang(k, pid, parts, joined, together=True).submit()

@@ -240,10 +240,10 @@ class GroupStore(msgspec.Struct, kw_only=True):
 
 
 class DGroupJoin(ToDriver, tag="group_join"):
-    """Join model `model`'s process group as `rank` of `world` (gloo), through the store at `store`
-    ("HOST:PORT"), its own connections listening on `host`, under the store keys `prefix` (one per group
-    the model ever had). Blocks until every rank has joined; EIO after `timeout_s`, which also bounds every
-    all-reduce of the group. Replaces the model's earlier group."""
+    """Join model `model`'s process group as `rank` of `world` (`backend` gloo, or nccl when every replica
+    is a CUDA device), through the store at `store` ("HOST:PORT"), its own connections listening on `host`,
+    under the store keys `prefix` (one per group the model ever had). Blocks until every rank has joined; EIO
+    after `timeout_s`, which also bounds every all-reduce of the group. Replaces the model's earlier group."""
 
     model: int
     rank: int
@@ -252,6 +252,7 @@ class DGroupJoin(ToDriver, tag="group_join"):
     host: str
     prefix: str
     timeout_s: float
+    backend: str = "gloo"
 
 
 class DModelQuantize(ToDriver, tag="model_quantize"):

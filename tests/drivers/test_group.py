@@ -108,3 +108,20 @@ def test_an_all_reduce_without_the_others_fails_with_eio_at_the_timeout(tmp_path
     with pytest.raises(DriverError) as err:
         replicas[0].model_train_step(1, [[1, 2, 3]], 1e-2, 0.0, 1.0, total=2, grouped=True)  # rank 1 never steps
     assert err.value.errno == Errno.EIO and 0.9 < time.monotonic() - start < 5.0
+
+
+def test_the_backend_is_nccl_only_when_every_replica_is_a_cuda_device():
+    from llmos.kernel.replicas import backend_for
+
+    assert backend_for(["cuda", "cuda"]) == "nccl"
+    assert backend_for(["cuda", "cpu"]) == backend_for(["cpu", "cpu"]) == backend_for(["mocktpu"]) == "gloo"
+
+
+def test_an_unknown_or_missing_backend_is_a_group_error_before_any_connection():
+    from llmos.drivers.group import GroupError, join
+
+    with pytest.raises(GroupError, match="unknown process-group backend 'mpi'"):
+        join(None, "127.0.0.1:1", "127.0.0.1", 0, 2, "p", 1.0, backend="mpi")
+    if not torch.cuda.is_available():
+        with pytest.raises(GroupError, match="NCCL is not available"):
+            join(None, "127.0.0.1:1", "127.0.0.1", 0, 2, "p", 1.0, backend="nccl")
