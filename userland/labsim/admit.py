@@ -67,7 +67,8 @@ def simulate(seed: int = 0, blocks: int = 16, block_size: int = 4, requests: int
         if answer == "LATER":
             waiting.append((rid, pid, tokens))
         table = f"table {kv.block_table(rid)}" if answer == "OK" else ("waits" if answer == "LATER" else "ENOMEM")
-        steps.append(Step(f"{rid}: p{pid} asks for a prompt of {tokens} tokens ({kv.blocks_for(tokens)} blocks)",
+        size = kv.blocks_for(tokens)
+        steps.append(Step(f"{rid}: p{pid} asks for a prompt of {tokens} tokens ({size} block{'s' if size > 1 else ''})",
                           [f"-> {answer}: {table}", _pool(kv, procs)]))
     quotas = f"p1 may hold {quota} blocks" + (", the others have no quota" if procs > 1 else "")
     intro = [f"A KV pool of {blocks} blocks of {block_size} tokens (the memory service's KVCache), watermark "
