@@ -180,29 +180,8 @@ def run(args: argparse.Namespace) -> int:
     if args.shared_prefix < 0 or args.prefixes < 1:
         print("llmos sim: need --shared-prefix >= 0 and --prefixes >= 1", file=sys.stderr)
         return 2
-    if args.workload:
-        requests = workload.load(args.workload)
-    else:
-        requests = workload.generate(args.requests, procs=args.procs, seed=args.seed, rate=args.rate,
-                                     prompt_mean=args.prompt_mean, output_mean=args.output_mean,
-                                     max_len=max(1, args.blocks * args.block_size // 2),
-                                     priorities=args.priorities)
-    prefixes = None
-    if args.shared_prefix > 0:
-        requests, prefixes = workload.share_prefix(requests, args.shared_prefix, args.prefixes, args.seed)
-    spec = costmodel.device(args.device)
-    model = costmodel.ModelShape()
-    # the memory service's paged KV cache holds the sequences' blocks, as in the kernel
-    owners = {r.rid: r.pid for r in requests}
-    kv = KVCache(args.blocks, args.block_size, host_blocks=args.swap_blocks if args.preempt == "swap" else 0, watermark=0.0)
-    blocks = PagedBlockSpace(kv, owners.__getitem__)
-    scheduler = Scheduler(policy(), blocks, Budget(args.token_budget, args.max_seqs),
-                          args.preempt, static=args.static)
     try:
-        result = simulator.Simulator(
-            scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests,
-            prefixes=prefixes,
-            swap_time=lambda moved: costmodel.swap_time(spec, model, moved * args.block_size)).run()
+        requests, prefixes, result = simulate(args, policy)
     except ValueError as exc:  # a request whose KV can never fit in --blocks
         print(f"llmos sim: {exc} (raise --blocks or --block-size)", file=sys.stderr)
         return 2
@@ -235,6 +214,35 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(QUESTIONS if prefixes is None else QUESTIONS.replace("\nThen run", f"\n{PREFIX_QUESTION}\nThen run"))
     return 0
+
+
+def simulate(args: argparse.Namespace, policy: type[Policy]):
+    """Run the scheduler simulation `args` describe: (requests, shared prefixes or None, SimResult).
+
+    ValueError when a request's KV can never fit in --blocks.
+    """
+    if args.workload:
+        requests = workload.load(args.workload)
+    else:
+        requests = workload.generate(args.requests, procs=args.procs, seed=args.seed, rate=args.rate,
+                                     prompt_mean=args.prompt_mean, output_mean=args.output_mean,
+                                     max_len=max(1, args.blocks * args.block_size // 2),
+                                     priorities=args.priorities)
+    prefixes = None
+    if args.shared_prefix > 0:
+        requests, prefixes = workload.share_prefix(requests, args.shared_prefix, args.prefixes, args.seed)
+    spec = costmodel.device(args.device)
+    model = costmodel.ModelShape()
+    # the memory service's paged KV cache holds the sequences' blocks, as in the kernel
+    owners = {r.rid: r.pid for r in requests}
+    kv = KVCache(args.blocks, args.block_size, host_blocks=args.swap_blocks if args.preempt == "swap" else 0, watermark=0.0)
+    blocks = PagedBlockSpace(kv, owners.__getitem__)
+    scheduler = Scheduler(policy(), blocks, Budget(args.token_budget, args.max_seqs),
+                          args.preempt, static=args.static)
+    result = simulator.Simulator(
+        scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests,
+        prefixes=prefixes, swap_time=lambda moved: costmodel.swap_time(spec, model, moved * args.block_size)).run()
+    return requests, prefixes, result
 
 
 def format_requests(requests, prefixes: workload.SharedPrefixes | None = None) -> str:
