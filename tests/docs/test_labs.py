@@ -14,7 +14,7 @@ import pytest
 from llmos.userland.cli.main import main
 
 DOCS = pathlib.Path(__file__).parents[2] / "docs"
-CHAPTERS = ("scheduler.md", "memory.md", "models.md")
+CHAPTERS = ("scheduler.md", "memory.md", "models.md", "architecture.md", "drivers.md")
 
 
 def lab_sections() -> dict[str, str]:
@@ -36,7 +36,7 @@ def test_every_chapter_ends_with_its_labs():
     for name in CHAPTERS:
         headings = re.findall(r"^## (.*)$", (DOCS / name).read_text(), re.M)
         assert headings[-1] == "Labs", name
-    assert len(SECTIONS) == 10 and {int(t.split()[1].rstrip(":")) for t in SECTIONS} == set(range(1, 11))
+    assert len(SECTIONS) == 16 and {int(t.split()[1].rstrip(":")) for t in SECTIONS} == set(range(1, 17))
 
 
 def test_every_lab_has_a_key_and_is_listed():
@@ -46,7 +46,7 @@ def test_every_lab_has_a_key_and_is_listed():
         number = title.split()[1].rstrip(":")
         row = re.search(rf"^\| {number} \|.*\(([a-z]+\.md)#([a-z0-9-]+)\) \|$", index, re.M)
         assert row, title
-        slug = re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
+        slug = re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")  # as mkdocs makes it
         assert row.group(2) == slug and f"### {title}" in (DOCS / row.group(1)).read_text()
 
 
@@ -65,3 +65,22 @@ def test_lab_command_runs_and_answers(command, capsys):
     assert "Answers" in out
     if args[1] not in ("paging", "prefix", "admit"):
         assert "Jain" in out and "Per tick:" in out
+
+
+def key_output(lab: int) -> list[str]:
+    """The output a lab's key quotes (its first code block inside the key)."""
+    body = next(b for t, b in SECTIONS.items() if t.startswith(f"Lab {lab}:"))
+    return re.search(r"<summary>Key</summary>\n\n```\n(.*?)```", body, re.S).group(1).splitlines()
+
+
+def shape(line: str) -> str:
+    """A line with its numbers masked: pids and free bytes change from run to run."""
+    return re.sub(r"\d+", "N", line)
+
+
+@pytest.mark.parametrize("scenario,lab", [("handle", 11), ("token", 12), ("quota", 13)])
+def test_what_if_labs_print_what_their_keys_say(client, scenario, lab):
+    out = []
+    child = client.spawn("whatif", [scenario])
+    assert client.wait(child.pid, on_output=out.append).status == 0, "".join(out)
+    assert [shape(line) for line in "".join(out).splitlines()] == [shape(line) for line in key_output(lab)]
