@@ -72,7 +72,7 @@ class TickRecord:
     service: dict[int, float]
     hits: tuple[tuple[int, int], ...] = ()  # (rid, prompt tokens found in the prefix cache)
     evicted: int = 0  # cached blocks evicted to make room
-    swapped_blocks: int = 0  # blocks copied to or from host memory before the step
+    swapped_blocks: int = 0  # blocks copied to or from host memory before the step (counted with a swap_time)
     swap_s: float = 0.0  # what those copies took, included in end - start
     counters: dict[int, float] | None = None  # the policy's per-process counters after the tick (VTC)
 
@@ -211,9 +211,11 @@ class Simulator:
                 continue
             evictions = self._evictions()
             batch = sched.tick(now)
-            moved = 0  # the swaps' block copies: no KV data here to move, but the host link's time
+            moved = 0  # the swaps' block copies: no KV data here to move, but the host link's time (if modelled)
             if hasattr(sched.blocks, "take_moves"):
-                moved = sum(len(pairs) for _, _, pairs in sched.blocks.take_moves())
+                moves = sched.blocks.take_moves()
+                if self.swap_time is not None:
+                    moved = sum(len(pairs) for _, _, pairs in moves)
             if not batch.entries:
                 raise RuntimeError(f"scheduler idle at t={now} with {len(sched)} runnable sequences")
             swap = self.swap_time(moved) if moved and self.swap_time is not None else 0.0
