@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench docs setup
+.PHONY: demo test bench docs setup grade
 
 setup: $(STAMP)
 
@@ -39,3 +39,9 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build
+
+# the graded assignments of docs/assignments.md: a score per assignment.
+# SOLUTIONS=1 grades a copy of the tree with the reference solutions in; QUICK=1 leaves out
+# the driver kit's kernel tests; ASSIGNMENTS="stride cow" grades only those
+grade: $(STAMP)
+	$(BIN)/python grading/grade.py $(if $(SOLUTIONS),--solutions) $(if $(QUICK),--quick) $(ASSIGNMENTS)

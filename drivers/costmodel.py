@@ -13,6 +13,10 @@ sum); a training token costs three times its forward FLOPs (forward, and a
 backward pass of twice the work). Bytes: all weights are read once per step,
 every cached KV token read is 2 * layers * kv_dim values, every token fed
 writes its KV once.
+
+Swapping KV blocks between the device and host memory crosses the host link
+(`DeviceSpec.host_bandwidth`): `swap_time` is its cost, paid before the step
+whose room it makes (the simulator adds it to that step).
 """
 
 from __future__ import annotations
@@ -24,21 +28,26 @@ GIB = 1 << 30
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
-    """A device's peak figures: FLOP/s, memory bandwidth (bytes/s), memory (bytes), step overhead (s)."""
+    """A device's peak figures: FLOP/s, memory bandwidth (bytes/s), memory (bytes), step overhead (s).
+
+    `host_bandwidth` is the link to host memory (bytes/s), which swapped KV crosses.
+    """
 
     name: str
     peak_flops: float
     mem_bandwidth: float
     mem_capacity: int
     step_overhead: float
+    host_bandwidth: float = 16e9
 
 
 PRESETS: dict[str, DeviceSpec] = {
     # A modest desktop CPU: a few hundred GFLOP/s of fp32 vector math, dual-channel DDR.
-    "cpu": DeviceSpec("cpu", peak_flops=200e9, mem_bandwidth=50e9, mem_capacity=16 * GIB, step_overhead=200e-6),
-    # Modelled on one Google TPU v4 chip: 275 TFLOP/s bf16, 1200 GB/s HBM2, 32 GiB.
+    "cpu": DeviceSpec("cpu", peak_flops=200e9, mem_bandwidth=50e9, mem_capacity=16 * GIB, step_overhead=200e-6,
+                      host_bandwidth=25e9),  # a swap is a copy within the same DRAM: read and write
+    # Modelled on one Google TPU v4 chip: 275 TFLOP/s bf16, 1200 GB/s HBM2, 32 GiB, a PCIe 3.0 x16 host link.
     "mocktpu": DeviceSpec("mocktpu", peak_flops=275e12, mem_bandwidth=1200e9, mem_capacity=32 * GIB,
-                          step_overhead=50e-6),
+                          step_overhead=50e-6, host_bandwidth=16e9),
 }
 
 
@@ -107,3 +116,8 @@ def step_time(spec: DeviceSpec, model: ModelShape, forward_tokens: int, training
         return 0.0
     flops, nbytes = step_cost(model, forward_tokens, training_tokens, attended, kv_read)
     return spec.step_overhead + op_time(spec, flops, nbytes)
+
+
+def swap_time(spec: DeviceSpec, model: ModelShape, tokens: int) -> float:
+    """Seconds to move the KV of `tokens` token slots (whole blocks) across the host link, one way."""
+    return tokens * model.kv_bytes_per_token / spec.host_bandwidth

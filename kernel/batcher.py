@@ -137,6 +137,7 @@ class Batcher:
         self.sched = Scheduler(policy, self.space, Budget(tokens=TOKEN_BUDGET, seqs=MAX_BATCH), model.preempt)
         self.open: Batch | None = None  # the step queued or running on the device, if any
         self.next_policy = None  # a policy to switch to before the next tick
+        self.kv_used = 0  # the model's KV blocks in use when last traced
 
     def set_policy(self, policy) -> None:
         """Order generations by `policy` from the next step on (the step in flight keeps its plan)."""
@@ -173,6 +174,15 @@ class Batcher:
         """Forget a generation (ended, failed or its process gone) and free its blocks; only between steps."""
         self.gens.pop(rid, None)
         self.sched.cancel(rid)
+        self.note_kv()
+
+    def note_kv(self) -> None:
+        """Trace the model's KV blocks in use when they changed (`kv.used`: the plot's KV panel)."""
+        used = self.model.kv.num_used_blocks
+        if used != self.kv_used:
+            self.kv_used = used
+            self.k.trace("kv.used", device=self.model.device, model=self.model.mid, used=used,
+                         total=self.model.kv.num_blocks)  # fmt: skip
 
     def fail_all(self, errno: Errno, message: str) -> None:
         """The model is gone: every generation in progress fails (a step still out is written off)."""
@@ -198,6 +208,7 @@ class Batcher:
             return
         evictions = model.kv.evictions
         batch = self.sched.tick(time.monotonic())
+        self.note_kv()
         self.note_preemptions(batch)
         if not batch.entries:  # cannot happen while the scheduler keeps an anchor; never leave it open
             self.sched.complete(batch, time.monotonic())

@@ -12,6 +12,12 @@ kernel's prefix cache: the scheduler's `PagedBlockSpace` looks prompts up in
 the KV cache before their prefill, and after each tick the simulator reports
 the KV written, as `kernel/batcher.py` does after each step, so that full
 blocks are named for later prompts. Hits and evictions are recorded per tick.
+
+Swapping is not free: given `swap_time(blocks)` (the cost model's host link),
+a tick that moved blocks to or from host memory lasts that much longer, the
+copies being done before its step runs. Without it, swaps cost nothing.
+A policy that keeps per-process counters (`counter`, as VTC does) has them
+recorded after every tick, so a run can be checked tick by tick.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class TickRecord:
     service: dict[int, float]
     hits: tuple[tuple[int, int], ...] = ()  # (rid, prompt tokens found in the prefix cache)
     evicted: int = 0  # cached blocks evicted to make room
+    swapped_blocks: int = 0  # blocks copied to or from host memory before the step (counted with a swap_time)
+    swap_s: float = 0.0  # what those copies took, included in end - start
+    counters: dict[int, float] | None = None  # the policy's per-process counters after the tick (VTC)
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,8 @@ class SimResult:
             "max_gap_tokens": gap.tokens,
             "max_gap_pids": list(gap.pids) if gap.pids else None,
             "preemptions": sum(len(t.preempted) for t in self.ticks),
+            "swapped_blocks": sum(t.swapped_blocks for t in self.ticks),
+            "swap_s": sum(t.swap_s for t in self.ticks),
         }
         if self.lookup_tokens is not None:
             out["prefix_hit_rate"] = self.hit_tokens / self.lookup_tokens if self.lookup_tokens else 0.0
@@ -143,14 +154,19 @@ class Simulator:
 
     def __init__(self, scheduler: Scheduler, step_time: Callable[[Batch], float],
                  requests: Sequence[Request], w_in: float = 1.0, w_out: float = 2.0,
-                 prefixes: SharedPrefixes | None = None) -> None:
-        """Prepare a run; `w_in` and `w_out` weigh tokens fed and generated in the service counts."""
+                 prefixes: SharedPrefixes | None = None, swap_time: Callable[[int], float] | None = None) -> None:
+        """Prepare a run; `w_in` and `w_out` weigh tokens fed and generated in the service counts.
+
+        `swap_time(blocks)` is the seconds it takes to copy that many KV
+        blocks across the host link; None: swaps are free.
+        """
         self.scheduler = scheduler
         self.step_time = step_time
         self.requests = sorted(requests, key=lambda r: (r.arrival, r.rid))
         self.w_in = w_in
         self.w_out = w_out
         self.prefixes = prefixes
+        self.swap_time = swap_time
         self._seqs: dict[int, Seq] = {}  # rid -> its sequence, once submitted
         self._hits: list[tuple[int, int]] = []  # hits of the tick being planned
         if prefixes is not None:
@@ -195,16 +211,21 @@ class Simulator:
                 continue
             evictions = self._evictions()
             batch = sched.tick(now)
+            moved = 0  # the swaps' block copies: no KV data here to move, but the host link's time (if modelled)
             if hasattr(sched.blocks, "take_moves"):
-                sched.blocks.take_moves()  # the swaps' block copies: no KV data here to move
+                moves = sched.blocks.take_moves()
+                if self.swap_time is not None:
+                    moved = sum(len(pairs) for _, _, pairs in moves)
             if not batch.entries:
                 raise RuntimeError(f"scheduler idle at t={now} with {len(sched)} runnable sequences")
-            end = now + self.step_time(batch)
+            swap = self.swap_time(moved) if moved and self.swap_time is not None else 0.0
+            end = now + swap + self.step_time(batch)
             if self.prefixes is not None:  # the step ran: its KV is written, its full blocks may be named
                 for e in batch.entries:
                     sched.blocks.written(e.seq.rid, e.start + e.fed)
             finished = sched.complete(batch, end)
-            records.append(self._record(batch, now, end, arrived, runnable, finished, self._evictions() - evictions))
+            records.append(self._record(batch, now, end, arrived, runnable, finished, self._evictions() - evictions,
+                                        moved, swap))
             for seq in finished:
                 runnable[seq.pid] -= 1
             now = end
@@ -218,7 +239,8 @@ class Simulator:
         return self.scheduler.blocks.kv.evictions if self.prefixes is not None else 0
 
     def _record(self, batch: Batch, start: float, end: float, arrived: list[int],
-                runnable: dict[int, int], finished: list[Seq], evicted: int) -> TickRecord:
+                runnable: dict[int, int], finished: list[Seq], evicted: int, moved: int = 0,
+                swap: float = 0.0) -> TickRecord:
         served, service, scheduled = [], {}, {}
         for e in batch.entries:
             seq = e.seq
@@ -227,8 +249,9 @@ class Simulator:
             scheduled[seq.pid] = scheduled.get(seq.pid, 0) + 1
         backlogged = frozenset(pid for pid, n in runnable.items() if n > scheduled.get(pid, 0))
         hits, self._hits = tuple(self._hits), []
+        counters = getattr(self.scheduler.policy, "counter", None)
         return TickRecord(batch.tick, start, end, tuple(served), tuple(arrived),
                           tuple((p.victim.rid, p.beneficiary.rid, p.mode.value) for p in batch.preempted),
                           tuple(s.rid for s in batch.swapped_in), tuple(s.rid for s in finished), backlogged, service,
-                          hits, evicted)
+                          hits, evicted, moved, swap, dict(counters) if isinstance(counters, dict) else None)
 

@@ -149,3 +149,17 @@ def test_kvwatch_program_shows_growth_fork_and_shrink(client):
     lines = "".join(out).splitlines()
     assert "table [0, 1] (20 tokens" in lines[1] and "table [0, 1, 2] (36 tokens, 3 shared)" in lines[3]
     assert "copies [(2, 3)]" in lines[4] and lines[-1].split("pool:")[1].split()[0] == "0"
+
+
+def test_kvwatch_holds_its_blocks_until_killed_and_the_kill_gives_them_back(client):
+    """Lab 5's third question: a program holding KV blocks is killed, and its blocks and pool go back."""
+    child = client.spawn("kvwatch", ["--hold", "60"])
+
+    def held() -> int:
+        return sum(p.by_process.get(child.pid, 0) for d in client.memstat() for p in d.kv_pools)
+
+    until(lambda: held() == 4)  # parent and fork: blocks 0, 1, 2 shared and the fork's copy 3
+    client.kill(child.pid)
+    assert client.wait(child.pid).status != 0
+    until(lambda: held() == 0)
+    assert not any(p.by_process.get(child.pid) for d in client.memstat() for p in d.kv_pools)

@@ -207,7 +207,10 @@ def test_batched_generation_shows_every_process_in_the_step_preemptions_swaps_an
     check_trace_events(trace)
     rates = [e for e in trace["traceEvents"] if e["name"] == "prefix-cache hit rate (%)"]
     assert len(rates) == len(lookups) and rates[0]["args"]["hit rate"] == 0.0  # the warm call found nothing
-    plot(tl, tmp_path / "gen.png")  # the third panel, the hit rate, draws
+    kv = [used for _, used in tl.kv["cpu0"]]  # the model's KV blocks in use, as they changed
+    assert tl.kv_total["cpu0"] == 20 and max(kv) <= 20 and max(kv) >= 13 and kv[-1] == 0
+    assert all(a != b for a, b in itertools.pairwise(kv))  # traced only when the count changed
+    plot(tl, tmp_path / "gen.png")  # the KV panel and the hit rate draw
     assert (tmp_path / "gen.png").stat().st_size > 10_000
 
 
@@ -225,6 +228,23 @@ def test_a_lone_generation_runs_several_decode_steps_per_work_item(runtime_dir, 
         assert kp.stop() == 0
     steps = [s for s in from_log(log).work if s.name == "model_step"]
     assert done.tokens == 41 and len(steps) == 1 + -(-40 // MULTI_STEP)  # the prompt's step, then up to MULTI_STEP per item
+
+
+def test_plot_has_no_row_for_an_idle_device_and_a_kv_panel_instead_of_a_flat_memory_line(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from llmos.userland.trace.plot import plot as draw
+    from llmos.userland.trace.timeline import Slice, Timeline
+
+    tl = Timeline(devices=["cpu0", "mocktpu0"], work=[Slice(0.0, 1.0, 3, "model_step", device="cpu0")],
+                  memory={"cpu0": [(0.0, 7 << 20), (1.0, 7 << 20)], "mocktpu0": [(0.0, 0)]},
+                  kv={"cpu0": [(0.0, 0), (0.2, 5), (0.8, 0)]}, kv_total={"cpu0": 64})
+    figures = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+    draw(tl, tmp_path / "p.png")
+    gantt, *below = figures[0].axes
+    assert [t.get_text() for t in gantt.get_yticklabels()] == ["cpu0"]  # mocktpu0 did nothing: no row
+    assert [ax.get_ylabel() for ax in below] == ["KV blocks in use"]  # memory never changed: no panel
 
 
 def test_a_window_cuts_and_shifts_the_timeline():

@@ -11,6 +11,16 @@ With --shared-prefix N each prompt starts with one of --prefixes system prompts
 of N tokens, and the run models the kernel's prefix cache: prompts find the
 named blocks of earlier ones in the same KV cache, and the trace shows the hits
 and the evictions of cached blocks.
+
+With --static the scheduler batches the old way, for comparison: a batch is
+formed only when the previous one has entirely finished. With --preempt swap
+the copies to and from host memory take the cost model's host-link time,
+which the trace shows. With -c, besides the answers, a table gives every
+tick's service per process, the running totals, and (under a policy that
+keeps counters, as VTC does) the policy's counters after the tick.
+
+Simulators of the other subsystems, in the same manner, are subcommands:
+`llmos sim paging`, `llmos sim prefix`, `llmos sim admit`, `llmos sim lifecycle`.
 """
 
 from __future__ import annotations
@@ -85,6 +95,8 @@ def add_parser(sub) -> None:
     p.add_argument("--preempt", default="recompute", choices=[m.value for m in Preemption],
                    help="how a victim gives up its KV (default recompute)")
     p.add_argument("--swap-blocks", type=int, default=64, help="host blocks for --preempt swap (default 64)")
+    p.add_argument("--static", action="store_true",
+                   help="static batching: a new batch only when the whole previous one finished")
     p.add_argument("-c", "--compute", action="store_true", help="print the answers")
     p.add_argument("--json", action="store_true", help="print the arguments and metrics as one JSON object")
     p.add_argument("--trace", metavar="FILE", help="also write the run as Chrome/Perfetto trace-event JSON")
@@ -92,6 +104,50 @@ def add_parser(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no trace")
     p.add_argument("--trace-limit", type=int, default=60, help="ticks of trace to print (default 60)")
     p.set_defaults(func=run)
+    labs = p.add_subparsers(dest="lab", metavar="SUBSYSTEM", required=False,
+                            help="simulate another subsystem instead: " + ", ".join(LABS))
+    for name, (module, help_text, options) in LABS.items():
+        q = labs.add_parser(name, help=help_text, description=importlib.import_module(module).__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.add_argument("-s", "--seed", type=int, default=0, help="seed of the exercise (default 0)")
+        for flag, kind, default, text in options:
+            q.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
+        q.add_argument("-c", "--compute", action="store_true", help="print each step's result and the answers")
+        q.set_defaults(func=run_lab, lab_module=module)
+
+
+LABS = {  # subcommand -> (module, help, options: flag, type, default, help)
+    "paging": ("llmos.userland.labsim.paging", "block tables, fork and copy-on-write",
+               [("--blocks", int, 12, "blocks in the pool"), ("--block-size", int, 4, "tokens per block"),
+                ("--ops", int, 6, "operations after the first allocation"),
+                ("--probes", int, 3, "tokens to locate at the end")]),
+    "prefix": ("llmos.userland.labsim.prefix", "prefix-cache hits and LRU eviction",
+               [("--blocks", int, 10, "blocks in the pool"), ("--block-size", int, 4, "tokens per block"),
+                ("--requests", int, 6, "prompts"), ("--system", int, 8, "tokens of each system prompt"),
+                ("--prompts", int, 2, "distinct system prompts"),
+                ("--frees", float, 0.5, "chance that a request is freed after each allocation")]),
+    "admit": ("llmos.userland.labsim.admit", "admission: OK / LATER / NEVER under a watermark and quotas",
+              [("--blocks", int, 16, "blocks in the pool"), ("--block-size", int, 4, "tokens per block"),
+               ("--requests", int, 8, "prompts"), ("--procs", int, 2, "processes sending them"),
+               ("--watermark", float, 0.125, "fraction of the pool kept free for growth"),
+               ("--quota", int, 6, "p1's quota in blocks")]),
+}
+
+
+def run_lab(args: argparse.Namespace) -> int:
+    """Run one subsystem's simulator (`llmos sim paging|prefix|admit`): its steps, then questions or answers."""
+    from llmos.userland.labsim import frame
+
+    module = importlib.import_module(args.lab_module)
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("func", "command", "lab", "lab_module", "compute") and k in module.simulate.__code__.co_varnames}
+    try:
+        exercise = module.simulate(**options)
+    except ValueError as exc:
+        print(f"llmos sim {args.lab}: {exc}", file=sys.stderr)
+        return 2
+    print(frame.render(exercise, args.compute))
+    return 0
 
 
 def load_policy(name: str) -> type[Policy]:
@@ -124,35 +180,17 @@ def run(args: argparse.Namespace) -> int:
     if args.shared_prefix < 0 or args.prefixes < 1:
         print("llmos sim: need --shared-prefix >= 0 and --prefixes >= 1", file=sys.stderr)
         return 2
-    if args.workload:
-        requests = workload.load(args.workload)
-    else:
-        requests = workload.generate(args.requests, procs=args.procs, seed=args.seed, rate=args.rate,
-                                     prompt_mean=args.prompt_mean, output_mean=args.output_mean,
-                                     max_len=max(1, args.blocks * args.block_size // 2),
-                                     priorities=args.priorities)
-    prefixes = None
-    if args.shared_prefix > 0:
-        requests, prefixes = workload.share_prefix(requests, args.shared_prefix, args.prefixes, args.seed)
-    spec = costmodel.device(args.device)
-    model = costmodel.ModelShape()
-    # the memory service's paged KV cache holds the sequences' blocks, as in the kernel
-    owners = {r.rid: r.pid for r in requests}
-    kv = KVCache(args.blocks, args.block_size, host_blocks=args.swap_blocks if args.preempt == "swap" else 0, watermark=0.0)
-    blocks = PagedBlockSpace(kv, owners.__getitem__)
-    scheduler = Scheduler(policy(), blocks, Budget(args.token_budget, args.max_seqs),
-                          args.preempt)
     try:
-        result = simulator.Simulator(
-            scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests,
-            prefixes=prefixes).run()
+        requests, prefixes, result = simulate(args, policy)
     except ValueError as exc:  # a request whose KV can never fit in --blocks
         print(f"llmos sim: {exc} (raise --blocks or --block-size)", file=sys.stderr)
         return 2
     if args.trace or args.plot:
         write_trace(result, f"{args.device}0", args.trace, args.plot)
-    hidden = ("func", "command", "json", "compute", "quiet", "trace_limit", "trace", "plot")
+    hidden = ("func", "command", "json", "compute", "quiet", "trace_limit", "trace", "plot", "lab")
     shown = {k: v for k, v in vars(args).items() if k not in hidden}
+    if not args.static:
+        shown.pop("static")
     if args.shared_prefix <= 0:
         for key in ("shared_prefix", "prefixes"):
             shown.pop(key)
@@ -176,6 +214,35 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(QUESTIONS if prefixes is None else QUESTIONS.replace("\nThen run", f"\n{PREFIX_QUESTION}\nThen run"))
     return 0
+
+
+def simulate(args: argparse.Namespace, policy: type[Policy]):
+    """Run the scheduler simulation `args` describe: (requests, shared prefixes or None, SimResult).
+
+    ValueError when a request's KV can never fit in --blocks.
+    """
+    if args.workload:
+        requests = workload.load(args.workload)
+    else:
+        requests = workload.generate(args.requests, procs=args.procs, seed=args.seed, rate=args.rate,
+                                     prompt_mean=args.prompt_mean, output_mean=args.output_mean,
+                                     max_len=max(1, args.blocks * args.block_size // 2),
+                                     priorities=args.priorities)
+    prefixes = None
+    if args.shared_prefix > 0:
+        requests, prefixes = workload.share_prefix(requests, args.shared_prefix, args.prefixes, args.seed)
+    spec = costmodel.device(args.device)
+    model = costmodel.ModelShape()
+    # the memory service's paged KV cache holds the sequences' blocks, as in the kernel
+    owners = {r.rid: r.pid for r in requests}
+    kv = KVCache(args.blocks, args.block_size, host_blocks=args.swap_blocks if args.preempt == "swap" else 0, watermark=0.0)
+    blocks = PagedBlockSpace(kv, owners.__getitem__)
+    scheduler = Scheduler(policy(), blocks, Budget(args.token_budget, args.max_seqs),
+                          args.preempt, static=args.static)
+    result = simulator.Simulator(
+        scheduler, lambda b: costmodel.step_time(spec, model, **simulator.step_shape(b)), requests,
+        prefixes=prefixes, swap_time=lambda moved: costmodel.swap_time(spec, model, moved * args.block_size)).run()
+    return requests, prefixes, result
 
 
 def format_requests(requests, prefixes: workload.SharedPrefixes | None = None) -> str:
@@ -222,6 +289,9 @@ def format_trace(result: simulator.SimResult, limit: int) -> str:
         events += [f"preempt r{v} for r{b} ({mode})" for v, b, mode in t.preempted]
         if t.swapped_in:
             events.append("swap-in " + " ".join(f"r{r}" for r in t.swapped_in))
+        if t.swapped_blocks:
+            plural = "s" if t.swapped_blocks > 1 else ""
+            events.append(f"{t.swapped_blocks} block{plural} over the host link: +{t.swap_s * 1e3:.3f} ms")
         if t.finished:
             events.append("done " + " ".join(f"r{r}" for r in t.finished))
         waiting = " ".join(f"p{p}" for p in sorted(t.backlogged)) or "-"
@@ -252,9 +322,35 @@ def format_answers(result: simulator.SimResult) -> str:
     pair = m["max_gap_pids"]
     between = f" (between p{pair[0]} and p{pair[1]})" if pair else " (no two processes were ever waiting together)"
     lines.append(f"Largest service gap between backlogged processes: {m['max_gap_tokens']:g}{between}")
+    if m["preemptions"]:
+        lines.append(f"Preemptions: {m['preemptions']}; blocks copied over the host link: {m['swapped_blocks']}, "
+                     f"taking {m['swap_s'] * 1e3:.3f} ms in all")
     if prefix:
         lines.append(f"Prefix cache: {m['prefix_hit_tokens']} of {m['prefix_lookup_tokens']} tokens looked up were "
                      f"cached, a hit rate of {m['prefix_hit_rate']:.3f}; {m['evictions']} cached blocks evicted")
+    lines.append("")
+    lines.append(format_ticks(result))
+    return "\n".join(lines)
+
+
+def format_ticks(result: simulator.SimResult) -> str:
+    """Step by step: each tick's service per process, the totals so far, and the policy's counters if it keeps any."""
+    pids = sorted({seq.pid for seq in result.sequences})
+    counted = any(t.counters is not None for t in result.ticks)
+    head = "Per tick: service in the tick | served so far"
+    if counted:
+        head += " | the policy's counters after the tick (lowest runs first; a process that gets new work " \
+                "while not backlogged is lifted)"
+    lines = [head]
+    total = dict.fromkeys(pids, 0.0)
+    for t in result.ticks:
+        for pid in pids:
+            total[pid] += t.service.get(pid, 0.0)
+        row = (f"  tick {t.tick:3}  " + " ".join(f"p{p}+{t.service.get(p, 0.0):<4g}" for p in pids)
+               + " | " + " ".join(f"p{p}={total[p]:<5g}" for p in pids))
+        if t.counters is not None:
+            row += " | " + " ".join(f"p{p}={t.counters[p]:<5g}" for p in pids if p in t.counters)
+        lines.append(row)
     return "\n".join(lines)
 
 

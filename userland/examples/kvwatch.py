@@ -5,10 +5,15 @@ KV pool on the device, allocates a sequence for a prompt, appends tokens one
 block at a time, forks it (nothing is allocated), appends to the fork (the
 shared partial block is copied), frees both, and prints the block table and
 the pool's counts after every step. docs/memory.md walks through its output.
+
+With --hold S it stops for S seconds while it holds its sequences (after
+the fork), printing its pid, so that you can look at `llmos mem` or kill it
+with `llmos kill PID` and see where the blocks go.
 """
 
 import argparse
 import sys
+import time
 
 from llmos.userland import Client
 
@@ -19,7 +24,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--prompt", type=int, default=20, help="prompt length in tokens (default 20)")
     parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--hold", type=float, default=0.0, metavar="S",
+                        help="hold the blocks S seconds after the fork (default 0)")
     args = parser.parse_args(argv)
+    if args.hold < 0:
+        parser.error("--hold must be >= 0")
 
     with Client(name="kvwatch") as c:
         pool = c.kv_pool(args.device, layers=2, kv_heads=2, head_dim=16, block_size=args.block_size, blocks=64)
@@ -38,6 +47,10 @@ def main(argv: list[str]) -> int:
         show("fork (copies nothing)", fork)
         fork = c.kv_append(fork.seq, 1)
         show(f"append 1 to the fork: copies {fork.copies}", fork)
+        if args.hold:
+            print(f"holding {len(set(seq.table) | set(fork.table))} blocks for {args.hold:g} s: "
+                  f"`llmos mem`, or `llmos kill {c.pid}`", flush=True)
+            time.sleep(args.hold)
         c.kv_free(seq.seq)
         show("free the parent", c.kv_table(fork.seq))
         c.kv_free(fork.seq)

@@ -14,6 +14,7 @@ def llmos_programs() -> list[ProgramEntry]:
     return [
         ProgramEntry("matmul", "llmos.userland.examples.matmul:main", "a matmul on a device, checked against torch"),
         ProgramEntry("kvwatch", "llmos.userland.examples.kvwatch:main", "watch a KV sequence grow, fork and shrink"),
+        ProgramEntry("whatif", "llmos.userland.examples.whatif:main", "what happens if: one experiment on the kernel"),
         ProgramEntry("train", "llmos.userland.programs.train:main", "train tinygpt with train_step, save a checkpoint"),
         ProgramEntry("generate", "llmos.userland.programs.generate:main", "continue a prompt, streaming the text"),
         ProgramEntry("chat", "llmos.userland.programs.chat:main", "talk with a model line by line", interactive=True),

@@ -2,7 +2,7 @@
 
 Record a log with `llmos boot --log-level debug --log-file FILE`: syscall
 enter/exit, device busy/idle, memory, preemption, swap, eviction and
-prefix-cache lookup events are at debug level. A batched model step names every process it served (`pids`); it
+prefix-cache lookup events and each model's KV blocks in use (`kv.used`) are at debug level. A batched model step names every process it served (`pids`); it
 becomes one slice per process, stacked in the device's row. Only
 events with a monotonic `t` field are placed on the timeline; times become
 seconds from the first of them. Lines that are not JSON objects (a stray
@@ -41,6 +41,7 @@ def from_log(path: str | Path) -> Timeline:
     open_calls: dict[tuple[int, int], tuple[float, str]] = {}  # (pid, rid) -> (start, syscall)
     open_work: dict[str, tuple[float, dict]] = {}  # device -> (start, busy event)
     pools: dict[str, dict[int, tuple[int, int]]] = {}  # device -> model -> its pool's prefix counts so far
+    kv_pools: dict[str, dict[int, tuple[int, int]]] = {}  # device -> model -> its KV blocks (in use, in all)
     last = 0.0
 
     def close_work(device: str, t: float, **args) -> None:
@@ -99,6 +100,11 @@ def from_log(path: str | Path) -> Timeline:
             models = pools.setdefault(device, {})
             models[e.get("model", 0)] = (e.get("pool_tokens", 0), e.get("pool_hits", 0))
             tl.prefix.setdefault(device, []).append((t, *map(sum, zip(*models.values()))))
+        elif kind == "kv.used":
+            models = kv_pools.setdefault(device, {})
+            models[e.get("model", 0)] = (e.get("used", 0), e.get("total", 0))
+            tl.kv.setdefault(device, []).append((t, sum(used for used, _ in models.values())))
+            tl.kv_total[device] = sum(total for _, total in models.values())
         elif kind == "device.restart":
             tl.instants.append(Instant(t, "restart", device=device, args={"restarts": e.get("restarts")}))
         elif kind in ("mem.alloc", "mem.free"):

@@ -1,12 +1,16 @@
 """Draw a `Timeline` as a PNG: a Gantt chart of who ran on each device, and memory over time.
 
-Top: one row per device, a bar per piece of work coloured by the process it
-ran for (a batched step, of the kernel or the simulator, stacks the
-processes it served in the row), red lines where a device went offline or
-restarted, ticks where a generation was preempted (orange), swapped out or
-in (purple) and where cached KV blocks were evicted (brown). Below: each
-device's memory in use, and, when models looked prompts up in the prefix
-cache, its hit rate so far. matplotlib is imported here only, with the Agg backend (no display).
+Top: one row per device that did something (a device with no work and no
+event gets no row), a bar per piece of work coloured by the process it ran
+for (a batched step, of the kernel or the simulator, stacks the processes it
+served in the row), red lines where a device went offline or restarted,
+ticks where a generation was preempted (orange), swapped out or in (purple)
+and where cached KV blocks were evicted (brown). Below, each only when it
+has something to show: the KV blocks the devices' models hold (they come and
+go with every sequence, where a model's memory is taken once at its load),
+each device's memory in use (devices whose use changed), and, when models
+looked prompts up in the prefix cache, its hit rate so far. matplotlib is
+imported here only, with the Agg backend (no display).
 """
 
 from __future__ import annotations
@@ -59,12 +63,15 @@ def plot(tl: Timeline, path: str | Path) -> None:
     cmap = plt.get_cmap("tab10" if len(pids) <= 10 else "tab20")
     colour = {pid: cmap(i % cmap.N) for i, pid in enumerate(pids)}
     colour[0] = KERNEL_GREY
-    rows = {d: i for i, d in enumerate(tl.devices)}
-    panels = 3 if tl.prefix else 2
-    fig, (gantt, mem, *rate) = plt.subplots(
-        panels, 1, sharex=True, figsize=(11, 2.2 + 0.7 * len(rows) + 2.6 * (panels - 1)),
-        height_ratios=[0.6 + 0.7 * len(rows)] + [2.6] * (panels - 1),
+    busy = {s.device for s in tl.work} | {i.device for i in tl.instants if i.device}
+    rows = {d: i for i, d in enumerate([d for d in tl.devices if d in busy] or tl.devices)}
+    changing = {d: points for d, points in tl.memory.items() if len({used for _, used in points}) > 1}
+    kinds = ["kv"] * bool(tl.kv) + ["memory"] * bool(changing or not tl.kv) + ["prefix"] * bool(tl.prefix)
+    fig, (gantt, *below) = plt.subplots(
+        1 + len(kinds), 1, sharex=True, figsize=(11, 2.2 + 0.7 * len(rows) + 2.6 * len(kinds)),
+        height_ratios=[0.6 + 0.7 * len(rows)] + [2.6] * len(kinds),
     )  # fmt: skip
+    panel = dict(zip(kinds, below))
     for s in tl.work:
         low, high = s.share
         y = rows[s.device] - BAR / 2 + low * BAR
@@ -83,19 +90,31 @@ def plot(tl: Timeline, path: str | Path) -> None:
         legend.append(Patch(color=KERNEL_GREY, label="kernel (frees, pings)"))
     gantt.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     gantt.grid(axis="x", alpha=0.3)
-    m, munit = _memory_scale(tl)
-    for d, points in tl.memory.items():
-        points = sorted(points)
-        label = d
-        if tl.capacity.get(d):
-            label += f" (capacity {_human(tl.capacity[d])})"
-        mem.step([t * k for t, _ in points], [used * m for _, used in points], where="post", label=label)
-    mem.set_ylabel(f"in use ({munit})")
-    mem.set_ylim(bottom=0)
-    mem.set_title("memory occupancy")
-    mem.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    mem.grid(alpha=0.3)
-    for ax in rate:
+    if "kv" in panel:
+        ax = panel["kv"]
+        for d, points in tl.kv.items():
+            ax.step([t * k for t, _ in points], [used for _, used in points], where="post",
+                    label=f"{d} (of {tl.kv_total.get(d, 0)} blocks)")
+        ax.set_ylabel("KV blocks in use")
+        ax.set_ylim(bottom=0)
+        ax.set_title("paged KV cache: blocks held by the sequences of each device's models")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.grid(alpha=0.3)
+    if "memory" in panel:
+        mem = panel["memory"]
+        m, munit = _memory_scale(tl)
+        for d, points in (changing or tl.memory).items():
+            points = sorted(points)
+            label = d
+            if tl.capacity.get(d):
+                label += f" (capacity {_human(tl.capacity[d])})"
+            mem.step([t * k for t, _ in points], [used * m for _, used in points], where="post", label=label)
+        mem.set_ylabel(f"in use ({munit})")
+        mem.set_ylim(bottom=0)
+        mem.set_title("memory occupancy")
+        mem.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        mem.grid(alpha=0.3)
+    for ax in [panel["prefix"]] if "prefix" in panel else []:
         for d in tl.prefix:
             points = tl.hit_rate(d)
             ax.step([t * k for t, _ in points], [r for _, r in points], where="post", label=d)
@@ -104,7 +123,7 @@ def plot(tl: Timeline, path: str | Path) -> None:
         ax.set_title("prefix cache: prompt tokens found / looked up, so far")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         ax.grid(alpha=0.3)
-    (rate or [mem])[-1].set_xlabel(xlabel)
+    (below or [gantt])[-1].set_xlabel(xlabel)
     gantt.set_xlim(left=0, right=max(tl.end(), 1e-9) * k)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

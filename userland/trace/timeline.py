@@ -51,6 +51,8 @@ class Timeline:
     capacity: dict[str, int] = field(default_factory=dict)
     # device -> (t, prompt tokens its models looked up in the prefix cache so far, of which found)
     prefix: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
+    kv: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # device -> (t, its models' KV blocks in use)
+    kv_total: dict[str, int] = field(default_factory=dict)  # device -> its models' KV blocks in all
 
     def hit_rate(self, device: str) -> list[tuple[float, float]]:
         """The prefix-cache hit rate of `device`'s models over time: (t, percent of the prompt tokens looked up
@@ -74,14 +76,18 @@ class Timeline:
                 if s.end > start and s.start < end
             ]
 
-        memory = {}
-        for device, points in self.memory.items():
-            before = [used for t, used in points if t <= start]
-            kept = [(0.0, before[-1] if before else 0)] + [(t - start, used) for t, used in points if start < t <= end]
-            memory[device] = [*kept, (end - start, kept[-1][1])]  # held to the window's end
+        def held(series: dict[str, list[tuple[float, int]]]) -> dict[str, list[tuple[float, int]]]:
+            out = {}  # a step series: the value at the window's start, its changes, held to the window's end
+            for device, points in series.items():
+                before = [value for t, value in points if t <= start]
+                kept = [(0.0, before[-1] if before else 0)] + [(t - start, v) for t, v in points if start < t <= end]
+                out[device] = [*kept, (end - start, kept[-1][1])]
+            return out
+
         return replace(
             self, title=f"{self.title}, {start:.1f}-{end:.1f} {self.unit}", work=cut(self.work), calls=cut(self.calls),
-            instants=[replace(i, t=i.t - start) for i in self.instants if start <= i.t <= end], memory=memory,
+            instants=[replace(i, t=i.t - start) for i in self.instants if start <= i.t <= end], memory=held(self.memory),
+            kv=held(self.kv),
             prefix={d: [(t - start, n, hit) for t, n, hit in points if start <= t <= end] for d, points in self.prefix.items()},
         )  # fmt: skip
 
