@@ -44,10 +44,13 @@ class AuditLog:
         self.lock = threading.Lock()
         self.pending: list[str] = []
         self.seq, self.prev = head(folder)  # a kernel booted again under the same name goes on with the chain
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         os.fchmod(fd, 0o600)
         self.file = os.fdopen(fd, "a", encoding="ascii")
         self.size = os.fstat(fd).st_size
+        if self.size and os.pread(fd, 1, self.size - 1) != b"\n":  # a torn last line: start on a new one
+            self.file.write("\n")
+            self.size += 1
 
     def append(self, event: str, **fields) -> None:
         """Add one record (`fields` must be JSON-able; others are written as their str)."""

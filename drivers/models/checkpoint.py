@@ -84,11 +84,11 @@ def save_checkpoint(
         plain: dict[str, dict] = {}
         for index, entries in sd["state"].items():
             plain[str(index)] = {}
-            for key, value in entries.items():
+            for name, value in entries.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"optim.{index}.{key}"] = value.detach().contiguous()
+                    tensors[f"optim.{index}.{name}"] = value.detach().contiguous()
                 else:
-                    plain[str(index)][key] = value
+                    plain[str(index)][name] = value
         meta["optimizer"] = json.dumps({"param_groups": sd["param_groups"], "state": plain})
     if key:
         return sealed.write(path, save_bytes(tensors, metadata=meta), key)
