@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     for q in (verify, show):
         add_kernel_option(q)
         q.add_argument("--dir", help="the folder holding audit.log (default: the kernel's runtime directory)")
-    show.add_argument("--pid", type=int, help="only records about this process (its own, or naming it as child/target)")
+    show.add_argument("--pid", type=int, help="only records about this process: its own, and those naming it (a child spawned, "
+                           "a kill's target, a share's receiver, a refused call's pid argument)")
     show.add_argument("--since", type=since, metavar="T",
                       help="only records from T on: seconds since the epoch, an ISO time (2026-12-05T13:00), "
                            "or a time ago (90s, 10m, 2h, 1d)")  # fmt: skip
@@ -93,7 +94,9 @@ def matches(rec: dict, args: argparse.Namespace) -> bool:
         return False
     if args.since is not None and float(rec.get("t", 0)) < args.since:
         return False
-    if args.pid is not None and args.pid not in (rec.get("pid"), rec.get("child"), rec.get("target"), rec.get("to")):
+    call = rec.get("call") if isinstance(rec.get("call"), dict) else {}
+    named = (rec.get("pid"), rec.get("child"), rec.get("target"), rec.get("to"), call.get("pid"))
+    if args.pid is not None and args.pid not in named:
         return False
     return True
 
