@@ -111,3 +111,30 @@ def test_key_files_are_made_private_and_others_readable_ones_refused(tmp_path):
     open(path, "w").write("not a key")
     with pytest.raises(ValueError, match="does not hold a key"):
         sealed.load_key(path)
+
+
+def test_the_kernel_reads_a_sealed_header_with_its_key_and_refuses_plain_files_when_told(tmp_path, trained):
+    from types import SimpleNamespace
+
+    from llmos.kernel.errors import SysError
+    from llmos.kernel.sysmodel import _checkpoint_meta
+    from llmos.syscalls import Errno
+
+    model, _ = trained
+    sealed_path, plain_path = str(tmp_path / "s"), str(tmp_path / "p")
+    save_checkpoint(sealed_path, model, key=KEY)
+    save_checkpoint(plain_path, model)
+
+    def kernel(key=None, refuse_plain=False):
+        return SimpleNamespace(storage_key=key, config=SimpleNamespace(refuse_plain=refuse_plain))
+
+    meta = _checkpoint_meta(kernel(KEY), "s", sealed_path)
+    assert meta["sealed"] and meta["arch"] == "tinygpt" and meta["config"]["d_model"] == 16
+    assert not _checkpoint_meta(kernel(KEY), "p", plain_path)["sealed"]  # plain files still load
+    cases = [(kernel(None), sealed_path, Errno.EINVAL, "no storage key"),
+             (kernel(bytes(32)), sealed_path, Errno.EINVAL, "checkpoint failed authentication"),
+             (kernel(KEY, refuse_plain=True), plain_path, Errno.EPERM, "refuses plain checkpoints")]  # fmt: skip
+    for k, path, errno, words in cases:
+        with pytest.raises(SysError) as err:
+            _checkpoint_meta(k, "x", path)
+        assert err.value.errno == errno and words in err.value.message
