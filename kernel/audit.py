@@ -23,12 +23,13 @@ with the chain.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 import time
 
-from llmos.syscalls.auditlog import LOG_FILE, head, last_rotated, record_hash
+from llmos.syscalls.auditlog import LOG_FILE, head, last_rotated
 
 MAX_BYTES = 16 << 20
 """Default size at which the log rotates."""
@@ -37,12 +38,13 @@ MAX_BYTES = 16 << 20
 class AuditLog:
     """The kernel's writer: chains records, buffers them, flushes on `flush`, rotates by size."""
 
-    def __init__(self, folder: str, max_bytes: int = MAX_BYTES):
+    def __init__(self, folder: str, max_bytes: int = MAX_BYTES, convert=str):
         self.folder = folder
         self.path = os.path.join(folder, LOG_FILE)
         self.max_bytes = max_bytes
+        self.convert = convert  # turns a field value JSON cannot hold into one it can (default: its str)
         self.lock = threading.Lock()
-        self.pending: list[str] = []
+        self.pending: list[tuple[float, str, dict]] = []
         self.seq, self.prev = head(folder)  # a kernel booted again under the same name goes on with the chain
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         os.fchmod(fd, 0o600)
@@ -53,20 +55,25 @@ class AuditLog:
             self.size += 1
 
     def append(self, event: str, **fields) -> None:
-        """Add one record (`fields` must be JSON-able; others are written as their str)."""
+        """Add one record. Only its time is taken now: numbering, encoding and hashing wait for `flush`, off
+        the syscall path, so the values must not change until then (the kernel passes fresh ones)."""
         with self.lock:
-            self.seq += 1
-            record = {"seq": self.seq, "t": round(time.time(), 6), "event": event, **fields, "prev": self.prev}
-            record["hash"] = self.prev = record_hash(record)
-            self.pending.append(json.dumps(record, sort_keys=True, separators=(",", ":"), default=str))
+            self.pending.append((time.time(), event, fields))
 
     def flush(self) -> None:
-        """Write the buffered records (the kernel's tick calls this); rotate first if the file is full."""
+        """Chain and write the buffered records (the kernel's tick calls this); rotate first if the file is full."""
         with self.lock:
             if not self.pending:
                 return
-            text = "\n".join(self.pending) + "\n"
+            lines = []
+            for t, event, fields in self.pending:
+                self.seq += 1
+                record = {"seq": self.seq, "t": round(t, 6), "event": event, **fields, "prev": self.prev}
+                body = json.dumps(record, sort_keys=True, separators=(",", ":"), default=self.convert)
+                self.prev = hashlib.sha256(body.encode()).hexdigest()  # = auditlog.record_hash of the line read back
+                lines.append(f'{body[:-1]},"hash":"{self.prev}"}}')
             self.pending.clear()
+            text = "\n".join(lines) + "\n"
             if self.size and self.size + len(text) > self.max_bytes:
                 self._rotate()
             self.file.write(text)

@@ -116,7 +116,7 @@ class Kernel(DeviceSupervision):
             raise ValueError(f"the models directory {self.models_dir!r} is not a folder")
         runtime.write_secret(self.dir, runtime.ADMIN_KEY_FILE, self.admin_key)
         if self.config.audit:
-            self.audit = AuditLog(self.dir, self.config.audit_max_bytes)
+            self.audit = AuditLog(self.dir, self.config.audit_max_bytes, convert=_audit_value)
         if self.config.storage_key or self.config.encrypt_storage:
             from llmos.drivers.models import sealed
 
@@ -184,7 +184,7 @@ class Kernel(DeviceSupervision):
     def audit_refusal(self, pid: int | None, syscall: str, errno: Errno, message: str, req: m.Call | None) -> None:
         """Record a refused call (EPERM, EBADF): who, which syscall, why, and what it asked (long values cut)."""
         self.audit_event("denied", pid=pid, syscall=syscall, errno=errno.name, message=message,
-                         call=_summary(req) if req is not None else {})  # fmt: skip
+                         call=req if req is not None else {})  # summarised when written (_audit_value)
 
     def _start_drivers(self) -> None:
         self.drivers = plugins.drivers(self.pm)
@@ -563,6 +563,11 @@ class Kernel(DeviceSupervision):
         for dev in list(self.devices.values()):
             self._watch_device(dev, now)
 
+
+
+def _audit_value(value):
+    """A value of an audit record that JSON cannot hold: a call, summarised (`_summary`); anything else, its str."""
+    return _summary(value) if isinstance(value, m.Call) else str(value)
 
 
 def _summary(req: m.Call) -> dict:
