@@ -9,7 +9,8 @@ syscalls/auditlog.py, with `verify`. What a chain cannot show is the loss of
 the newest records with nothing after them: `llmos audit verify` prints the
 head (last seq and hash) so a person can note it elsewhere.
 
-Writes are buffered and flushed by the kernel's tick (every 50 ms) and at
+Records are queued by `append` (only their time is taken then) and numbered,
+encoded, hashed and written by `flush`, which the kernel's tick calls (every 50 ms), and at
 shutdown: a kernel killed with SIGKILL loses at most the events of its last
 tick. When the file passes `max_bytes` it is renamed `audit.log.N` (N counts
 up from 1, oldest first) and a new one starts; its first record's `prev` is
