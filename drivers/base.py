@@ -114,9 +114,9 @@ class Driver:
         """The kernel removed the shared-memory file `path`: drop any mapping of it (by default none is held)."""
 
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
-                   seed: int = 0, folder: str = "", swap_blocks: int = 0) -> ModelDesc:  # fmt: skip
+                   seed: int = 0, folder: str = "", swap_blocks: int = 0, key: bytes = b"") -> ModelDesc:  # fmt: skip
         """Build (or read from `checkpoint`, or from the Hugging Face-format `folder`) model `mid` of the
-        architecture `target` names, with its KV storage.
+        architecture `target` names, with its KV storage. A sealed checkpoint opens with `key`.
 
         A fresh model's weights are drawn from `seed` (the host's own random state is left alone).
         `swap_blocks` host-memory blocks are set aside for the KV of preempted sequences (see `model_step`).
@@ -138,9 +138,10 @@ class Driver:
         """Log-probability of each token after the first given the ones before it."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
-    def model_save(self, mid: int, path: str, format: str = "llmos", source: str = "") -> None:
-        """Write the model: "llmos", a safetensors checkpoint (with its optimizer state and step, once trained);
-        "hf", a Hugging Face-format folder with the tokenizer files of the folder `source`."""
+    def model_save(self, mid: int, path: str, format: str = "llmos", source: str = "", key: bytes = b"") -> str | None:
+        """Write the model: "llmos", a safetensors checkpoint (with its optimizer state and step, once trained),
+        sealed under `key` if given; "hf", a Hugging Face-format folder with the tokenizer files of the folder
+        `source`. Return the checkpoint file's SHA-256 (hex), or None."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def model_train_step(self, mid: int, tokens: list[list[int]], lr: float, weight_decay: float, clip: float,
@@ -319,8 +320,8 @@ class TorchDriver(Driver):
         blocks[list(dst)] = blocks[list(src)]
 
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
-                   seed: int = 0, folder: str = "", swap_blocks: int = 0) -> ModelDesc:  # fmt: skip
-        from .models.checkpoint import load_checkpoint
+                   seed: int = 0, folder: str = "", swap_blocks: int = 0, key: bytes = b"") -> ModelDesc:  # fmt: skip
+        from .models.checkpoint import file_sha256, load_checkpoint
         from .models.compress import held_bytes, layout_of, restore
         from .models.compression import describe
 
@@ -337,7 +338,7 @@ class TorchDriver(Driver):
                 if built != arch.name:
                     raise ValueError(f"{folder} holds a {built} model, not {arch.name}")
             elif checkpoint:
-                ckpt = load_checkpoint(checkpoint, self.device)
+                ckpt = load_checkpoint(checkpoint, self.device, key or None)
                 if ckpt.arch != arch.name:
                     raise ValueError(f"{checkpoint} holds a {ckpt.arch} model, not {arch.name}")
                 if {**ckpt.config, **config} != ckpt.config:
@@ -366,7 +367,7 @@ class TorchDriver(Driver):
         kv_bytes = kv.data.numel() * kv.data.element_size()
         return ModelDesc(
             config=model.config.to_dict(), params=params, param_bytes=held_bytes(model), kv_bytes=kv_bytes, step=step,
-            compression=describe(layout),
+            compression=describe(layout), sha256=file_sha256(checkpoint) if checkpoint else "",
         )
 
     def model(self, mid: int) -> LoadedModel:
@@ -427,7 +428,7 @@ class TorchDriver(Driver):
         except (ValueError, IndexError, RuntimeError) as exc:
             raise DriverError(Errno.EINVAL, f"logprobs failed: {exc}") from exc
 
-    def model_save(self, mid: int, path: str, format: str = "llmos", source: str = "") -> None:
+    def model_save(self, mid: int, path: str, format: str = "llmos", source: str = "", key: bytes = b"") -> str | None:
         from .models.checkpoint import save_checkpoint
 
         m = self.model(mid)
@@ -436,8 +437,8 @@ class TorchDriver(Driver):
                 from .models.hf_weights import save_pretrained
 
                 save_pretrained(m.model, m.arch, path, tokenizer_from=source)
-            else:
-                save_checkpoint(path, m.model, m.optimizer, step=m.step, arch=m.arch)
+                return None
+            return save_checkpoint(path, m.model, m.optimizer, step=m.step, arch=m.arch, key=key or None)
         except OSError as exc:
             errno = Errno.ENAMETOOLONG if exc.errno == Errno.ENAMETOOLONG else Errno.EINVAL
             raise DriverError(errno, f"cannot write {path}: {exc}") from exc

@@ -97,7 +97,7 @@ class Host:
                 case proto.DModelLoad():
                     desc = self.driver.model_load(
                         msg.model, msg.target, msg.config, msg.dtype, msg.checkpoint, msg.kv_blocks, msg.block_size,
-                        msg.seed, msg.folder, msg.swap_blocks,
+                        msg.seed, msg.folder, msg.swap_blocks, **({"key": msg.key} if msg.key else {}),
                     )
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(desc)]
                 case proto.DModelFree():
@@ -111,7 +111,10 @@ class Host:
                     values = self.driver.model_logprobs(msg.model, msg.tokens)
                     return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(values)]
                 case proto.DModelSave():
-                    self.driver.model_save(msg.model, msg.path, msg.format, msg.source)
+                    digest = self.driver.model_save(msg.model, msg.path, msg.format, msg.source,
+                                                    **({"key": msg.key} if msg.key else {}))  # fmt: skip
+                    if isinstance(digest, str):
+                        return [proto.encoder.encode(proto.DOk(seq=msg.seq)), proto.encoder.encode(digest)]
                 case proto.DTrainStep():
                     start = time.perf_counter()
                     out = self.driver.model_train_step(

@@ -36,5 +36,10 @@ class KernelConfig(msgspec.Struct, kw_only=True):
     max_children: int = 64  # live children one process may have (spawn answers EAGAIN beyond)
     # nice value of the kernel and its driver hosts (kernel/priority.py); programs it spawns keep the caller's
     nice: int = -5
+    audit: bool = True  # keep the audit trail, RUNTIME/NAME/audit.log (kernel/audit.py)
+    audit_max_bytes: int = 16 << 20  # the audit log rotates past this size
+    storage_key: str | None = None  # key file of sealed checkpoints (created 0600 if missing); implies encryption
+    encrypt_storage: bool = False  # seal checkpoints; key: storage_key, else RUNTIME/NAME/storage.key
+    refuse_plain: bool = False  # refuse to load checkpoints that are not sealed
     log_level: str = "info"
     log_file: str | None = None  # default: stderr

@@ -16,7 +16,9 @@ from llmos.syscalls import frames as fr
 from llmos.syscalls import messages as m
 from llmos.syscalls.table import TABLE, Syscall
 
-from . import syscompress, syscompute, sysdev, syskv, sysmem, sysmisc, sysmodel, sysproc, syssched
+from . import syscompress, syscompute, sysdev, syskv, sysmem, sysmisc, sysmodel, sysproc, sysrights, syssched
+
+AUDITED = (Errno.EPERM, Errno.EBADF)  # the refusals the audit trail records
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -56,6 +58,8 @@ class CallCtx:
         """Send the ERROR reply that ends the call."""
         self.finished = True
         self.kernel.errors += 1
+        if errno in AUDITED and self.kernel.audit is not None:
+            self.kernel.audit_refusal(self.proc.pid if self.proc else None, self.row.name, errno, message, self.req)
         if self.kernel.tracing:
             self._exit_event(errno=errno.name)
         self.kernel.send_reply(self.ident, self.rid, fr.ERROR, m.Error(errno=int(errno), message=message))
@@ -104,6 +108,7 @@ HANDLERS = {
     Sys.DETOKENIZE: sysmodel.sys_detokenize,
     Sys.MODEL_QUANTIZE: syscompress.sys_model_quantize,
     Sys.MODEL_PRUNE: syscompress.sys_model_prune,
+    Sys.RIGHTS_DROP: sysrights.sys_rights_drop,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

@@ -31,7 +31,8 @@ from llmos.syscalls.table import BY_NR
 
 from llmos.syscalls import runtime
 
-from . import nodes, plugins, sysmodel
+from . import nodes, plugins, sysmodel, sysrights
+from .audit import AuditLog
 from .config import KernelConfig
 from .devices import ABSENT, OFFLINE, ONLINE, Device, Work
 from .dispatch import DISPATCH, CallCtx
@@ -46,6 +47,7 @@ from .watch import ProcessWatch
 
 TICK_S = 0.05
 KILL_GRACE_S = 2.0
+SUMMARY_CHARS = 200  # of each argument of a refused call in the audit trail
 LEASE_CHECK_S = 1.0  # how often leases are checked (and exited processes swept) in the tick
 
 
@@ -91,6 +93,8 @@ class Kernel(DeviceSupervision):
         self.auth = None
         self.host_keys: set[bytes] | None = None  # z85 keys remote driver hosts may join with (None: no keys, insecure)
         self.admin_key = secrets.token_hex(16)
+        self.audit: AuditLog | None = None  # the audit trail (kernel/audit.py), from `open` unless config.audit is off
+        self.storage_key: bytes | None = None  # seals checkpoints (drivers/models/sealed.py), from `open`; None: plain
 
     # ---- life cycle --------------------------------------------------------------------
 
@@ -111,6 +115,16 @@ class Kernel(DeviceSupervision):
         if self.models_dir is not None and not os.path.isdir(self.models_dir):
             raise ValueError(f"the models directory {self.models_dir!r} is not a folder")
         runtime.write_secret(self.dir, runtime.ADMIN_KEY_FILE, self.admin_key)
+        if self.config.audit:
+            self.audit = AuditLog(self.dir, self.config.audit_max_bytes, convert=_audit_value)
+        if self.config.storage_key or self.config.encrypt_storage:
+            from llmos.drivers.models import sealed
+
+            key_file = self.config.storage_key or os.path.join(self.dir, runtime.STORAGE_KEY_FILE)
+            self.storage_key = sealed.load_key(key_file, create=True)  # ValueError: a key file others can read
+        self.audit_event("kernel_boot", name=self.config.name, os_pid=os.getpid(), tcp=self.config.tcp or "",
+                         keys=self.config.keys_dir or "", insecure=self.config.insecure,
+                         sealed_storage=self.storage_key is not None, refuse_plain=self.config.refuse_plain)  # fmt: skip
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVTIMEO, int(TICK_S * 1000))
@@ -151,11 +165,26 @@ class Kernel(DeviceSupervision):
                 )
             self.log.warning("kernel.insecure_tcp", tcp=self.config.tcp)
             return
-        self.auth, self.host_keys = curve_server(self.ctx, self.sock, self.config.keys_dir, self._refused)
+        self.auth, self.host_keys = curve_server(self.ctx, self.sock, self.config.keys_dir, self._refused, self._admitted)
 
     def _refused(self, key: str) -> None:
         """The authenticator refused a CurveZMQ key (its thread calls this)."""
         self.log.warning("tcp.refused", key=key)
+        self.audit_event("tcp_peer", key=key, admitted=False)
+
+    def _admitted(self, key: str) -> None:
+        """The authenticator admitted a CurveZMQ key (its thread calls this)."""
+        self.audit_event("tcp_peer", key=key, admitted=True)
+
+    def audit_event(self, event: str, **fields) -> None:
+        """Append one record to the audit trail (nothing when auditing is off)."""
+        if self.audit is not None:
+            self.audit.append(event, **fields)
+
+    def audit_refusal(self, pid: int | None, syscall: str, errno: Errno, message: str, req: m.Call | None) -> None:
+        """Record a refused call (EPERM, EBADF): who, which syscall, why, and what it asked (long values cut)."""
+        self.audit_event("denied", pid=pid, syscall=syscall, errno=errno.name, message=message,
+                         call=req if req is not None else {})  # summarised when written (_audit_value)
 
     def _start_drivers(self) -> None:
         self.drivers = plugins.drivers(self.pm)
@@ -240,6 +269,9 @@ class Kernel(DeviceSupervision):
         self.watch.close()
         if self.auth is not None:
             self.auth.stop()
+        self.audit_event("kernel_stop", name=self.config.name)
+        if self.audit is not None:
+            self.audit.close()
         if self.sock is not None:
             self.sock.close()
         self.ctx.term()
@@ -300,7 +332,10 @@ class Kernel(DeviceSupervision):
         if row.request is not m.Attach:
             proc = self.procs.by_token.get(env.token)
             if proc is None:
-                return self._reject(ident, env.rid, Errno.EPERM, self._token_problem(env.token))
+                problem = self._token_problem(env.token)
+                if self.audit is not None:
+                    self.audit_refusal(None, row.name, Errno.EPERM, problem, None)
+                return self._reject(ident, env.rid, Errno.EPERM, problem)
             proc.last_seen = time.monotonic()
             proc.syscalls += 1
         bulk = frames[2:]
@@ -318,6 +353,8 @@ class Kernel(DeviceSupervision):
             self.trace("syscall", pid=proc.pid if proc else None, syscall=row.name, rid=env.rid)
         ctx = CallCtx(self, ident, env.rid, proc, env.call, bulk, row)
         try:
+            if (row.right or row.device_right) and proc is not None:
+                sysrights.check(self, proc, row, env.call)
             handler(self, ctx)
         except SysError as exc:
             ctx.fail(exc.errno, exc.message)
@@ -480,6 +517,7 @@ class Kernel(DeviceSupervision):
         for child in self.procs.children(proc.pid):
             child.ppid = 0
         self.log.info("process.exit", pid=proc.pid, name=proc.name, status=status, reason=reason, t=time.monotonic())
+        self.audit_event("exit", pid=proc.pid, name=proc.name, status=status, reason=reason)
         self.pm.hook.llmos_process_exit(pid=proc.pid, name=proc.name, status=status, reason=reason)
         self.reap()
 
@@ -520,9 +558,25 @@ class Kernel(DeviceSupervision):
         elif ended:
             self.reap()
         tick_waits(self, now)
+        if self.audit is not None:
+            self.audit.flush()
         for dev in list(self.devices.values()):
             self._watch_device(dev, now)
 
+
+
+def _audit_value(value):
+    """A value of an audit record that JSON cannot hold: a call, summarised (`_summary`); anything else, its str."""
+    return _summary(value) if isinstance(value, m.Call) else str(value)
+
+
+def _summary(req: m.Call) -> dict:
+    """A call's arguments for the audit trail: JSON-able, each value cut to SUMMARY_CHARS characters of JSON."""
+    out = {}
+    for key, value in msgspec.to_builtins(req).items():
+        text = msgspec.json.encode(value).decode()
+        out[key] = value if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS] + "..."
+    return out
 
 
 def _abi_message(abi: int) -> str:

@@ -14,6 +14,7 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from llmos.syscalls import rights as r
 from llmos.syscalls.frames import TOKEN_BYTES
 
 STALE_TOKENS_KEPT = 4096
@@ -40,6 +41,7 @@ class Process:
     syscalls: int = 0
     tokens: int = 0  # tokens its generate calls produced
     admin: bool = False  # proved it holds the kernel's admin key
+    rights: frozenset[str] = r.DEFAULT  # what it may do (syscalls/rights.py); only ever shrinks
     user: int | None = None  # the OS user it is counted against (attached, not admin); -1: one the kernel cannot see
     popen: subprocess.Popen | None = None  # spawned children only
     log: str = ""

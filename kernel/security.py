@@ -42,16 +42,17 @@ def public_keys(folder: str) -> set[bytes]:
     return {zmq.auth.load_certificate(path)[0] for path in glob.glob(os.path.join(folder, "*.key"))}
 
 
-def curve_server(ctx: zmq.Context, sock: zmq.Socket, keys_dir: str, on_refused) -> tuple[ThreadAuthenticator, set[bytes]]:
+def curve_server(ctx: zmq.Context, sock: zmq.Socket, keys_dir: str, on_refused,
+                 on_admitted=None) -> tuple[ThreadAuthenticator, set[bytes]]:  # fmt: skip
     """Make the endpoints `sock` binds from now on CurveZMQ servers that admit the authorized client keys
     and the host keys; return the authenticator and the host keys. `on_refused(key)` is told every key
-    refused (z85 text)."""
+    refused, `on_admitted(key)` every key admitted (z85 text)."""
     server_public, server_secret = zmq.auth.load_certificate(os.path.join(keys_dir, "server.key_secret"))
     hosts = public_keys(os.path.join(keys_dir, "hosts"))
     allowed = public_keys(os.path.join(keys_dir, "authorized")) | hosts
     auth = ThreadAuthenticator(ctx)
     auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=_Allowed(allowed, on_refused))
+    auth.configure_curve_callback(domain="*", credentials_provider=_Allowed(allowed, on_refused, on_admitted))
     sock.curve_secretkey = server_secret
     sock.curve_publickey = server_public
     sock.curve_server = True
@@ -61,14 +62,17 @@ def curve_server(ctx: zmq.Context, sock: zmq.Socket, keys_dir: str, on_refused) 
 class _Allowed:
     """ZAP credentials provider: a peer is admitted if its public key is known; a refusal is reported."""
 
-    def __init__(self, keys: set[bytes], on_refused):
+    def __init__(self, keys: set[bytes], on_refused, on_admitted=None):
         self.keys = keys
         self.on_refused = on_refused
+        self.on_admitted = on_admitted
 
     def callback(self, domain: str, key: bytes) -> bool:
         """Admit a known key (raw or z85); report any other."""
         text = key if len(key) == 40 else zmq.utils.z85.encode(key)
         if text in self.keys:
+            if self.on_admitted is not None:
+                self.on_admitted(text.decode())
             return True
         self.on_refused(text.decode())
         return False

@@ -230,6 +230,7 @@ def sys_share(k: Kernel, c: CallCtx) -> None:
         t = k.tensor(c.proc, c.req.handle)
         t.holders[target.pid] += 1
         theirs = target.add_handle(t.tid)
+    k.audit_event("share", pid=c.proc.pid, handle=c.req.handle, to=target.pid, their_handle=theirs)
     c.reply(m.Shared(handle=theirs))
 
 

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .proc import Process
 
 _desc_decoder = msgspec.msgpack.Decoder(proto.ModelDesc)
+_digest_decoder = msgspec.msgpack.Decoder(str)
 _floats_decoder = msgspec.msgpack.Decoder(list[float])
 _train_decoder = msgspec.msgpack.Decoder(proto.TrainOut)
 
@@ -251,6 +252,7 @@ class Source:
     checkpoint: str = ""
     folder: str = ""
     compression: dict = field(default_factory=dict)  # a compressed checkpoint's layout (layer name -> spec)
+    sealed: bool = False  # the checkpoint is sealed (drivers/models/sealed.py)
 
 
 def _source(k: Kernel, req: m.ModelLoad) -> Source:
@@ -269,26 +271,47 @@ def _source(k: Kernel, req: m.ModelLoad) -> Source:
         if not os.path.exists(full):
             raise SysError(Errno.ENOENT, f"no checkpoint {req.checkpoint!r} in the storage directory")
         if os.path.isdir(full):  # a folder model_save wrote in the Hugging Face layout
+            _plain_allowed(k, req.checkpoint)
             return _folder_source(k, req, full, req.checkpoint)
         if not os.path.isfile(full):
             raise SysError(Errno.EINVAL, f"checkpoint {req.checkpoint!r} is not a file")
-        meta = _checkpoint_meta(req.checkpoint, full)
+        meta = _checkpoint_meta(k, req.checkpoint, full)
         arch = meta["arch"] if req.arch == "auto" else req.arch
-        return Source(arch, meta["config"], req.dtype or "float32", checkpoint=full, compression=meta["compression"])
+        return Source(arch, meta["config"], req.dtype or "float32", checkpoint=full, compression=meta["compression"],
+                      sealed=meta["sealed"])  # fmt: skip
     if req.arch == "auto":
         raise SysError(Errno.EINVAL, "arch 'auto' takes the architecture from a model folder (path) or a checkpoint; "
                                      "name one for a fresh model")  # fmt: skip
     return Source(req.arch, dict(req.config), req.dtype or "float32")
 
 
-def _checkpoint_meta(name: str, full: str) -> dict:
-    """The architecture and config an llmos checkpoint file names (EINVAL for a file that is not one)."""
-    from llmos.drivers.models.safetensors_header import read_metadata
+def _plain_allowed(k: Kernel, name: str) -> None:
+    """EPERM if the kernel refuses plain (unsealed) checkpoints (`refuse_plain`)."""
+    if k.config.refuse_plain:
+        raise SysError(Errno.EPERM, f"checkpoint {name!r} is not sealed, and this kernel refuses plain checkpoints")
+
+
+def _checkpoint_meta(k: Kernel, name: str, full: str) -> dict:
+    """The architecture and config an llmos checkpoint file names (EINVAL for a file that is not one); of a
+    sealed one, from its first chunks (EINVAL if they fail authentication or the kernel has no key)."""
+    from llmos.drivers.models import sealed
+    from llmos.drivers.models.safetensors_header import header_bytes, metadata_of, read_metadata
 
     try:
-        meta = read_metadata(full)
+        if sealed.is_sealed(full):
+            if k.storage_key is None:
+                raise SysError(Errno.EINVAL, f"checkpoint {name!r} is sealed and this kernel has no storage key: "
+                                             "boot it with --encrypt-storage or --storage-key FILE")  # fmt: skip
+            prefix = sealed.read_prefix(full, k.storage_key, 8)
+            meta = metadata_of(sealed.read_prefix(full, k.storage_key, header_bytes(prefix)))
+        else:
+            _plain_allowed(k, name)
+            meta = read_metadata(full)
         return {"arch": meta["arch"], "config": json.loads(meta["config"]),
-                "compression": json.loads(meta.get("compression", "{}"))}  # fmt: skip
+                "compression": json.loads(meta.get("compression", "{}")), "sealed": k.storage_key is not None
+                and sealed.is_sealed(full)}  # fmt: skip
+    except sealed.AuthError as exc:
+        raise SysError(Errno.EINVAL, f"{name!r}: {exc}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SysError(Errno.EINVAL, f"{name!r} is not an llmos checkpoint: {exc}") from None
 
@@ -351,6 +374,7 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
             seq=dev.next_seq(), model=mid, arch=src.arch, target=archs[src.arch], kv_blocks=req.kv_blocks,
             block_size=req.block_size, config={} if src.folder else dict(req.config), dtype=src.dtype,
             checkpoint=src.checkpoint, seed=req.seed, folder=src.folder, swap_blocks=swap_blocks,
+            key=k.storage_key if src.sealed else b"",
         ))
         for dev in devs
     ]  # fmt: skip
@@ -390,6 +414,9 @@ def sys_model_load(k: Kernel, c: CallCtx) -> None:
             compression=desc.compression,
         )  # fmt: skip
         new_books(k, model)
+        if src.checkpoint or src.folder.startswith(os.path.realpath(k.storage) + os.sep):
+            k.audit_event("checkpoint_load", pid=c.proc.pid, path=req.checkpoint, sha256=desc.sha256,
+                          sealed=src.sealed)
         model.holders[c.proc.pid] = 1
         k.models[mid] = model
         handle = c.proc.new_handle()
@@ -528,13 +555,24 @@ def sys_model_save(k: Kernel, c: CallCtx) -> None:
     if fmt == "hf" and model.compression:
         raise SysError(Errno.EINVAL, f"the model is {model.compression}: only an llmos checkpoint holds that "
                                      "(format 'llmos'); a Hugging Face folder holds float weights")  # fmt: skip
+    if fmt == "hf" and k.storage_key is not None:
+        raise SysError(Errno.EINVAL, "this kernel seals its storage, and only an llmos checkpoint is sealed "
+                                     "(format 'llmos'); a Hugging Face folder is written for other programs to read")  # fmt: skip
     dev = k.devices[model.device]
     if dev.node:
         raise SysError(Errno.EINVAL, f"the model is on {dev.name}, whose node cannot write the kernel's storage")
     path = storage_path(k, c.req.path)
     make_parents(k, path)
-    msg = proto.DModelSave(seq=dev.next_seq(), model=model.mid, path=path, format=fmt, source=model.folder)
-    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=lambda ok, frames: c.reply(m.Done()), fail=c.fail))
+    msg = proto.DModelSave(seq=dev.next_seq(), model=model.mid, path=path, format=fmt, source=model.folder,
+                           key=k.storage_key or b"")  # fmt: skip
+
+    def done(ok: proto.DOk, frames) -> None:
+        digest = _digest_decoder.decode(frames[0].buffer) if frames else ""
+        k.audit_event("checkpoint_save", pid=c.proc.pid, path=c.req.path, format=fmt, sha256=digest,
+                      sealed=k.storage_key is not None)  # fmt: skip
+        c.reply(m.Done())
+
+    k.submit(dev, Work(owner=c.proc.pid, msg=msg, done=done, fail=c.fail))
 
 
 def _check_batch(model: Model, req: m.TrainStep) -> None:

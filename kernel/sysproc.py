@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import psutil
 
 from llmos.syscalls import ABI_VERSION, Errno
+from llmos.syscalls import rights as r
 from llmos.syscalls import messages as m
 
-from . import sysmodel
+from . import sysmodel, sysrights
 from .errors import SysError
 
 if TYPE_CHECKING:
@@ -83,11 +84,14 @@ def sys_attach(k: Kernel, c: CallCtx) -> None:
             check_room(k, user)
         proc = k.procs.create(req.name, user=user)
         proc.admin = bool(req.admin)
+        proc.rights = r.ALL if proc.admin else r.DEFAULT
         if req.os_pid > 0:
             proc.os_pid = req.os_pid
             k.watch.add(proc.pid, req.os_pid)  # reclaimed when it ends (kernel/watch.py)
     proc.last_seen = time.monotonic()
     k.log.info("process.attach", pid=proc.pid, name=proc.name, os_pid=proc.os_pid, t=time.monotonic())
+    k.audit_event("attach", pid=proc.pid, name=proc.name, os_pid=proc.os_pid, ppid=proc.ppid, admin=proc.admin,
+                  spawned=bool(req.claim), user=proc.user, rights=sorted(proc.rights))  # fmt: skip
     c.reply(m.Attached(pid=proc.pid, token=proc.token, lease_s=k.config.lease_s, abi=ABI_VERSION, kernel=k.config.name,
                        max_bulk_bytes=k.config.max_bulk_bytes))  # fmt: skip
 
@@ -105,6 +109,9 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
     if entry is None:
         raise SysError(Errno.EINVAL, f"no program {req.program!r}; registered: {', '.join(sorted(k.programs)) or 'none'}")
     quotas, kv_quota = child_quotas(k, c.proc, req)
+    rights = sysrights.child_rights(c.proc, req.rights)
+    if req.models:
+        sysrights.need(c.proc, "share", "spawn with models")
     for handle in req.models:
         sysmodel.model_of(k, c.proc, handle)  # EBADF/EIO before anything starts
     live = sum(1 for p in k.procs.children(c.proc.pid) if p.state != "exited")
@@ -115,6 +122,7 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
     check_room(k, None)
     child = k.procs.create(req.program, ppid=c.proc.pid, state="starting")
     child.kv_quota = kv_quota
+    child.rights = rights
     for dev, nbytes in quotas.items():
         dev.memory.set_quota(child.pid, nbytes)
     child.log = os.path.join(k.dir, "procs", f"{child.pid}.log")
@@ -139,6 +147,9 @@ def sys_spawn(k: Kernel, c: CallCtx) -> None:
     for handle in set(req.models):
         sysmodel.share_model(k, c.proc, handle, child, same_number=True)
     k.log.info("process.spawn", pid=child.pid, name=child.name, ppid=c.proc.pid, os_pid=child.os_pid, t=time.monotonic())
+    k.audit_event("spawn", pid=c.proc.pid, child=child.pid, program=req.program, args=list(req.args),
+                  rights=sorted(rights), quotas={dev.name: n for dev, n in quotas.items()}, kv_quota=kv_quota,
+                  models=sorted(set(req.models)))  # fmt: skip
     c.reply(m.Spawned(pid=child.pid, os_pid=child.os_pid, log=child.log))
 
 
@@ -254,8 +265,9 @@ def sys_kill(k: Kernel, c: CallCtx) -> None:
     target = k.procs.by_pid.get(req.pid)
     if target is None or target.state == "exited":
         raise SysError(Errno.ESRCH, f"no running process {req.pid}")
-    if target.pid != c.proc.pid and target.ppid != c.proc.pid and not c.proc.admin:
-        raise SysError(Errno.EPERM, f"process {c.proc.pid} may only kill itself and its children, not {req.pid}")
+    if target.pid != c.proc.pid and target.ppid != c.proc.pid and not r.holds(c.proc.rights, "kill_any"):
+        raise SysError(Errno.EPERM, f"process {c.proc.pid} may only kill itself and its children, not {req.pid} "
+                                    "(that takes the right 'kill_any')")  # fmt: skip
     if not 1 <= req.signal <= 64:
         raise SysError(Errno.EINVAL, f"signal must be 1..64, not {req.signal}")
     if target.popen is not None and target.popen.poll() is None:
@@ -263,13 +275,14 @@ def sys_kill(k: Kernel, c: CallCtx) -> None:
             os.kill(target.popen.pid, req.signal)
         except ProcessLookupError:
             pass
+    k.audit_event("kill", pid=c.proc.pid, target=target.pid, signal=req.signal)
     c.reply(m.Done())
     k.reclaim(target, -req.signal, f"killed by process {c.proc.pid} with signal {req.signal}")
 
 
 def sys_getpid(k: Kernel, c: CallCtx) -> None:
     """The caller's pid, parent and name."""
-    c.reply(m.PidInfo(pid=c.proc.pid, ppid=c.proc.ppid, name=c.proc.name))
+    c.reply(m.PidInfo(pid=c.proc.pid, ppid=c.proc.ppid, name=c.proc.name, rights=sorted(c.proc.rights)))
 
 
 def proc_info(k: Kernel, p: Process) -> m.ProcInfo:

@@ -38,4 +38,5 @@ def sys_sched_set(k: Kernel, c: CallCtx) -> None:
         if model.device == dev.name:
             model.batcher.set_policy(k.new_policy(policy.name))
     k.log.info("sched.policy", device=dev.name, policy=policy.name, pid=c.proc.pid)
+    k.audit_event("sched_set", pid=c.proc.pid, device=dev.name, policy=policy.name)
     c.reply(sched_info(k, dev))

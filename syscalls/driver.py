@@ -117,6 +117,7 @@ class DModelLoad(ToDriver, tag="model_load"):
     seed: int = 0  # a fresh model's initial weights come from this seed
     folder: str = ""
     swap_blocks: int = 0  # blocks of host memory the KV blocks of preempted sequences are swapped to
+    key: bytes = b""  # the kernel's storage key: `checkpoint` may be sealed (drivers/models/sealed.py)
 
 
 class ModelDesc(msgspec.Struct, kw_only=True):
@@ -128,6 +129,7 @@ class ModelDesc(msgspec.Struct, kw_only=True):
     kv_bytes: int
     step: int = 0  # optimizer steps taken (from the checkpoint)
     compression: str = ""  # what compressed its weights (a checkpoint of a quantized or pruned model), or ""
+    sha256: str = ""  # of the checkpoint file it was read from, or ""
 
 
 class DModelFree(ToDriver, tag="model_free"):
@@ -183,12 +185,14 @@ class DLogProbs(ToDriver, tag="logprobs"):
 class DModelSave(ToDriver, tag="model_save"):
     """Write the model at `path` (absolute): `format` "llmos", one safetensors checkpoint (with its optimizer
     state and step, once trained); "hf", a Hugging Face-format folder, with the tokenizer files of `source`
-    (the folder the model came from, or "")."""
+    (the folder the model came from, or ""). Ok may be followed by one frame, the encoded SHA-256 (hex) of
+    the checkpoint file written."""
 
     model: int
     path: str
     format: str = "llmos"
     source: str = ""
+    key: bytes = b""  # seal the checkpoint under this key (drivers/models/sealed.py); b"": plain
 
 
 class DTrainStep(ToDriver, tag="train_step"):

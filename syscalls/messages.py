@@ -93,7 +93,9 @@ class Spawn(Call, tag=int(Sys.SPAWN)):
     name); `kv_quota`: its KV block quota in every KV pool. At most the
     parent's (EPERM); unset: the parent's. `models`: model handles of the caller the child
     inherits, like open files across fork and exec: the child holds each
-    under the same handle number, so the caller can pass the numbers in `args`.
+    under the same handle number, so the caller can pass the numbers in `args`
+    (needs the `share` right). `rights`: the child's rights (syscalls/rights.py),
+    each one the caller holds (EPERM naming the first it lacks); unset: the caller's.
     """
 
     program: str
@@ -101,6 +103,7 @@ class Spawn(Call, tag=int(Sys.SPAWN)):
     quotas: dict[str, int] = {}
     kv_quota: int | None = None
     models: list[int] = []
+    rights: list[str] | None = None
 
 
 class Spawned(Reply):
@@ -150,6 +153,23 @@ class PidInfo(Reply):
     pid: int
     ppid: int
     name: str
+    rights: list[str] = []  # the rights it holds (syscalls/rights.py), sorted
+
+
+class RightsDrop(Call, tag=int(Sys.RIGHTS_DROP)):
+    """Give up `rights` for good (one not held is ignored); none: only ask which are held.
+
+    Dropping `device:NAME` while holding `device:*` keeps the devices known
+    now, less that one (syscalls/rights.py).
+    """
+
+    rights: list[str] = []
+
+
+class Rights(Reply):
+    """The rights the caller holds now, sorted."""
+
+    rights: list[str]
 
 
 class Ps(Call, tag=int(Sys.PS)):

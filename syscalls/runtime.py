@@ -15,6 +15,7 @@ import stat
 
 STATE_FILE = "kernel.json"
 ADMIN_KEY_FILE = "admin.key"
+STORAGE_KEY_FILE = "storage.key"  # seals checkpoints under `--encrypt-storage`; kept across boots (0600)
 
 
 class RuntimeDirError(RuntimeError):

