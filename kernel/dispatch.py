@@ -104,6 +104,7 @@ HANDLERS = {
     Sys.DETOKENIZE: sysmodel.sys_detokenize,
     Sys.MODEL_QUANTIZE: syscompress.sys_model_quantize,
     Sys.MODEL_PRUNE: syscompress.sys_model_prune,
+    Sys.TRACE_READ: sysmisc.sys_trace_read,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

@@ -67,3 +67,5 @@ class Sys(enum.IntEnum):
     # models: compression
     MODEL_QUANTIZE = 40
     MODEL_PRUNE = 41
+    # tracing
+    TRACE_READ = 42

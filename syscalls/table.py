@@ -76,6 +76,7 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.DETOKENIZE, "model", m.Detokenize, m.Text),
     Syscall(Sys.MODEL_QUANTIZE, "model", m.ModelQuantize, m.Compressed),
     Syscall(Sys.MODEL_PRUNE, "model", m.ModelPrune, m.Compressed),
+    Syscall(Sys.TRACE_READ, "misc", m.TraceRead, m.TraceLog),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}
