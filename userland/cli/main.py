@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("boot", "run", "ps", "kill", "devices", "driver", "keygen", "host", "mem", "sched", "sim", "trace", "top", "bench", "demo")
+COMMANDS = ("boot", "run", "ps", "kill", "devices", "driver", "keygen", "host", "mem", "sched", "sim", "trace", "top", "web", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
