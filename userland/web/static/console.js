@@ -112,7 +112,7 @@ function drawSpark(canvas, points, span) {
   points.forEach(([t, u], i) => i ? g.lineTo(x(t), y(u)) : g.moveTo(x(t), y(u)));
   g.strokeStyle = "#4aa3ff"; g.lineWidth = 1.5; g.stroke();
   g.fillStyle = "#5f687c"; g.font = "10px system-ui";
-  g.fillText(`last ${span.toFixed(0)} s`, 4, 11); g.fillText("100%", w - 30, 11);
+  g.fillText(`last ${span.toFixed(0)} s, 0–100%`, 4, 11);
 }
 
 // ---- scheduler ---------------------------------------------------------------------------------
@@ -151,9 +151,9 @@ async function switchPolicy(device) {
 // ---- memory --------------------------------------------------------------------------------------
 function renderMemory(s) {
   $("memory").innerHTML = s.memory.map(m => {
-    const parts = Object.entries(m.by_process).map(([pid, n]) =>
-      `<span title="${esc(name(+pid))} (${pid}): ${size(n)}" style="width:${100 * n / m.capacity}%;background:${colour(+pid)}"></span>`).join("");
-    const holders = Object.entries(m.by_process).map(([pid, n]) => `<span>${swatch(+pid)}${esc(name(+pid))} ${size(n)}</span>`).join("");
+    const held = Object.entries(m.by_process), most = Math.max(1, ...held.map(([, n]) => n));
+    const bars = held.map(([pid, n]) => `<div class="holder" data-pid="${pid}"><span class="who">${swatch(+pid)}${esc(name(+pid))} (${pid})</span>
+      <span class="bar"><span style="width:${100 * n / most}%;background:${colour(+pid)}"></span></span><span class="amount">${size(n)}</span></div>`).join("");
     const pools = m.pools.map(p => {
       const blocks = [...p.marks].map((mark, i) => {
         const pid = p.owners[i];
@@ -167,8 +167,8 @@ function renderMemory(s) {
           ${p.shared} shared · ${p.cached} cached · ${p.sequences} sequences${p.host_total ? ` · ${p.swapped} swapped (${p.host_used}/${p.host_total} host blocks)` : ""}${p.hit_rate === null ? "" : ` · prefix hit rate ${(100 * p.hit_rate).toFixed(1)}%`}</div>
         <div class="blocks">${blocks}</div>${host}</div>`;
     }).join("");
-    return `<div class="memdev"><div class="line"><b>${esc(m.device)}</b><span>${size(m.used)} used of ${size(m.capacity)}, ${size(m.free)} free</span></div>
-      <div class="bar">${parts}</div><div class="legend">${holders}</div>${pools}</div>`;
+    return `<div class="memdev"><div class="line"><b>${esc(m.device)}</b><span>${size(m.used)} used of ${size(m.capacity)} (${(100 * m.used / m.capacity).toFixed(2)}%), ${size(m.free)} free</span></div>
+      ${bars || `<div class="empty">no tensor memory held</div>`}${pools}</div>`;
   }).join("") || `<span class="empty">no device memory</span>`;
 }
 
