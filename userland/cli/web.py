@@ -56,6 +56,7 @@ class WebServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.sock.bind((host, port))
+            self.sock.listen(128)  # from now on a browser's connection waits in the backlog until uvicorn serves
         except OSError as exc:
             self.sock.close()
             raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
