@@ -54,7 +54,8 @@ class Viewer(threading.Thread):
 
     def run(self) -> None:
         try:
-            with urllib.request.urlopen(self.request, timeout=600) as stream:
+            local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for 127.0.0.1
+            with local.open(self.request, timeout=600) as stream:
                 for line in stream:
                     self.states += line.startswith(b"event: state")
         except OSError:  # the console went away at the end

@@ -32,7 +32,7 @@ def queue_entries(k: Kernel, dev: Device) -> list[m.QueueEntry]:
         work = "copy" if head.local is not None else head.msg.__struct_config__.tag
         rows.append(m.QueueEntry(pid=owner, work=work, items=len(items)))
     for model in k.models.values():
-        if model.device != dev.name or model.lost:
+        if model.device != dev.name or model.lost or model.batcher is None:
             continue
         sched = model.batcher.sched
         for seq in sorted(sched.sequences(), key=sched.policy.rank):

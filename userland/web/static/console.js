@@ -6,8 +6,19 @@
 let state = null;
 let selected = null;  // pid whose details are open
 
-// a process's colour everywhere on the page: hues a golden angle apart, so neighbouring pids differ most
-function colour(pid) { return pid ? `hsl(${(pid * 137.508 + 200) % 360}, 70%, 62%)` : "#6b7385"; }
+// a process's colour everywhere on the page, kept for its life: on first sight it gets the first colour
+// no live process has, so the processes on the page at one time differ (up to the palette's twelve)
+const PALETTE = ["#4aa3ff", "#f2b84b", "#3fcf8e", "#ef5d6a", "#b48cff", "#2fd4d9", "#ff8f4a", "#e66bc4",
+                 "#9bd85b", "#c9a27e", "#7f9cff", "#d4d65a"];
+const colours = new Map();
+function colour(pid) {
+  if (!pid) return "#6b7385";  // the kernel
+  if (!colours.has(pid)) {
+    const taken = new Set((state ? state.procs : []).map(p => colours.get(p.pid)));
+    colours.set(pid, PALETTE.find(c => !taken.has(c)) || PALETTE[pid % PALETTE.length]);
+  }
+  return colours.get(pid);
+}
 function $(id) { return document.getElementById(id); }
 function esc(s) { return String(s).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
 function size(n) {
@@ -100,10 +111,12 @@ function fitCanvas(canvas) {
 
 function drawSpark(canvas, points, span) {
   const [g, w, h] = fitCanvas(canvas);
+  const x = t => w * (1 + t / span), y = u => h - 2 - (h - 16) * u;  // the top 14 px hold the label
   g.strokeStyle = "#222a3a";
-  for (const y of [0.25, 0.5, 0.75]) { g.beginPath(); g.moveTo(0, h * y); g.lineTo(w, h * y); g.stroke(); }
+  for (const u of [0.25, 0.5, 0.75, 1]) { g.beginPath(); g.moveTo(0, y(u)); g.lineTo(w, y(u)); g.stroke(); }
+  g.fillStyle = "#5f687c"; g.font = "10px system-ui";
+  g.fillText(`last ${span.toFixed(0)} s, 0–100%`, 4, 10);
   if (!points.length) return;
-  const x = t => w * (1 + t / span), y = u => h - 2 - (h - 4) * u;
   g.beginPath(); g.moveTo(x(points[0][0]), h);
   for (const [t, u] of points) g.lineTo(x(t), y(u));
   g.lineTo(x(points[points.length - 1][0]), h); g.closePath();
@@ -111,8 +124,6 @@ function drawSpark(canvas, points, span) {
   g.beginPath();
   points.forEach(([t, u], i) => i ? g.lineTo(x(t), y(u)) : g.moveTo(x(t), y(u)));
   g.strokeStyle = "#4aa3ff"; g.lineWidth = 1.5; g.stroke();
-  g.fillStyle = "#5f687c"; g.font = "10px system-ui";
-  g.fillText(`last ${span.toFixed(0)} s, 0–100%`, 4, 11);
 }
 
 // ---- scheduler ---------------------------------------------------------------------------------
@@ -205,6 +216,7 @@ function renderTimeline(s) {
   $("timeline-legend").innerHTML = pids.filter(pid => !pid || alive.has(pid))
     .map(pid => `<span>${swatch(pid)}${esc(name(pid))} (${pid})</span>`).join("")
     + (gone ? `<span>and ${gone} process${gone > 1 ? "es" : ""} that have exited</span>` : "")
+    + (tl.marks.length ? `<span><span class="swatch" style="background:#ef5d6a;width:3px"></span>preemption, swap or eviction</span>` : "")
     || `<span class="empty">no device work in the last ${WINDOW_S} s</span>`;
 }
 
