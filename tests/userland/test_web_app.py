@@ -16,6 +16,7 @@ from llmos.userland.web.auth import is_loopback
 
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (pip install -e '.[dev]')")
 from starlette.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 TOKEN = "test-token-0123456789"
 PATHS = ("/", "/api/state", "/api/events", "/api/proc/1", "/api/trace.json", "/static/console.js")
@@ -47,6 +48,10 @@ def test_every_path_refuses_a_missing_or_wrong_token(web):
         assert web.get(path, headers={"X-Llmos-Token": TOKEN + "x"}).status_code == 403
     assert web.get("/?token=nope", headers={"X-Llmos-Token": ""}).status_code == 403
     assert web.post("/api/sched", json={"device": "cpu0", "policy": "rr"}, headers={"X-Llmos-Token": ""}).status_code == 403
+    with pytest.raises(WebSocketDisconnect) as closed:  # nor does a WebSocket slip past
+        with web.websocket_connect("/api/events", headers={"X-Llmos-Token": ""}) as ws:
+            ws.receive_text()
+    assert closed.value.code == 1008  # the gate's "policy violation", not the router's "no such socket"
 
 
 def test_the_token_in_the_url_becomes_a_strict_cookie_for_the_page_and_its_assets(kernel):

@@ -55,15 +55,19 @@ def presented(scope: dict) -> str:
 
 
 class TokenGate:
-    """ASGI middleware: an HTTP request whose token is not `token` gets 403; `token` None lets every request in."""
+    """ASGI middleware: an HTTP request whose token is not `token` gets 403 (a WebSocket is closed);
+    `token` None lets every request in."""
 
     def __init__(self, app, token: str | None):
         self.app = app
         self.token = token
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and self.token is not None:
+        if scope["type"] in ("http", "websocket") and self.token is not None:
             if not hmac.compare_digest(presented(scope).encode(), self.token.encode()):
+                if scope["type"] == "websocket":  # the app has none, but a socket must not slip past either
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
                 body = b"llmos web: missing or wrong token; open the URL `llmos web` printed (it ends in ?token=...)\n"
                 await send({"type": "http.response.start", "status": 403,
                             "headers": [(b"content-type", b"text/plain; charset=utf-8"),
