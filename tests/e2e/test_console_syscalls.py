@@ -2,6 +2,7 @@
 memstat's block picture, and sched_get's queue in order."""
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -66,24 +67,48 @@ def test_memstat_blocks_draws_each_block_with_its_owner_and_sharing(kernel, clie
         assert plain.owners == [] and plain.marks == ""  # the picture only when asked for
 
 
-def test_sched_get_lists_who_waits_in_the_policy_order(kernel, client):
+def test_sched_get_lists_who_waits_in_the_device_queue(kernel, client):
     async def crowd():
-        """Queue three ops behind a long matmul and ask sched_get while they wait (again if the device was quicker)."""
+        """Queue three ops behind a long matmul and ask sched_get until they show (a new round if the device won)."""
         async with AsyncClient(kernel.address, name="crowd") as a:
             x = await a.put(torch.ones(4, 4))
             for _ in range(5):
                 busy = await occupy_device(a, size=1500)
                 waiting = [asyncio.ensure_future(a.compute("add", x.handle, x.handle)) for _ in range(3)]
-                await asyncio.sleep(0)
-                info = await asyncio.to_thread(client.sched, "cpu")
+                seen = None
+                while seen is None and not busy.done():
+                    info = await asyncio.to_thread(client.sched, "cpu")
+                    if any(e.pid == a.pid for e in info.queue):
+                        seen = info
                 await busy
                 await asyncio.gather(*waiting)
-                if any(e.pid == a.pid for e in info.queue):
-                    break
-            return a.pid, info
+                if seen is not None:
+                    return a.pid, seen
+            raise AssertionError("the ops never showed in the queue behind the matmul")
 
     pid, info = asyncio.run(crowd())
     assert info.policy in info.policies
     entries = [e for e in info.queue if e.pid == pid]
-    assert len(entries) == 1 and entries[0].work == "op" and 1 <= entries[0].items <= 3  # one may be on the device
+    assert len(entries) == 1 and entries[0].work == "op" and 1 <= entries[0].items <= 3
     assert info.queued >= entries[0].items
+
+
+def test_sched_get_lists_a_models_generate_sequences(kernel, client):
+    model = client.model_load("cpu", "tinygpt", config=TINY)
+    try:
+        (mid,) = [m.model for d in client.memstat() for m in d.models if m.charged == client.pid]  # the kernel's id
+        with Client(kernel.address, name="writer") as w:
+            theirs = client.share(model.model, w.pid)
+            found = []
+            for _ in range(5):  # a few generations, in case one ends between two looks
+                writer = threading.Thread(target=w.generate, args=(theirs, "abc"), kwargs={"max_tokens": 40})
+                writer.start()
+                while writer.is_alive() and not found:
+                    found = [e for e in client.sched("cpu0").queue if e.pid == w.pid]
+                writer.join()
+                if found:
+                    break
+    finally:
+        client.model_free(model.model)
+    (entry,) = found
+    assert entry.work == "generate" and entry.model == mid and entry.state in ("running", "waiting")
