@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/llmos bench remote
 	$(BIN)/llmos bench dp
 	$(BIN)/llmos bench compress
+	$(BIN)/llmos bench web
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build

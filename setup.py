@@ -17,4 +17,5 @@ for top in TOP_LEVEL:
 setup(
     packages=packages,
     package_dir={f"llmos.{top}": top for top in TOP_LEVEL},
+    package_data={"llmos.userland.web": ["static/*"]},  # `llmos web`'s page, script and style sheet
 )

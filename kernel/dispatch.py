@@ -109,6 +109,7 @@ HANDLERS = {
     Sys.MODEL_QUANTIZE: syscompress.sys_model_quantize,
     Sys.MODEL_PRUNE: syscompress.sys_model_prune,
     Sys.RIGHTS_DROP: sysrights.sys_rights_drop,
+    Sys.TRACE_READ: sysmisc.sys_trace_read,
 }
 
 # by request type: the kernel finds a call's row and handler in one lookup

@@ -43,6 +43,7 @@ from .supervisor import DeviceSupervision
 from .syskv import reap_pools
 from .sysproc import cancel_waiters, finish_waits, os_exit_reason, tick_waits
 from .tensors import Tensor, TensorTable
+from .tracering import TraceRing
 from .watch import ProcessWatch
 
 TICK_S = 0.05
@@ -79,6 +80,7 @@ class Kernel(DeviceSupervision):
         self.errors = 0
         self.started = time.monotonic()
         self.tracing = config.log_level == "debug"  # timeline events cost nothing unless they are logged
+        self.recent = TraceRing()  # ... except device, scheduling and KV ones, kept for trace_read
         self.stopping = False
         self.stop_signal = 0  # the signal that asked the loop to stop, logged once it has
         self.ready = False
@@ -286,9 +288,13 @@ class Kernel(DeviceSupervision):
     # ---- timeline events ---------------------------------------------------------------
 
     def trace(self, event: str, **fields) -> None:
-        """A timeline event (debug level, with the monotonic time `t`); nothing unless logging at debug."""
+        """A timeline event (debug level, with the monotonic time `t`), logged only at debug level;
+        device, scheduling and KV events also go into the ring `trace_read` reads."""
+        t = time.monotonic()
+        if self.recent.keeps(event):
+            self.recent.add(t, event, fields)
         if self.tracing:
-            self.log.debug(event, t=time.monotonic(), **fields)
+            self.log.debug(event, t=t, **fields)
 
     def trace_mem(self, event: str, dev: Device, pid: int, nbytes: int) -> None:
         """A memory event (mem.alloc / mem.free) on a device, with its usage after it."""

@@ -207,12 +207,14 @@ class DeviceSupervision:
         self._trace_work("device.idle", dev, work)
 
     def _trace_work(self, event: str, dev: Device, work: Work, **extra) -> None:
-        """device.busy / device.idle for one work item: whose, what kind (the kernel's own copies: "copy")."""
-        if self.tracing:
-            kind = "copy" if work.local is not None else work.msg.__struct_config__.tag
-            if work.pids:
-                extra["pids"] = list(work.pids)
-            self.trace(event, device=dev.name, pid=work.owner, work=kind, op=getattr(work.msg, "op", None), **extra)
+        """device.busy / device.idle for one work item: whose, what kind (the kernel's own copies: "copy").
+
+        Always made: the trace ring keeps them for `trace_read` at any log level (one small dict per item).
+        """
+        kind = "copy" if work.local is not None else work.msg.__struct_config__.tag
+        if work.pids:
+            extra["pids"] = list(work.pids)
+        self.trace(event, device=dev.name, pid=work.owner, work=kind, op=getattr(work.msg, "op", None), **extra)
 
     def _fail_device_work(self, dev: Device, reason: str) -> None:
         items = ([dev.inflight] if dev.inflight else []) + list(dev.posted.values()) + dev.queue.drain()

@@ -235,8 +235,12 @@ def sys_share(k: Kernel, c: CallCtx) -> None:
 
 
 def sys_handles(k: Kernel, c: CallCtx) -> None:
-    """The caller's own handles: what each names and who is charged for it."""
+    """A process's handles (the caller's, or another live one's, as metadata): what each names and who pays."""
     proc = c.proc
+    if c.req.pid and c.req.pid != proc.pid:
+        proc = k.procs.by_pid.get(c.req.pid)
+        if proc is None or proc.state != "running":
+            raise SysError(Errno.ESRCH, f"no running process {c.req.pid}")
     rows = []
     for handle, tid in proc.handles.items():
         t = k.tensors.by_tid[tid]
@@ -258,20 +262,26 @@ def sys_handles(k: Kernel, c: CallCtx) -> None:
     c.reply(m.HandleList(handles=sorted(rows, key=lambda row: row.handle)))
 
 
-def _pool_stat(name: str, pool, block_bytes: int) -> m.KVPoolStat:
-    """One KV pool's row of the memory map."""
+def _pool_stat(name: str, pool, block_bytes: int, blocks: bool = False) -> m.KVPoolStat:
+    """One KV pool's row of the memory map (with `blocks`, every block's owner and state too)."""
     row = pool.stats()
     slack = 0
     for seq_id in pool.sequences():
         info = pool.sequence_info(seq_id)
         if not info["swapped"]:
             slack += len(info["table"]) * pool.block_size - info["num_tokens"]
-    return m.KVPoolStat(
+    stat = m.KVPoolStat(
         pool=name, block_size=row["block_size"], block_bytes=block_bytes, total=row["total"], used=row["used"],
         free=row["free"], cached=row["cached"], shared=row["shared"], sequences=row["sequences"],
         by_process=dict(row["owners"]), slack_tokens=slack, evictions=row["evictions"], swapped=row["swapped"],
         host_total=row["host_total"], host_used=row["host_total"] - row["host_free"],
     )  # fmt: skip
+    if blocks:
+        picture = pool.block_map()
+        stat.owners = [owner or 0 for owner in picture["owners"]]
+        stat.marks = picture["marks"]
+        stat.host_owners = [owner or 0 for owner in picture["host"]]
+    return stat
 
 
 def sys_memstat(k: Kernel, c: CallCtx) -> None:
@@ -282,13 +292,13 @@ def sys_memstat(k: Kernel, c: CallCtx) -> None:
         if dev.memory is None:
             continue
         kv = [
-            _pool_stat(row["layout"], k.kv.get(dev.name, row["layout"]), row["block_bytes"])
+            _pool_stat(row["layout"], k.kv.get(dev.name, row["layout"]), row["block_bytes"], c.req.blocks)
             for row in pools
             if row["device"] == dev.name
         ]
         models = [model for model in k.models.values() if model.device == dev.name and not model.lost]
         for model in models:
-            row = _pool_stat(f"model{model.mid}", model.kv, model.kv_bytes // model.kv.num_blocks)
+            row = _pool_stat(f"model{model.mid}", model.kv, model.kv_bytes // model.kv.num_blocks, c.req.blocks)
             row.prefix_tokens, row.prefix_hits = model.batcher.space.looked_up, model.batcher.space.hit
             kv.append(row)
         mem = dev.memory

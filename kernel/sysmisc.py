@@ -1,4 +1,4 @@
-"""Miscellaneous syscalls: null, yield, stat."""
+"""Miscellaneous syscalls: null, yield, stat, trace_read."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from llmos.syscalls import ABI_VERSION, Sys
+from llmos.syscalls import ABI_VERSION, Errno, Sys
 from llmos.syscalls import messages as m
 
 from .devices import ABSENT
+from .errors import SysError
 
 if TYPE_CHECKING:
     from .dispatch import CallCtx
@@ -45,3 +46,12 @@ def sys_stat(k: Kernel, c: CallCtx) -> None:
             devices=sum(1 for d in k.devices.values() if d.state != ABSENT),
         )
     )
+
+
+def sys_trace_read(k: Kernel, c: CallCtx) -> None:
+    """The recent timeline events from number `since` on (kernel/tracering.py)."""
+    if c.req.since < 0:
+        raise SysError(Errno.EINVAL, f"since must be 0 or more, not {c.req.since}")
+    events, lost = k.recent.since(c.req.since)
+    rows = [m.TraceEvent(seq=seq, t=t, event=event, fields=fields) for seq, t, event, fields in events]
+    c.reply(m.TraceLog(events=rows, next=k.recent.next, now=time.monotonic(), lost=lost))

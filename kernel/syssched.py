@@ -17,8 +17,28 @@ if TYPE_CHECKING:
 
 
 def sched_info(k: Kernel, dev: Device) -> m.SchedInfo:
-    """A device's scheduling state."""
-    return m.SchedInfo(device=dev.name, policy=dev.queue.policy.name, policies=sorted(k.policies), queued=len(dev.queue))
+    """A device's scheduling state, with who waits in what order."""
+    return m.SchedInfo(
+        device=dev.name, policy=dev.queue.policy.name, policies=sorted(k.policies), queued=len(dev.queue),
+        queue=queue_entries(k, dev),
+    )  # fmt: skip
+
+
+def queue_entries(k: Kernel, dev: Device) -> list[m.QueueEntry]:
+    """The device's work queue in its policy's order, then each of its models' sequences in their batcher's order."""
+    rows = []
+    for owner, items in dev.queue.order():
+        head = items[0]
+        work = "copy" if head.local is not None else head.msg.__struct_config__.tag
+        rows.append(m.QueueEntry(pid=owner, work=work, items=len(items)))
+    for model in k.models.values():
+        if model.device != dev.name or model.lost or model.batcher is None:
+            continue
+        sched = model.batcher.sched
+        for seq in sorted(sched.sequences(), key=sched.policy.rank):
+            work = "train" if seq.is_training else "generate"
+            rows.append(m.QueueEntry(pid=seq.pid, work=work, model=model.mid, state=seq.state.value))
+    return rows
 
 
 def sys_sched_get(k: Kernel, c: CallCtx) -> None:

@@ -11,6 +11,8 @@ import msgspec
 from .numbers import Sys
 
 Params = dict[str, int | float | str]
+TraceValue = bool | int | float | str | list[int] | None
+"""What a timeline event's field may hold (trace_read): a name, a count, a time, a flag, pids."""
 
 
 class Call(msgspec.Struct, tag_field="nr", forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
@@ -339,7 +341,15 @@ class Shared(Reply):
 
 
 class Handles(Call, tag=int(Sys.HANDLES)):
-    """List the caller's own handles: what each names and who is charged for it."""
+    """List a process's handles: what each names and who is charged for it.
+
+    `pid` 0 (the default) is the caller; another live process's handles are
+    listed as metadata only (kind, device, bytes, shape), the same facts
+    `ps` and `memstat` give in sums to every process: no handle can be used
+    from another process's table.
+    """
+
+    pid: int = 0
 
 
 class HandleInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -491,7 +501,13 @@ class KVSeq(Reply):
 
 
 class MemStat(Call, tag=int(Sys.MEMSTAT)):
-    """The memory map of every device: who holds what, what is free, KV pools."""
+    """The memory map of every device: who holds what, what is free, KV pools.
+
+    With `blocks`, each KV pool also lists every block's owner and state
+    (`KVPoolStat.owners`, `marks`, `host_owners`): a picture of the pool.
+    """
+
+    blocks: bool = False
 
 
 class KVPoolStat(msgspec.Struct, kw_only=True):
@@ -514,6 +530,10 @@ class KVPoolStat(msgspec.Struct, kw_only=True):
     swapped: int = 0  # sequences whose blocks are in the host swap pool
     host_total: int = 0  # blocks of the host swap pool (0: none)
     host_used: int = 0  # of which holding swapped-out blocks
+    # with memstat(blocks=True) only:
+    owners: list[int] = []  # per device block: the pid holding it (the first of several sharing it), 0: none
+    marks: str = ""  # per device block: "." free, "c" cached (free, keeps a prefix), "u" held once, "s" shared
+    host_owners: list[int] = []  # per host swap block: the pid of the swapped-out sequence in it, 0: none
 
 
 class ModelMem(msgspec.Struct, kw_only=True):
@@ -564,13 +584,35 @@ class SchedSet(Call, tag=int(Sys.SCHED_SET)):
     policy: str
 
 
+class QueueEntry(msgspec.Struct, kw_only=True):
+    """One process's place in a device's queue: what it waits with and how much.
+
+    `work`: the kind of its next item (`op`, `alloc`, `model_step`, ...), or
+    `generate` / `train` for a sequence in a model's batching queue, with
+    `model` its model id. `state` (model sequences): waiting, running or
+    swapped. `items`: queued work items (model sequences: 1).
+    """
+
+    pid: int
+    work: str
+    items: int = 1
+    model: int = 0
+    state: str = ""
+
+
 class SchedInfo(Reply):
-    """A device's policy, the policies there are, and how much work is queued."""
+    """A device's policy, the policies there are, and how much work is queued.
+
+    `queue`: who waits, in the policy's order: first the device's work queue
+    (one entry per busy process), then each model's generate and train
+    sequences on the device (its batcher's order).
+    """
 
     device: str
     policy: str
     policies: list[str]
     queued: int
+    queue: list[QueueEntry] = []
 
 
 # ---- drivers ------------------------------------------------------------------------
@@ -882,3 +924,39 @@ class Compressed(Reply):
     tok_s_before: float
     tok_s_after: float
     device_s: float = 0.0
+
+
+# ---- tracing ------------------------------------------------------------------------
+
+
+class TraceRead(Call, tag=int(Sys.TRACE_READ)):
+    """The kernel's recent timeline events from number `since` on (0: all it keeps).
+
+    The kernel keeps the last few thousand device, scheduling and KV events
+    (`device.busy`, `device.idle`, `sched.preempt`, `kv.swap_out`, ...) in a
+    ring, whether or not it logs them: a console draws "who ran when" from
+    them without reading the kernel's log file.
+    """
+
+    since: int = 0
+
+
+class TraceEvent(msgspec.Struct, array_like=True):
+    """One timeline event: its number, monotonic time, name and fields (as in the kernel's debug log)."""
+
+    seq: int
+    t: float
+    event: str
+    fields: dict[str, TraceValue]
+
+
+class TraceLog(Reply):
+    """Reply of trace_read: the events kept from `since` on, the number to ask from next, the kernel's clock now.
+
+    `lost`: events after `since` that the ring no longer holds (asked too late).
+    """
+
+    events: list[TraceEvent]
+    next: int
+    now: float
+    lost: int = 0

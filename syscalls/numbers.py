@@ -69,3 +69,5 @@ class Sys(enum.IntEnum):
     MODEL_PRUNE = 41
     # process: rights
     RIGHTS_DROP = 42
+    # tracing
+    TRACE_READ = 43

@@ -86,6 +86,7 @@ TABLE: tuple[Syscall, ...] = (
     Syscall(Sys.MODEL_QUANTIZE, "model", m.ModelQuantize, m.Compressed),
     Syscall(Sys.MODEL_PRUNE, "model", m.ModelPrune, m.Compressed),
     Syscall(Sys.RIGHTS_DROP, "process", m.RightsDrop, m.Rights),
+    Syscall(Sys.TRACE_READ, "misc", m.TraceRead, m.TraceLog),
 )
 
 BY_NR: dict[int, Syscall] = {int(s.nr): s for s in TABLE}

@@ -22,7 +22,8 @@ def test_wheel_installs_and_imports_without_the_source_tree(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for top in ("syscalls", "kernel", "services", "drivers", "userland", "benchmarks", "testing"):
         assert f"llmos/{top}/__init__.py" in names
-    for module in ("drivers/cpu/driver.py", "drivers/mocktpu/driver.py", "drivers/conformance/suite.py", "userland/examples/matmul.py"):
+    for module in ("drivers/cpu/driver.py", "drivers/mocktpu/driver.py", "drivers/conformance/suite.py", "userland/examples/matmul.py",
+                   "userland/web/static/index.html", "userland/web/static/console.js", "userland/web/static/console.css"):
         assert f"llmos/{module}" in names
     assert not any(n.startswith(("tests/", "llmos/__init__.py")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

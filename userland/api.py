@@ -83,6 +83,10 @@ class SyscallApi:
         """Kernel-wide figures (KernelStat)."""
         return self._run(one_call(m.Stat()))
 
+    def trace_read(self, since: int = 0):
+        """The kernel's recent device, scheduling and KV events from number `since` on (TraceLog)."""
+        return self._run(one_call(m.TraceRead(since=since)))
+
     # ---- process -----------------------------------------------------------------------
 
     def getpid(self):
@@ -174,17 +178,20 @@ class SyscallApi:
         """Give process `pid` a handle to the same tensor; returns that handle's number there."""
         return self._run(_field(m.Share(handle=handle, pid=pid), "handle"))
 
-    def handles(self):
-        """This process's open handles (tensors, models, KV sequences) and who is charged for each: a list of HandleInfo."""
-        return self._run(_field(m.Handles(), "handles"))
+    def handles(self, pid: int = 0):
+        """A process's open handles (tensors, models, KV sequences) and who is charged for each: a list of HandleInfo.
+
+        `pid` 0: this process's; another live process's are listed as metadata (ESRCH if there is none).
+        """
+        return self._run(_field(m.Handles(pid=pid), "handles"))
 
     def put(self, tensor: torch.Tensor, device: str = "cpu"):
         """Copy a torch tensor to `device`: alloc + write. Returns the TensorRef."""
         return self._run(_put(tensor, device, self.max_bulk_bytes))
 
-    def memstat(self):
-        """The memory map of every device (a list of DeviceMem)."""
-        return self._run(_field(m.MemStat(), "devices"))
+    def memstat(self, blocks: bool = False):
+        """The memory map of every device (a list of DeviceMem); with `blocks`, each KV block's owner and state."""
+        return self._run(_field(m.MemStat(blocks=blocks), "devices"))
 
     # ---- paged KV cache ----------------------------------------------------------------
 

@@ -526,6 +526,32 @@ class KVCache:
             "owners": {owner: len(held) for owner, held in self._held.items() if held},
         }
 
+    def block_map(self) -> dict:
+        """Each block's owner and state, for pictures of the pool (a console's grid).
+
+        `owners[i]`: the owner holding device block i (the first one found
+        where several share it), or None. `marks[i]`: "." free, "c" cached
+        (free, keeps a reusable prefix), "u" held by one table, "s" shared
+        by several (copy-on-write or prefix sharing). `host[i]`: the owner of
+        the swapped-out sequence in host block i, or None.
+        """
+        owners: list = [None] * self.num_blocks
+        for owner, held in self._held.items():
+            for block in held:
+                if owners[block] is None:
+                    owners[block] = owner
+        cached = set(self._prefix.evictable())
+        ref = self._pool.ref
+        marks = "".join(
+            ("s" if ref[b] > 1 else "u") if ref[b] else ("c" if b in cached else ".") for b in range(self.num_blocks)
+        )
+        host: list = [None] * self._host.size
+        for seq in self._seqs.values():
+            if seq.swapped:
+                for block in seq.table:
+                    host[block] = seq.owner
+        return {"owners": owners, "marks": marks, "host": host}
+
     def owner_stats(self, owner: Hashable) -> dict:
         """One owner's share of the pool: blocks held, quota, shared blocks, sequences, host blocks."""
         held = self._held.get(owner, {})

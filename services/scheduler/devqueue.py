@@ -77,6 +77,11 @@ class PolicyQueue:
             policy.add(seq, now)
         self.policy = policy
 
+    def order(self) -> list[tuple[int, deque]]:
+        """Each busy process and its queued items, in the policy's current order (who would go first, first)."""
+        ranked = sorted(self._seqs.items(), key=lambda kv: self.policy.rank(kv[1]))
+        return [(owner, self._queues[owner]) for owner, _ in ranked]
+
     def drain(self) -> list[Any]:
         """Take every item out (the device went away)."""
         items = list(self)

@@ -115,14 +115,19 @@ def test_bad_alloc_arguments(client):
         assert err.value.errno == errno, kwargs
 
 
-def test_handles_lists_only_the_callers_own(raw, kernel, client):
-    reply, _ = raw([envelope({"nr": int(Sys.HANDLES), "pid": 1}, client.token)])  # no asking for another's
-    errno, message = error_of(reply)
-    assert errno == Errno.EINVAL and "handles" in message
+def test_handles_lists_the_callers_own_unless_asked_for_another_pid(raw, kernel, client):
+    for bad in ({"pid": "1"}, {"pid": 1.5}, {"who": 1}):  # a pid is an int; nothing else is asked for
+        reply, _ = raw([envelope({"nr": int(Sys.HANDLES), **bad}, client.token)])
+        errno, message = error_of(reply)
+        assert errno == Errno.EINVAL and "handles" in message
     with Client(kernel.address, name="other") as other:
         other.put(torch.ones(3))
         assert client.handles() == []  # the other's tensor is not listed here
         assert [row.kind for row in other.handles()] == ["tensor"]
+        assert [row.kind for row in client.handles(other.pid)] == ["tensor"]  # only when asked for by pid
+    with pytest.raises(LlmosError) as err:
+        client.handles(-1)
+    assert err.value.errno == Errno.ESRCH
 
 
 def test_another_process_handle_and_use_after_free_are_ebadf(kernel, client):

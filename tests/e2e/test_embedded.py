@@ -2,9 +2,12 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import psutil
 import pytest
@@ -61,16 +64,27 @@ def test_embedded_kernel_stops_when_its_parent_dies(runtime_dir, sig):
 
 @pytest.mark.slow
 def test_llmos_demo_stops_cleanly_on_sigterm(runtime_dir):
+    """... with its web console (--web) up too: it prints the URL, which needs its token."""
     demo = subprocess.Popen(
-        [sys.executable, "-m", "llmos.userland.cli.main", "demo", "--steps", "100000"],
+        [sys.executable, "-m", "llmos.userland.cli.main", "demo", "--steps", "100000", "--web", "--web-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+        url = ""
         for line in demo.stdout:
+            if match := re.search(r"web console: open (http://\S+)", line):
+                url = match.group(1)
             if "$ llmos run train" in line:  # the kernel is up and the train program is being spawned
                 break
+        assert url.startswith("http://127.0.0.1:") and "?token=" in url
+        local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for 127.0.0.1
+        with local.open(url, timeout=10) as page:
+            assert page.status == 200 and b"llmos web" in page.read()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            local.open(url.split("?")[0], timeout=10)
+        assert refused.value.code == 403
         state = runtime.read_state(runtime.kernel_dir(f"demo-{demo.pid}", runtime_dir))
         kernel = psutil.Process(state["os_pid"])
         until(lambda: any("llmos.userland.launch" in cmdline(p) for p in kernel.children()), timeout=30)

@@ -51,6 +51,9 @@ class Caller:
             c.null, c.getpid, c.ps, c.stat, c.yield_, c.devices, c.memstat, c.drivers, c.programs, c.handles,
             c.rights_drop,  # with no rights named: only asks, so every other call keeps its rights
             lambda: c.device("cpu0"),
+            lambda: c.memstat(blocks=True),
+            lambda: c.handles(self.admin.pid),
+            lambda: c.trace_read(r.choice([0, 10**6])),
             lambda: c.sched("cpu0"),
             lambda: c.sched_set("cpu0", r.choice(["fcfs", "rr"])),
             lambda: self.tensors.append(c.alloc("cpu", [r.randint(1, 4096)], wait=r.random() < 0.3).handle),

@@ -57,3 +57,39 @@ def test_yield_and_policy_switch_keep_every_item():
     assert [(i.owner, i.n) for i in (q.pop(1.3), q.pop(1.4))] == [(1, 0), (1, 1)]
     q.push(Item(3, 0), 2.0)
     assert [i.owner for i in q.drain()] == [3] and len(q) == 0
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+@given(pushes=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 6)), min_size=1, max_size=8))
+def test_order_names_the_process_each_pop_serves_next(name, pushes):
+    """What sched_get shows as the queue is what the queue does: the head of `order()` is who pops next.
+
+    (VTC: who has the least service counter; between equal counters `rank` puts the earlier arrival
+    first where `candidates` takes the lower pid, so there only the counter is compared.)
+    """
+    q = PolicyQueue(BUILTIN[name]())
+    now = 0.0
+    for owner, count in pushes:
+        now += 0.01
+        for n in range(count):
+            q.push(Item(owner, n), now)
+    while len(q):
+        order = q.order()
+        assert sorted(owner for owner, _ in order) == sorted({i.owner for _, items in order for i in items})
+        assert sum(len(items) for _, items in order) == len(q)
+        now += 0.001
+        counters = dict(getattr(q.policy, "counter", {}))
+        popped = q.pop(now).owner
+        if name == "vtc":
+            assert counters[popped] == counters[order[0][0]]  # as little served as the head shown
+        else:
+            assert popped == order[0][0]
+
+
+def test_order_follows_the_policy_after_a_yield():
+    q = PolicyQueue(BUILTIN["fcfs"]())
+    for owner in (1, 1, 2, 3):
+        q.push(Item(owner, 0), 0.0)
+    assert [(owner, len(items)) for owner, items in q.order()] == [(1, 2), (2, 1), (3, 1)]
+    q.requeue_to_tail(1, 1.0)
+    assert [owner for owner, _ in q.order()] == [2, 3, 1]

@@ -190,6 +190,21 @@ def test_swap_out_and_in_keeps_sharing_and_reports_the_copies():
     assert kv.append("c") == [(2, 3)]  # still copy-on-write after the round trip
 
 
+def test_block_map_draws_owners_sharing_cached_and_swapped_blocks():
+    kv = make(num_blocks=8, host_blocks=4)
+    kv.allocate("a", 1, list(range(8)))  # blocks 0, 1: full, hashed
+    kv.free("a")  # ... now cached
+    kv.allocate("b", 2, [9] * 6)  # blocks 2, 3
+    kv.fork("b", "b2")  # shared
+    kv.allocate("s", 3, 5)  # blocks 4, 5
+    kv.swap_out(["s"])  # to host blocks 0, 1
+    kv.allocate("c", 1, 3)  # block 4 again
+    picture = kv.block_map()
+    assert picture["marks"] == "ccssu..."  # cached, cached, shared, shared, used, free x3
+    assert picture["owners"] == [None, None, 2, 2, 1, None, None, None]
+    assert picture["host"] == [3, 3, None, None]
+
+
 def test_swap_needs_host_room_and_the_right_state():
     kv = make(host_blocks=1)
     kv.allocate("a", 1, 8)

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import json
 
-BENCHMARKS = ("syscall", "memory", "sched", "restart", "generate", "load", "hf", "prefix", "remote", "dp", "compress")
+BENCHMARKS = ("syscall", "memory", "sched", "restart", "generate", "load", "hf", "prefix", "remote", "dp", "compress", "web")
 
 
 def add_parser(sub) -> None:

@@ -8,7 +8,11 @@ checkpoint once, spawns `--procs` `generate` programs that inherit the model
 handle (so their generate calls are batched into the same device steps),
 prints each one's text and the throughput, and shuts the kernel down. With
 `--trace DIR` the kernel logs its events and the demo writes the Perfetto
-trace and the PNG plot of the run there. Greedy decoding and seeded training
+trace and the PNG plot of the run there. With `--web` it serves `llmos web`
+on the demo's kernel from the start (the URL, with its token, is printed
+first) and, after the texts, keeps `--procs` processes generating (each
+calls generate again and again for 20 s, then a new round starts), so the
+page has something to show, until Ctrl-C. Greedy decoding and seeded training
 make the texts the same run after run on one machine. SIGTERM (from
 `timeout`, a CI runner, a service manager) stops it as cleanly as Ctrl-C: its
 children exit and its kernel shuts down.
@@ -47,6 +51,10 @@ def add_parser(sub) -> None:
     p.add_argument("--tokens", type=int, default=100, help="tokens each process generates (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model and the training batches (default: 0)")
     p.add_argument("--trace", metavar="DIR", help="record the kernel's events; write DIR/trace.json and DIR/plot.png")
+    p.add_argument("--web", action="store_true",
+                   help="serve the web console (llmos web) on the demo's kernel; keep generating until Ctrl-C")
+    p.add_argument("--web-port", type=int, default=8470, metavar="PORT",
+                   help="its port (default 8470, or any free one if that is taken)")
     p.set_defaults(func=run)
 
 
@@ -106,17 +114,28 @@ def train(c: Client, args: argparse.Namespace) -> dict:
     return results[-1]
 
 
-def generate_together(c: Client, args: argparse.Namespace) -> None:
-    """Step 2: load the checkpoint once; `--procs` generate programs inherit it and run at once."""
-    info = c.model_load(args.device, "tinygpt", checkpoint=CHECKPOINT, kv_blocks=16 * args.procs)
-    say(f"2/3 {args.procs} processes generate from the trained model at once ({info.params:,} parameters on "
-        f"{info.device}, loaded once, handle {info.model} inherited by each)")  # fmt: skip
-    started = time.monotonic()
+WEB_ROUND_S = 20.0
+"""With --web: how long each round's processes keep generating."""
+
+
+def spawn_generators(c: Client, args: argparse.Namespace, model: int, for_s: float = 0.0) -> list:
+    """`--procs` generate programs that inherit `model` and start generating together (for `for_s` s
+    with --web's rounds, else once): [(prompt, child)]."""
     children = []
     for i in range(args.procs):
         prompt = PROMPTS[i % len(PROMPTS)]
-        opts = ["--model", str(info.model), "--prompt", prompt, "--max-tokens", str(args.tokens), "--together"]
-        children.append((prompt, c.spawn("generate", opts, models=[info.model])))
+        opts = ["--model", str(model), "--prompt", prompt, "--max-tokens", str(args.tokens), "--together"]
+        opts += ["--for", str(for_s)] if for_s else []
+        children.append((prompt, c.spawn("generate", opts, models=[model])))
+    return children
+
+
+def generate_together(c: Client, args: argparse.Namespace, info) -> None:
+    """Step 2: `--procs` generate programs inherit the model (loaded once) and run at once."""
+    say(f"2/3 {args.procs} processes generate from the trained model at once ({info.params:,} parameters on "
+        f"{info.device}, loaded once, handle {info.model} inherited by each)")  # fmt: skip
+    started = time.monotonic()
+    children = spawn_generators(c, args, info.model)
     say(f"spawned pids {', '.join(str(ch.pid) for _, ch in children)}: generate --model {info.model} --together "
         f"--max-tokens {args.tokens} (greedy)")  # fmt: skip
     results = []
@@ -124,7 +143,6 @@ def generate_together(c: Client, args: argparse.Namespace) -> None:
         c.wait(child.pid)
         results.append((prompt, child.pid, _result_of(child.log)))
     wall = time.monotonic() - started
-    c.model_free(info.model)
     tokens = 0
     for prompt, pid, r in results:
         if r is None:
@@ -136,6 +154,19 @@ def generate_together(c: Client, args: argparse.Namespace) -> None:
               f"{r['shared_steps']} steps shared with the others)", flush=True)  # fmt: skip
     say(f"{args.procs} processes, {tokens} tokens in {wall:.1f} s including process start-up; "
         f"while generating together: {sum(r['tokens_per_s'] for _, _, r in results):,.0f} tokens/s in all")  # fmt: skip
+
+
+def keep_generating(c: Client, args: argparse.Namespace, model: int, url: str) -> None:
+    """With --web: round after round of `--procs` generating processes, until Ctrl-C (or SIGTERM)."""
+    say(f"the console stays up at {url}")
+    say(f"{args.procs} processes generate again, {WEB_ROUND_S:.0f} s a round, for it to show; Ctrl-C ends the demo")
+    rounds = 0
+    while True:
+        for _, child in spawn_generators(c, args, model, WEB_ROUND_S):
+            c.wait(child.pid)
+        rounds += 1
+        if sys.stdout.isatty():
+            print(f"\r    {rounds} rounds", end="", flush=True)
 
 
 def _result_of(log: str) -> dict | None:
@@ -166,6 +197,19 @@ def write_trace(log: str, out_dir: str) -> None:
         f"{out_dir}/plot-generate.png (the generating processes); log: {log}")  # fmt: skip
 
 
+def start_web(address: str, kernel: str, port: int):
+    """`llmos web` on the demo's kernel, in a thread of this process; prints its URL."""
+    from .web import WebServer
+
+    try:
+        web = WebServer(address, kernel=kernel, port=port)
+    except ValueError:  # the port is taken: any free one
+        web = WebServer(address, kernel=kernel, port=0)
+    web.start()
+    say(f"web console: open {web.url}")
+    return web
+
+
 def _interrupt(signum, frame) -> None:
     """SIGTERM: unwind as Ctrl-C does, so the client exits and the kernel is stopped on the way out."""
     raise KeyboardInterrupt
@@ -185,15 +229,27 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     with open(os.devnull, "w") as quiet, boot.start(config, stderr=quiet) as kp:
         say(f"kernel up in {time.monotonic() - start:.1f} s at {kp.address}")
-        with Client(kp.address, name="demo") as c:
-            for d in c.devices():
-                say(f"device {d.name}: {d.description}, {d.capacity_bytes / 2**30:.1f} GiB")
-            result = train(c, args)
-            say(f"trained: loss {result['first_loss']:.2f} -> {result['last_loss']:.2f}, held-out perplexity "
-                f"{result['perplexity']:.2f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
-            generate_together(c, args)
-            stat = c.stat()
-            say(f"3/3 the kernel served {stat.syscalls} syscalls ({stat.errors} errors); shutting down...")
+        web = start_web(kp.address, name, args.web_port) if args.web else None
+        try:
+            with Client(kp.address, name="demo") as c:
+                for d in c.devices():
+                    say(f"device {d.name}: {d.description}, {d.capacity_bytes / 2**30:.1f} GiB")
+                result = train(c, args)
+                say(f"trained: loss {result['first_loss']:.2f} -> {result['last_loss']:.2f}, held-out perplexity "
+                    f"{result['perplexity']:.2f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
+                info = c.model_load(args.device, "tinygpt", checkpoint=CHECKPOINT, kv_blocks=16 * args.procs)
+                generate_together(c, args, info)
+                if web is not None:
+                    try:
+                        keep_generating(c, args, info.model, web.url)
+                    except KeyboardInterrupt:  # how --web ends; the kernel (its own session) runs on
+                        print(flush=True)
+                c.model_free(info.model)
+                stat = c.stat()
+                say(f"3/3 the kernel served {stat.syscalls} syscalls ({stat.errors} errors); shutting down...")
+        finally:
+            if web is not None:
+                web.stop()
     status = kp.popen.returncode
     runtime.remove(kp.dir)
     if args.trace:

@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("boot", "run", "ps", "kill", "devices", "driver", "keygen", "host", "mem", "sched", "sim", "trace", "top", "bench", "audit", "demo")
+COMMANDS = ("boot", "run", "ps", "kill", "devices", "driver", "keygen", "host", "mem", "sched", "sim", "trace", "top", "web", "bench", "audit", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import curses
-import time
-from dataclasses import dataclass
 
+from ..snapshot import Snapshot, process_rates, snapshot, syscall_rate, utilisation
 from .common import add_kernel_option, connect, size, table
 
 
@@ -26,53 +25,24 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-@dataclass
-class Snapshot:
-    """The kernel's figures at one moment (`at`, monotonic seconds of this process)."""
-
-    at: float
-    stat: object
-    procs: list
-    devices: list
-    memory: dict  # device -> DeviceMem
-    policies: dict  # device -> SchedInfo
-
-
-def snapshot(c) -> Snapshot:
-    """Ask the kernel for everything `top` shows."""
-    devices = c.devices()
-    online = [d for d in devices if d.state == "online"]
-    return Snapshot(
-        at=time.monotonic(),
-        stat=c.stat(),
-        procs=c.ps(),
-        devices=devices,
-        memory={d.device: d for d in c.memstat()},
-        policies={d.name: c.sched(d.name) for d in online},
-    )
-
-
 def render(cur: Snapshot, prev: Snapshot | None) -> list[str]:
     """The screen's lines for snapshot `cur`, with rates since `prev` (none on the first screen)."""
-    dt = cur.at - prev.at if prev else 0.0
-    old = {p.pid: p for p in prev.procs} if prev else {}
-    old_busy = {d.name: d.busy_s for d in prev.devices} if prev else {}
     s = cur.stat
-    rate = (s.syscalls - prev.stat.syscalls) / dt if dt > 0 else 0.0
     lines = [
         f"llmos top - kernel {s.name}, up {s.uptime_s:.0f}s (q quits)",
-        f"{s.processes} processes, {s.devices} devices, {s.syscalls} syscalls ({rate:.0f}/s), {s.errors} errors",
+        f"{s.processes} processes, {s.devices} devices, {s.syscalls} syscalls ({syscall_rate(cur, prev):.0f}/s), {s.errors} errors",
         "",
     ]
+    busy = utilisation(cur, prev)
+    rates = process_rates(cur, prev)
     rows = []
     for d in cur.devices:
-        busy = (d.busy_s - old_busy[d.name]) / dt if dt > 0 and d.name in old_busy else None
         mem = cur.memory.get(d.name)
         sched = cur.policies.get(d.name)
         rows.append([
             d.name,
             d.state,
-            f"{100 * min(busy, 1.0):.0f}%" if busy is not None else "-",
+            f"{100 * busy[d.name]:.0f}%" if d.name in busy else "-",
             f"{size(mem.used)} / {size(mem.capacity)}" if mem else "-",
             d.queued,
             sched.policy if sched else "-",
@@ -94,9 +64,7 @@ def render(cur: Snapshot, prev: Snapshot | None) -> list[str]:
         lines.append("")
     rows = []
     for p in sorted(cur.procs, key=lambda p: p.pid):
-        was = old.get(p.pid) if dt > 0 else None
-        calls = f"{(p.syscalls - was.syscalls) / dt:.0f}" if was else "-"
-        tokens = f"{(p.tokens - was.tokens) / dt:.0f}" if was else "-"
+        calls, tokens = (f"{r:.0f}" for r in rates[p.pid]) if p.pid in rates else ("-", "-")
         rows.append([p.pid, p.name, p.state, size(p.mem_bytes), p.handles, calls, tokens])
     lines += table(rows, ["PID", "PROGRAM", "STATE", "MEMORY", "HANDLES", "CALLS/S", "TOK/S"]).splitlines()
     return lines

@@ -6,7 +6,10 @@ from its parent (--model HANDLE, passed to spawn(..., models=[HANDLE])): then
 it neither loads nor frees the model, and its generate call shares batched
 steps with everyone else's on that model. With --together (loadgen passes
 it) it first waits until no sibling of the same name is still starting, so
-that they all generate at the same time.
+that they all generate at the same time. With --for S it keeps generating
+the same continuation, call after call, for S seconds (a steady load for
+`llmos top` and `llmos web`: `llmos demo --web` runs it so); the text is
+shown once and the RESULT counts every call.
 """
 
 import argparse
@@ -39,9 +42,13 @@ def main(argv: list[str]) -> int:
     add_sampling(p, max_tokens=64)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop before TEXT (repeatable)")
     p.add_argument("--together", action="store_true", help="wait until no sibling of this name is still starting")
+    p.add_argument("--for", dest="for_s", type=float, default=0.0, metavar="S",
+                   help="keep generating, call after call, for S seconds (default: one call)")
     args = p.parse_args(argv)
     if args.max_tokens < 1:
         p.error("--max-tokens must be at least 1")
+    if args.for_s < 0:
+        p.error("--for must be 0 or more seconds")
     show_args(args)
     return guarded("generate", lambda: generate(args))
 
@@ -67,12 +74,17 @@ def generate(args: argparse.Namespace) -> int:
             started = time.time()
             done = c.generate(model, args.prompt, **sampling(args), stop=args.stop,
                               on_text=lambda text: print(text, end="", flush=True))  # fmt: skip
-    tokens_per_s = done.tokens / done.wall_s if done.wall_s else 0.0
-    print(f"\n-- {done.tokens} tokens, finish: {done.finish}, {tokens_per_s:,.0f} tokens/s, "
-          f"{done.shared_steps} steps shared with other sequences")  # fmt: skip
+            calls, tokens, wall_s, shared, cached = 1, done.tokens, done.wall_s, done.shared_steps, done.cached
+            while time.time() - started < args.for_s:
+                again = c.generate(model, args.prompt, **sampling(args), stop=args.stop)
+                calls, tokens, wall_s = calls + 1, tokens + again.tokens, wall_s + again.wall_s
+                shared, cached = shared + again.shared_steps, cached + again.cached
+    tokens_per_s = tokens / wall_s if wall_s else 0.0
+    print(f"\n-- {tokens} tokens{f' in {calls} calls' if calls > 1 else ''}, finish: {done.finish}, "
+          f"{tokens_per_s:,.0f} tokens/s, {shared} steps shared with other sequences")  # fmt: skip
     print_result(
-        text=done.text, tokens=done.tokens, finish=done.finish, wall_s=done.wall_s, shared_steps=done.shared_steps,
-        tokens_per_s=tokens_per_s, started=started, cached=done.cached,
+        text=done.text, tokens=tokens, finish=done.finish, wall_s=wall_s, shared_steps=shared,
+        tokens_per_s=tokens_per_s, started=started, cached=cached, calls=calls,
     )  # fmt: skip
     return 0
 

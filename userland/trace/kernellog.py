@@ -33,11 +33,17 @@ def read_events(path: str | Path) -> list[dict]:
 
 def from_log(path: str | Path) -> Timeline:
     """The timeline of a kernel log: device work, syscalls, exits, restarts and memory."""
-    events = read_events(path)
-    tl = Timeline(title=f"llmos kernel {events[0].get('kernel', '')}".rstrip() if events else "llmos kernel")
+    return from_events(read_events(path))
+
+
+def from_events(events: list[dict], t0: float | None = None, title: str = "") -> Timeline:
+    """The timeline of kernel events (dicts with `event`, `t` and the event's fields, in time order):
+    from a log file, or from `trace_read` (`llmos web`). Times become seconds from `t0` (default: the first event's)."""
+    tl = Timeline(title=title or (f"llmos kernel {events[0].get('kernel', '')}".rstrip() if events else "llmos kernel"))
     if not events:
         return tl
-    t0 = min(e["t"] for e in events)
+    if t0 is None:
+        t0 = min(e["t"] for e in events)
     open_calls: dict[tuple[int, int], tuple[float, str]] = {}  # (pid, rid) -> (start, syscall)
     open_work: dict[str, tuple[float, dict]] = {}  # device -> (start, busy event)
     pools: dict[str, dict[int, tuple[int, int]]] = {}  # device -> model -> its pool's prefix counts so far
