@@ -68,7 +68,7 @@ def apply(root: pathlib.Path) -> None:
     sysmem = root / "kernel" / "sysmem.py"
     sysmem.write_text(sysmem.read_text().rstrip("\n") + "\n" + HANDLER)
     _insert_before(root / "kernel" / "dispatch.py", "}\n\n# by request type", "    Sys.DUP: sysmem.sys_dup,\n")
-    _insert_before(root / "userland" / "api.py", "    def handles(self):", CLIENT)
+    _insert_before(root / "userland" / "api.py", "    def handles(self", CLIENT)
     _append_row(root / "docs" / "abi.md", "## The syscall table",
-                f"| {nr} | `dup` | memory | handle | `TensorRef` | 0 / 0 | no |")
+                f"| {nr} | `dup` | memory | handle | `TensorRef` | 0 / 0 | no | - |")
     _append_row(root / "docs" / "api-client.md", "## Method names and syscall names", "| `dup` | `dup(handle)` |")
