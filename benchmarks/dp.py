@@ -34,6 +34,8 @@ from llmos.kernel.config import KernelConfig
 from llmos.syscalls import runtime
 from llmos.userland.client import Client
 
+from .status import status_line
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `llmos bench dp`."""
@@ -48,8 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-steps", type=int, default=2, help="float64 steps per side for dp_weights_match (default 2)")
 
 
-def _say(text: str) -> None:
-    print(f"\r[bench dp] {text:<60}", end="", file=sys.stderr, flush=True)
+_say = status_line("dp")
 
 
 MATCH_ATOL = 1e-9  # float64 weights after a few steps, 1 replica against 2

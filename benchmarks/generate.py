@@ -40,6 +40,8 @@ from llmos.syscalls import runtime
 from llmos.userland.aclient import AsyncClient
 from llmos.userland.client import Client
 
+from .status import status_line
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `llmos bench generate`."""
@@ -57,8 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per side (default 8)")
 
 
-def _say(text: str) -> None:
-    print(f"\r[bench generate] {text:<60}", end="", file=sys.stderr, flush=True)
+_say = status_line("generate")
 
 
 def _prompts(n: int, length: int) -> list[list[int]]:

@@ -32,6 +32,7 @@ from llmos.syscalls import runtime
 from llmos.userland.client import Client
 
 from .generate import generation_rounds
+from .status import status_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=int, default=4, help="transformers and llmos single-stream runs per round (default 4)")
 
 
-def _say(text: str) -> None:
-    print(f"\r[bench hf] {text:<60}", end="", file=sys.stderr, flush=True)
+_say = status_line("hf")
 
 
 def make_folder(folder: str, args: argparse.Namespace):

@@ -31,6 +31,8 @@ from llmos.syscalls import runtime
 from llmos.userland.aclient import AsyncClient
 from llmos.userland.client import Client
 
+from .status import status_line
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `llmos bench prefix`."""
@@ -45,8 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side (default 3)")
 
 
-def _say(text: str) -> None:
-    print(f"\r[bench prefix] {text:<60}", end="", file=sys.stderr, flush=True)
+_say = status_line("prefix")
 
 
 async def _round(clients: list, handles: list[int], prompts: list[list[int]], new: int, cache: bool) -> tuple:

@@ -290,8 +290,11 @@ class Kernel(DeviceSupervision):
     def trace(self, event: str, **fields) -> None:
         """A timeline event (debug level, with the monotonic time `t`), logged only at debug level;
         device, scheduling and KV events also go into the ring `trace_read` reads."""
+        kept = self.recent.keeps(event)
+        if not (kept or self.tracing):
+            return
         t = time.monotonic()
-        if self.recent.keeps(event):
+        if kept:
             self.recent.add(t, event, fields)
         if self.tracing:
             self.log.debug(event, t=t, **fields)
