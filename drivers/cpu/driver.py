@@ -18,6 +18,10 @@ folder, for data-parallel replicas on one machine (docs/distributed.md).
 Each gets an equal share of the capacity (so the devices together never
 promise the machine's memory twice) and, unless `threads` says otherwise,
 an equal share of the cores as torch threads (at least one).
+
+Option `capacity_bytes` caps each device's capacity below that, as the CUDA
+driver's option of the same name does: a small device to fill in a test or a
+lab without filling the machine's memory.
 """
 
 import shutil
@@ -58,9 +62,10 @@ class CpuDriver(TorchDriver):
         remote = bool(self.options.get("remote"))  # on another machine than the kernel: it holds its own tensors
         shm = ram if remote else shutil.disk_usage(self.options["shm_dir"]).free
         share = "" if self.devices == 1 else f", share {self.index + 1} of {self.devices}"
+        capacity = min(ram, shm) // self.devices
         return DeviceSpec(
             description=f"host CPU ({psutil.cpu_count()} cores{share}, torch {torch.__version__})",
-            capacity_bytes=min(ram, shm) // self.devices,
+            capacity_bytes=min(capacity, int(self.options.get("capacity_bytes", capacity))),
             dtypes=self.dtypes(),
             ops=sorted(OPS),
             host_visible=not remote,

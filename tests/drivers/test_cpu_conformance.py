@@ -6,3 +6,4 @@ from llmos.drivers.cpu.driver import CpuDriver
 
 class TestCpuDriver(DriverConformance):
     driver_class = CpuDriver
+    capacity_options = {"capacity_bytes": 1 << 20}

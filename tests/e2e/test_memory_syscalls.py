@@ -121,7 +121,8 @@ def test_spawn_sets_the_childs_quotas(client):
 
 
 def test_alloc_waits_for_memory_others_hold(runtime_dir):
-    kp = start_kernel(runtime_dir, "waiting", default_quota=None)
+    # a 64 MiB device: the hog fills it with real shared memory, so never the machine's whole RAM
+    kp = start_kernel(runtime_dir, "waiting", default_quota=None, driver_options={"cpu": {"capacity_bytes": 64 << 20}})
     try:
         with Client(kp.address, name="hog") as hog, Client(kp.address, name="patient") as patient:
             free = hog.device("cpu0").capacity_bytes - hog.device("cpu0").used_bytes
