@@ -141,7 +141,8 @@ class Driver:
     def model_save(self, mid: int, path: str, format: str = "llmos", source: str = "", key: bytes = b"") -> str | None:
         """Write the model: "llmos", a safetensors checkpoint (with its optimizer state and step, once trained),
         sealed under `key` if given; "hf", a Hugging Face-format folder with the tokenizer files of the folder
-        `source`. Return the checkpoint file's SHA-256 (hex), or None."""
+        `source`. Return the SHA-256 (hex) of what was written: the file's, or the folder's manifest digest
+        (`models.checkpoint.folder_sha256`)."""
         raise DriverError(Errno.EINVAL, f"{self.kind} devices do not run models")
 
     def model_train_step(self, mid: int, tokens: list[list[int]], lr: float, weight_decay: float, clip: float,
@@ -321,7 +322,7 @@ class TorchDriver(Driver):
 
     def model_load(self, mid: int, target: str, config: dict, dtype: str, checkpoint: str, kv_blocks: int, block_size: int,
                    seed: int = 0, folder: str = "", swap_blocks: int = 0, key: bytes = b"") -> ModelDesc:  # fmt: skip
-        from .models.checkpoint import file_sha256, load_checkpoint
+        from .models.checkpoint import file_sha256, folder_sha256, load_checkpoint
         from .models.compress import held_bytes, layout_of, restore
         from .models.compression import describe
 
@@ -367,7 +368,7 @@ class TorchDriver(Driver):
         kv_bytes = kv.data.numel() * kv.data.element_size()
         return ModelDesc(
             config=model.config.to_dict(), params=params, param_bytes=held_bytes(model), kv_bytes=kv_bytes, step=step,
-            compression=describe(layout), sha256=file_sha256(checkpoint) if checkpoint else "",
+            compression=describe(layout), sha256=file_sha256(checkpoint) if checkpoint else folder_sha256(folder) if folder else "",
         )
 
     def model(self, mid: int) -> LoadedModel:
@@ -429,7 +430,7 @@ class TorchDriver(Driver):
             raise DriverError(Errno.EINVAL, f"logprobs failed: {exc}") from exc
 
     def model_save(self, mid: int, path: str, format: str = "llmos", source: str = "", key: bytes = b"") -> str | None:
-        from .models.checkpoint import save_checkpoint
+        from .models.checkpoint import folder_sha256, save_checkpoint
 
         m = self.model(mid)
         try:
@@ -437,7 +438,7 @@ class TorchDriver(Driver):
                 from .models.hf_weights import save_pretrained
 
                 save_pretrained(m.model, m.arch, path, tokenizer_from=source)
-                return None
+                return folder_sha256(path)
             return save_checkpoint(path, m.model, m.optimizer, step=m.step, arch=m.arch, key=key or None)
         except OSError as exc:
             errno = Errno.ENAMETOOLONG if exc.errno == Errno.ENAMETOOLONG else Errno.EINVAL

@@ -10,16 +10,18 @@ the newest records with nothing after them: `llmos audit verify` prints the
 head (last seq and hash) so a person can note it elsewhere.
 
 Records are queued by `append` (only their time is taken then) and numbered,
-encoded, hashed and written by `flush`, which the kernel's tick calls (every 50 ms), and at
-shutdown: a kernel killed with SIGKILL loses at most the events of its last
-tick. When the file passes `max_bytes` it is renamed `audit.log.N` (N counts
-up from 1, oldest first) and a new one starts; its first record's `prev` is
-the last hash of the old file, so the chain runs across files. Rotated files
-are kept; removing old ones is the owner's call (verify then starts at the
-oldest left and says so). A kernel booted again under the same name goes on
-with the chain.
+encoded, hashed, written and made durable (`fdatasync`) by a writer thread
+every 50 ms, and at `close`: a kernel killed with SIGKILL, or a machine that
+loses power, loses at most the events of the last 50 ms. The thread keeps the
+disk's latency off the kernel's loop: `append` only takes a lock that the
+writer holds for as long as it takes to swap the queue. When the file passes
+`max_bytes` it is renamed `audit.log.N` (N counts up from 1, oldest first) and
+a new one starts; its first record's `prev` is the last hash of the old file,
+so the chain runs across files. Rotated files are kept; removing old ones is
+the owner's call (verify then starts at the oldest left and says so). A
+kernel booted again under the same name goes on with the chain.
 
-`append` takes a lock: the CurveZMQ authenticator's thread reports peers.
+`append` may be called from any thread (the CurveZMQ authenticator's reports peers).
 """
 
 from __future__ import annotations
@@ -35,11 +37,18 @@ from llmos.syscalls.auditlog import LOG_FILE, head, last_rotated
 MAX_BYTES = 16 << 20
 """Default size at which the log rotates."""
 
+FLUSH_S = 0.05
+"""How often the writer thread writes and syncs what was appended."""
+
 
 class AuditLog:
-    """The kernel's writer: chains records, buffers them, flushes on `flush`, rotates by size."""
+    """The kernel's writer: chains records, buffers them, writes them from its own thread, rotates by size.
 
-    def __init__(self, folder: str, max_bytes: int = MAX_BYTES, convert=str):
+    `on_error(exc)` hears of a write that failed (disk full, ...); those records are lost, and the chain
+    goes on from the last record written, so `verify` shows no gap but the records are gone.
+    """
+
+    def __init__(self, folder: str, max_bytes: int = MAX_BYTES, convert=str, on_error=None):
         self.folder = folder
         self.path = os.path.join(folder, LOG_FILE)
         self.max_bytes = max_bytes
@@ -54,32 +63,47 @@ class AuditLog:
         if self.size and os.pread(fd, 1, self.size - 1) != b"\n":  # a torn last line: start on a new one
             self.file.write("\n")
             self.size += 1
+        self.on_error = on_error
+        self.closing = threading.Event()
+        self.writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+        self.writer.start()
 
     def append(self, event: str, **fields) -> None:
-        """Add one record. Only its time is taken now: numbering, encoding and hashing wait for `flush`, off
-        the syscall path, so the values must not change until then (the kernel passes fresh ones)."""
+        """Add one record. Only its time is taken now: numbering, encoding and hashing wait for the writer,
+        off the syscall path, so the values must not change until then (the kernel passes fresh ones)."""
         with self.lock:
             self.pending.append((time.time(), event, fields))
 
+    def _write_loop(self) -> None:
+        while not self.closing.wait(FLUSH_S):
+            try:
+                self.flush()
+            except OSError as exc:
+                if self.on_error is not None:
+                    self.on_error(exc)
+
     def flush(self) -> None:
-        """Chain and write the buffered records (the kernel's tick calls this); rotate first if the file is full."""
+        """Chain, write and sync the queued records; rotate first if the file is full. Only the writer
+        thread calls this, and `close` once that thread has ended."""
         with self.lock:
-            if not self.pending:
-                return
-            lines = []
-            for t, event, fields in self.pending:
-                self.seq += 1
-                record = {"seq": self.seq, "t": round(t, 6), "event": event, **fields, "prev": self.prev}
-                body = json.dumps(record, sort_keys=True, separators=(",", ":"), default=self.convert)
-                self.prev = hashlib.sha256(body.encode()).hexdigest()  # = auditlog.record_hash of the line read back
-                lines.append(f'{body[:-1]},"hash":"{self.prev}"}}')
-            self.pending.clear()
-            text = "\n".join(lines) + "\n"
-            if self.size and self.size + len(text) > self.max_bytes:
-                self._rotate()
-            self.file.write(text)
-            self.file.flush()
-            self.size += len(text)
+            pending, self.pending = self.pending, []
+        if not pending:
+            return
+        seq, prev, lines = self.seq, self.prev, []
+        for t, event, fields in pending:
+            seq += 1
+            record = {"seq": seq, "t": round(t, 6), "event": event, **fields, "prev": prev}
+            body = json.dumps(record, sort_keys=True, separators=(",", ":"), default=self.convert)
+            prev = hashlib.sha256(body.encode()).hexdigest()  # = auditlog.record_hash of the line read back
+            lines.append(f'{body[:-1]},"hash":"{prev}"}}')
+        text = "\n".join(lines) + "\n"
+        if self.size and self.size + len(text) > self.max_bytes:
+            self._rotate()
+        self.file.write(text)
+        self.file.flush()
+        os.fdatasync(self.file.fileno())
+        self.seq, self.prev = seq, prev  # the chain moves on only past records that were written
+        self.size += len(text)
 
     def _rotate(self) -> None:
         self.file.close()
@@ -89,6 +113,8 @@ class AuditLog:
         self.size = 0
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Stop the writer, write what is left, and close the file."""
+        self.closing.set()
+        self.writer.join()
         self.flush()
         self.file.close()

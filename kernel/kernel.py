@@ -118,7 +118,8 @@ class Kernel(DeviceSupervision):
             raise ValueError(f"the models directory {self.models_dir!r} is not a folder")
         runtime.write_secret(self.dir, runtime.ADMIN_KEY_FILE, self.admin_key)
         if self.config.audit:
-            self.audit = AuditLog(self.dir, self.config.audit_max_bytes, convert=_audit_value)
+            self.audit = AuditLog(self.dir, self.config.audit_max_bytes, convert=_audit_value,
+                                  on_error=lambda exc: self.log.error("audit.write_failed", error=str(exc)))
         if self.config.storage_key or self.config.encrypt_storage:
             from llmos.drivers.models import sealed
 
@@ -567,8 +568,6 @@ class Kernel(DeviceSupervision):
         elif ended:
             self.reap()
         tick_waits(self, now)
-        if self.audit is not None:
-            self.audit.flush()
         for dev in list(self.devices.values()):
             self._watch_device(dev, now)
 

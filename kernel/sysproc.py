@@ -299,6 +299,7 @@ def proc_info(k: Kernel, p: Process) -> m.ProcInfo:
         syscalls=p.syscalls,
         started=p.started,
         tokens=p.tokens,
+        rights=sorted(p.rights),
     )
 
 

@@ -129,7 +129,7 @@ class ModelDesc(msgspec.Struct, kw_only=True):
     kv_bytes: int
     step: int = 0  # optimizer steps taken (from the checkpoint)
     compression: str = ""  # what compressed its weights (a checkpoint of a quantized or pruned model), or ""
-    sha256: str = ""  # of the checkpoint file it was read from, or ""
+    sha256: str = ""  # of the checkpoint file it was read from, or of the folder (its manifest digest), or ""
 
 
 class DModelFree(ToDriver, tag="model_free"):

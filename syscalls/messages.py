@@ -191,6 +191,7 @@ class ProcInfo(msgspec.Struct, omit_defaults=True, kw_only=True):
     syscalls: int
     started: float
     tokens: int = 0  # tokens generated for it so far (a rate over time is its tokens/s)
+    rights: list[str] = []  # the rights it holds (syscalls/rights.py)
 
 
 class ProcList(Reply):

@@ -77,3 +77,12 @@ def drop(rights: frozenset[str], dropped, devices) -> frozenset[str]:
         kept.discard(ANY_DEVICE)
         kept |= {DEVICE_PREFIX + name for name in devices} - lone
     return frozenset(kept)
+
+
+def summary(rights) -> str:
+    """A short account of a set of rights for a table: `all`, `default`, or the nearer of the two with what
+    is missing (`-spawn`) and what is extra (`+device:cpu0`)."""
+    rights = frozenset(rights)
+    base, name = (ALL, "all") if "driver" in rights or "kill_any" in rights else (DEFAULT, "default")
+    changes = [f"-{r}" for r in sorted(base - rights)] + [f"+{r}" for r in sorted(rights - base)]
+    return " ".join([name, *changes])

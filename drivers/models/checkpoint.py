@@ -107,6 +107,19 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(folder: str) -> str:
+    """The SHA-256 (hex) of a folder (a Hugging Face-format model): of its manifest, one line per regular file
+    (symbolic links followed, as in a Hugging Face cache's snapshots) in byte order of the relative path,
+    as `sha256sum` prints it (`<hex>  <path>`). The same digest in a shell:
+    `cd F && find -L . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum`."""
+    names = sorted(
+        os.path.relpath(os.path.join(root, name), folder)
+        for root, _, files in os.walk(folder, followlinks=True) for name in files if os.path.isfile(os.path.join(root, name))
+    )  # fmt: skip
+    manifest = "".join(f"{file_sha256(os.path.join(folder, name))}  {name}\n" for name in names)
+    return hashlib.sha256(manifest.encode()).hexdigest()
+
+
 def load_checkpoint(path: str, device: str | torch.device = "cpu", key: bytes | None = None) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint`, tensors placed on `device`; a sealed one with `key`.
 

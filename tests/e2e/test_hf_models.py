@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
-from llmos.syscalls import Errno, runtime
+from llmos.syscalls import Errno, auditlog, runtime
 from llmos.userland import Client, LlmosError
 
-from conftest import occupy_device, start_kernel
+from conftest import occupy_device, start_kernel, until
 
 hf_folders = pytest.importorskip("hf_folders")  # tests/support, on sys.path through conftest
 transformers = pytest.importorskip("transformers")
@@ -139,6 +139,14 @@ def test_training_lowers_the_loss_and_an_hf_save_loads_in_transformers(hc, hf_ke
     again = hc.model_load("cpu", checkpoint="tuned", kv_blocks=8)  # reloaded from the storage folder
     assert again.arch == "llama" and again.tokenizer == info.tokenizer
     assert hc.logprobs(again.model, ids) == hc.logprobs(info.model, ids)  # bit for bit
+    # the audit trail names the folder by the digest of its manifest, which coreutils reproduce
+    shell = "find -L . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum"
+    digest = subprocess.run(["sh", "-c", shell], cwd=saved, capture_output=True, text=True, check=True).stdout.split()[0]
+    folder = runtime.kernel_dir(hf_kernel.config.name, hf_kernel.config.runtime_dir)
+    ours = lambda event: [line.record for line in auditlog.lines(folder)  # noqa: E731
+                          if line.record and line.record["event"] == event and line.record["path"] == "tuned"]
+    until(lambda: ours("checkpoint_load"))
+    assert [r["sha256"] for r in ours("checkpoint_save") + ours("checkpoint_load")] == [digest, digest]
     hc.model_free(again.model)
     hc.model_free(info.model)
 

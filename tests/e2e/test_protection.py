@@ -46,7 +46,7 @@ def records(runtime_dir, **match) -> list[dict]:
             if line.record and all(line.record.get(k) == v for k, v in match.items())]  # fmt: skip
 
 
-def test_rights_come_from_the_attach_are_checked_by_name_and_only_ever_shrink(pkernel):
+def test_rights_come_from_the_attach_are_checked_by_name_and_only_ever_shrink(pkernel, capsys):
     with Client(pkernel.address, name="plain") as c, Client(name="owner", kernel=NAME, admin=True) as owner:
         assert c.getpid().rights == sorted(rights.DEFAULT) and owner.getpid().rights == sorted(rights.ALL)
         err = refused(c.driver_load, "mocktpu")
@@ -60,6 +60,11 @@ def test_rights_come_from_the_attach_are_checked_by_name_and_only_ever_shrink(pk
         err = refused(c.spawn, "echo", ["1"])
         assert err.errno == Errno.EPERM and "'spawn'" in err.message
         assert "spawn" not in c.rights_drop()  # refused calls gave nothing back
+        capsys.readouterr()
+        assert main(["ps", "--kernel", NAME]) == 0
+        rows = {row.split()[2]: row for row in capsys.readouterr().out.splitlines()[1:]}
+        assert rows["plain"].endswith("default -device:* -spawn") and rows["owner"].endswith(" all")
+        assert rows["llmos-ps"].endswith(" default")
 
 
 def test_a_child_without_spawn_cannot_spawn_and_the_refusal_is_audited(pkernel, runtime_dir, capsys):
@@ -72,7 +77,7 @@ def test_a_child_without_spawn_cannot_spawn_and_the_refusal_is_audited(pkernel, 
         assert "".join(out).split() == ["EPERM"]
     (spawn,) = records(runtime_dir, event="spawn", child=child.pid)
     assert spawn["program"] == "nest" and "spawn" not in spawn["rights"]
-    until(lambda: records(runtime_dir, event="denied", pid=child.pid))  # flushed by the kernel's next tick
+    until(lambda: records(runtime_dir, event="denied", pid=child.pid))  # written by the audit writer within 50 ms
     assert main(["audit", "show", "--kernel", NAME, "--denied", "--pid", str(child.pid)]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert len(shown) == 1 and "denied" in shown[0] and "lacks the right 'spawn'" in shown[0]

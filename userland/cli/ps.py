@@ -3,6 +3,8 @@
 import argparse
 import time
 
+from llmos.syscalls import rights
+
 from .common import add_kernel_option, connect, size, table
 
 
@@ -14,12 +16,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one row per process (this command's own process included)."""
+    """Print one row per process (this command's own process included), with its rights in short
+    (`rights.summary`: `default`, `all`, or one of them with what is missing or extra)."""
     with connect(args, "llmos-ps") as c:
         procs = c.ps()
     rows = [
-        [p.pid, p.ppid, p.name, p.state, p.os_pid or "-", p.handles, size(p.mem_bytes), p.syscalls, f"{time.time() - p.started:.0f}s"]
+        [p.pid, p.ppid, p.name, p.state, p.os_pid or "-", p.handles, size(p.mem_bytes), p.syscalls,
+         f"{time.time() - p.started:.0f}s", rights.summary(p.rights)]
         for p in procs
-    ]
-    print(table(rows, ["PID", "PPID", "NAME", "STATE", "OS PID", "HANDLES", "MEMORY", "CALLS", "AGE"]))
+    ]  # fmt: skip
+    print(table(rows, ["PID", "PPID", "NAME", "STATE", "OS PID", "HANDLES", "MEMORY", "CALLS", "AGE", "RIGHTS"]))
     return 0
