@@ -221,3 +221,14 @@ def test_mlfq_demotes_a_spent_allotment_and_the_boost_restores_ticket_order():
     assert tick(3.0) == [1, 2, 3, 4, 0]
     assert tick(10.0) == [1, 2, 3, 0, 4]  # the boost: all at level 0, in ticket order
     assert [policy.level(s) for s in (a, b, c, d, e)] == [0, 0, 0, 0, 0]
+
+
+def test_vtc_ranks_tied_counters_in_the_order_it_runs_them():
+    """`sched` shows sequences sorted by rank: at equal counters that order must be the one candidates yields."""
+    policy = VTC()
+    early, late = Sequence(Request(0, 5, 0.0, 4, 4)), Sequence(Request(1, 2, 1.0, 4, 4))  # pid 5 came first
+    for seq in (early, late):
+        policy.add(seq, 1.0)
+    assert policy.counter[5] == policy.counter[2]
+    runs = [seq.rid for seq in policy.candidates(1.0)]
+    assert runs == [seq.rid for seq in sorted((early, late), key=policy.rank)] == [1, 0]

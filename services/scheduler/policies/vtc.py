@@ -72,9 +72,10 @@ class VTC(Policy):
                 del self._queues[seq.pid]
                 self._last_left = self.counter[seq.pid]
 
-    def rank(self, seq: Sequence) -> tuple[float, float, int]:
-        """(process counter, arrival, request id)."""
-        return (self.counter[seq.pid], seq.request.arrival, seq.rid)
+    def rank(self, seq: Sequence) -> tuple[float, int, float, int]:
+        """(process counter, pid, arrival, request id): at equal counters the lower pid goes first, as in
+        `candidates`, so the order `sched` shows is the order that runs."""
+        return (self.counter[seq.pid], seq.pid, seq.request.arrival, seq.rid)
 
     def candidates(self, now: float) -> Iterator[Sequence]:
         """Yield the next sequence of the least-served process, re-reading counters after each."""
