@@ -5,9 +5,9 @@ trained with `tokenizers` on a few KB of text, written with `save_pretrained` as
 llmos and compare logits, greedy texts and saved files.
 """
 
-import inspect
 import json
 import os
+import random
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -20,11 +20,22 @@ CHAT_TEMPLATE = (
 """A small chat template in the usual shape: BOS, role-tagged turns each ended by EOS, the assistant's cue."""
 
 
-def corpus() -> list[str]:
-    """A few KB of text to learn merges from: this repository's own syscall table and messages."""
-    from llmos.syscalls import messages, table
+WORDS = ("device kernel process handle tensor model token block queue policy memory syscall driver spawn wait "
+         "kill share alloc free read write step train generate prefix cache swap pool quota rights audit").split()
 
-    return [inspect.getsource(table), inspect.getsource(messages)[:6000], "héllo wörld ✓ naïve café — 東京"]
+
+def corpus() -> list[str]:
+    """A few KB of code-like text to learn merges from, drawn from a fixed seed: the same on every machine and
+    at every commit (a corpus read from the repository's own sources would change the merges, and with them
+    the prompts' lengths in blocks, whenever those sources change)."""
+    rng = random.Random(0)
+    lines = []
+    for _ in range(120):
+        a, b, c = rng.sample(WORDS, 3)
+        lines.append(f'def {a}_{b}(self, {c}: int) -> "{b.title()}":\n    """Return the {c} of the {a}."""\n'
+                     f"    return self.{a}s[{c}]\n")
+        lines.append(f"class {a.title()}{b.title()}(Call, tag=int(Sys.{a.upper()}_{c.upper()})):\n    {c}: int = 0\n")
+    return ["\n".join(lines), "héllo wörld ✓ naïve café — 東京"]
 
 
 def train_tokenizer(vocab_size: int = 400, bos: bool = True) -> Tokenizer:
