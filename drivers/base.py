@@ -191,6 +191,7 @@ class LoadedModel:
         self.optimizer_state = optimizer_state
         self.store = None  # rank 0's rendezvous store (group_open), until the group is joined
         self.group = None  # its process group (group_join)
+        self.graphs = None  # its captured decode steps (drivers/graphs.py), where the driver captures them
 
 
 class TorchDriver(Driver):
@@ -373,7 +374,8 @@ class TorchDriver(Driver):
         kv_bytes = kv.data.numel() * kv.data.element_size()
         if self.ledger is not None:  # (refused: the model and its pool are dropped with this frame)
             self.ledger.charge(("model", mid), held_bytes(model) + kv_bytes, f"model {mid} ({arch.name})")
-        self.models[mid] = LoadedModel(arch.name, model, kv, step, optimizer_state)
+        self.models[mid] = m = LoadedModel(arch.name, model, kv, step, optimizer_state)
+        m.graphs = self.decode_graphs(mid, m)
         layout = layout_of(model)  # a compressed model's matrices are buffers: count their weights too
         params = sum(p.numel() for p in model.parameters()) + sum(s["out"] * s["in"] for s in layout.values())
         return ModelDesc(
@@ -412,7 +414,7 @@ class TorchDriver(Driver):
         greedy = all(p.temperature == 0.0 for p in params)
         for _ in range(steps):
             try:
-                logits = m.model.step(m.kv, tokens, positions, tables)
+                logits = self.step_logits(m, tokens, positions, tables)
             except ValueError as exc:
                 raise DriverError(Errno.EINVAL, f"step failed: {exc}") from exc
             positions = [p + len(t) for p, t in zip(positions, tokens)]
@@ -427,6 +429,31 @@ class TorchDriver(Driver):
             drawn += nxt
             tokens = [[t] for t in nxt]
         return drawn
+
+    def graph_backend(self):
+        """What captures this device's decode steps (drivers/graphs.py: `CudaGraphs`, `EagerGraphs`), or None:
+        every step runs eagerly (the default)."""
+        return None
+
+    def decode_graphs(self, mid: int, m: LoadedModel):
+        """A fresh `DecodeGraphs` for model `mid`, charging its captures to the model, or None without a backend."""
+        backend = self.graph_backend()
+        if backend is None:
+            return None
+        from .graphs import DecodeGraphs
+
+        def charge(nbytes: int) -> None:
+            if self.ledger is not None:
+                self.ledger.grow(("model", mid), nbytes, f"model {mid}'s decode graph")
+
+        return DecodeGraphs(m.model, m.kv, backend, charge)
+
+    def step_logits(self, m: LoadedModel, tokens: list[list[int]], positions: list[int],
+                    tables: list[list[int]]) -> torch.Tensor:  # fmt: skip
+        """One paged step (`PagedLM.step`): the logits of each sequence's last fed token; a decode step replays
+        its captured graph where the model has them (`LoadedModel.graphs`)."""
+        logits = m.graphs.step(tokens, positions, tables) if m.graphs is not None else None
+        return m.model.step(m.kv, tokens, positions, tables) if logits is None else logits
 
     def model_logprobs(self, mid: int, tokens: list[int]) -> list[float]:
         m = self.model(mid)
@@ -533,6 +560,7 @@ class TorchDriver(Driver):
         if self.ledger is not None:  # it now holds fewer bytes: re-charged at what it holds (this always fits)
             self.ledger.release(("model", mid))
             self.ledger.charge(("model", mid), out.bytes_after + m.kv.data.numel() * m.kv.data.element_size())
+        m.graphs = self.decode_graphs(mid, m)  # its graphs recorded the replaced layers: they go with their charge
         return out
 
     def close(self) -> None:
