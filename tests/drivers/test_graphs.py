@@ -104,13 +104,14 @@ class GraphedCpu(CpuDriver):
         return self.backend
 
 
-def generate(d, prompts: list[list[int]], new: int) -> list[int]:
-    """Greedy draws of `new` tokens for each prompt through model 1 of `d`: one prefill step, then decode steps
-    of `new - 1` each (sequence s holds blocks 4s..4s+3)."""
-    seqs = [SeqStep(tokens=p, position=0, table=list(range(4 * s, 4 * s + 4))) for s, p in enumerate(prompts)]
-    first = d.model_step(1, seqs)
+def generate(d, prompts: list[list[int]], new: int, blocks: int = 4, mid: int = 1) -> list[list[int]]:
+    """Greedy draws of `new` tokens for each prompt through model `mid` of `d`: one prefill step, then `new - 1`
+    decode steps (sequence s holds `blocks` blocks from `blocks * s` on); the tokens of each prompt."""
+    seqs = [SeqStep(tokens=p, position=0, table=list(range(blocks * s, blocks * (s + 1)))) for s, p in enumerate(prompts)]
+    first = d.model_step(mid, seqs)
     seqs = [SeqStep(tokens=[t], position=len(p), table=s.table) for t, p, s in zip(first, prompts, seqs)]
-    return first + d.model_step(1, seqs, steps=new - 1)
+    drawn = first + d.model_step(mid, seqs, steps=new - 1)
+    return [drawn[s :: len(prompts)] for s in range(len(prompts))]
 
 
 def test_the_driver_replays_decode_steps_with_the_eager_step_s_tokens_and_charges_the_model(tmp_path):
@@ -126,3 +127,17 @@ def test_the_driver_replays_decode_steps_with_the_eager_step_s_tokens_and_charge
     assert m.graphs.graphs == {} and graphed.ledger.holding(("model", 1)) < desc.param_bytes + desc.kv_bytes
     graphed.model_free(1)
     assert graphed.ledger.used == 0
+
+
+def test_bfloat16_weights_kv_and_graphed_steps_on_the_cpu(tmp_path):
+    """The mechanics of bfloat16 end to end, on the CPU (the CUDA test compares its text with float32's): the
+    weights and the KV pool hold half the bytes, and the eager and the graphed steps run in bfloat16."""
+    f32, bf16 = CpuDriver(0, {"shm_dir": str(tmp_path)}), GraphedCpu(0, {"shm_dir": str(tmp_path)})
+    a = f32.model_load(1, TARGET, CONFIG, "float32", "", kv_blocks=8, block_size=4, seed=3)
+    b = bf16.model_load(1, TARGET, CONFIG, "bfloat16", "", kv_blocks=8, block_size=4, seed=3)
+    assert (b.param_bytes, b.kv_bytes) == (a.param_bytes // 2, a.kv_bytes // 2)
+    m = bf16.models[1]
+    assert m.kv.data.dtype == torch.bfloat16 and {p.dtype for p in m.model.parameters()} == {torch.bfloat16}
+    texts = generate(bf16, [[1, 2, 3], [4, 5]], 6)
+    assert [len(t) for t in texts] == [6, 6] and bf16.backend.replays == 5
+    assert all(0 <= t < m.model.config.vocab_size for t in texts[0] + texts[1])
