@@ -26,6 +26,11 @@ round saw. Training alternates raw and llmos steps and takes the median of
 `--steps`. The greedy texts are compared: raw against one llmos call
 (`outputs_match`), and the requests one by one against the same requests at
 once (`batched_outputs_match`).
+`--dtype` sets both sides' weights and KV cache, `--graphs` has the CUDA
+driver replay decode steps as CUDA graphs, and with `--peak-bw` (the
+device's memory bandwidth, GB/s) each side's single stream is also put
+against the roofline: `roofline_frac` = weight bytes per token x tokens/s /
+peak bandwidth (each token reads every weight once).
 """
 
 import argparse
@@ -61,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16, help="training batch (default 16)")
     parser.add_argument("--window", type=int, default=128, help="training window (default 128)")
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per side (default 8)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="both sides' weights and KV cache (default float32)")
+    parser.add_argument("--graphs", action="store_true",
+                        help="the CUDA driver replays decode steps as CUDA graphs (its option graphs)")
+    parser.add_argument("--peak-bw", type=float, default=0.0, metavar="GB/S",
+                        help="the device's peak memory bandwidth: also report roofline_frac, the share of it each "
+                             "side's single stream reads weights at")  # fmt: skip
 
 
 _say = status_line("generate")
@@ -104,14 +116,17 @@ def run(args: argparse.Namespace) -> dict:
     prompts = _prompts(args.procs, args.prompt)
     blocks = args.procs * -(-(args.prompt + args.new) // 16) + 8
     dev = raw_device(args.device)
-    result: dict = {"config": config.to_dict(), "device": args.device, "raw_device": dev,
-                    "threads": torch.get_num_threads()}  # fmt: skip
+    on_dev = model.to(dev, getattr(torch, args.dtype))  # after the checkpoint was written from the CPU
+    weight_bytes = sum(p.numel() * p.element_size() for p in on_dev.parameters())
+    result: dict = {"config": config.to_dict(), "device": args.device, "raw_device": dev, "dtype": args.dtype,
+                    "graphs": args.graphs, "weight_bytes": weight_bytes, "threads": torch.get_num_threads()}  # fmt: skip
 
-    kcfg = KernelConfig(name=f"bench-generate-{os.getpid()}", runtime_dir=tmp, storage_dir=storage, log_level="error")
+    kcfg = KernelConfig(name=f"bench-generate-{os.getpid()}", runtime_dir=tmp, storage_dir=storage, log_level="error",
+                        driver_options={"cuda": {"graphs": True}} if args.graphs else {})  # fmt: skip
     with boot.start(kcfg) as kp, Client(kp.address, name="bench-generate") as c:
         # no prefix caching: the rounds repeat their prompts, which the raw side computes every time
-        handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks, cache=False).model
-        on_dev = model.to(dev)  # after the checkpoint was written from the CPU
+        handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks, cache=False,
+                              dtype=args.dtype).model  # fmt: skip
         raw = partial(_raw_generate, on_dev, torch.tensor(prompts[:1], device=dev), args.new)
         rounds, raw_out, done, batched_match = asyncio.run(generation_rounds(kp.address, c, handle, raw, prompts, args))
         best = {side: min(r[side] for r in rounds) for side in rounds[0]}
@@ -130,6 +145,10 @@ def run(args: argparse.Namespace) -> dict:
             batching_speedup=round(best["one by one"] / best["at once"], 3),
             batching_speedup_median=round(statistics.median(r["one by one"] / r["at once"] for r in rounds), 3),
         )
+        if args.peak_bw > 0:  # every token reads every weight once: bytes per token over seconds per token
+            for side in ("raw", "llmos"):
+                frac = weight_bytes * result[f"{side}_single_tok_s"] / (args.peak_bw * 1e9)
+                result[f"{side}_roofline_frac"] = float(f"{frac:.4g}")
 
         _say("training steps")
         raw_step, llmos_step = _train(c, handle, on_dev, args)
@@ -214,7 +233,7 @@ def _train(c: Client, handle: int, model, args: argparse.Namespace) -> tuple[flo
 
     stream = batches(stdlib_corpus(1 << 20), args.batch, args.window, seed=0)
     data = [next(stream) for _ in range(args.steps + 1)]
-    local = TinyGPT(model.config).to(model.tok_emb.weight.device)
+    local = TinyGPT(model.config).to(model.tok_emb.weight.device, model.tok_emb.weight.dtype)
     local.load_state_dict(model.state_dict())
     opt = make_optimizer(local)
     raw, through = [], []
@@ -235,7 +254,8 @@ def report(r: dict) -> str:
     return "\n".join(
         [
             f"tinygpt d_model {r['config']['d_model']}, {r['config']['n_layers']} layers on {r['device']}, raw side on "
-            f"{r['raw_device']} ({r['threads']} torch threads); greedy texts match: {r['outputs_match']}, "
+            f"{r['raw_device']}, {r['dtype']}{', CUDA graphs' if r['graphs'] else ''} ({r['threads']} torch threads); "
+            f"greedy texts match: {r['outputs_match']}, "
             f"batched texts match: {r['batched_outputs_match']}",
             f"single stream   raw {r['raw_single_tok_s']:8.1f} tok/s   llmos {r['llmos_single_tok_s']:8.1f} tok/s"
             f"   single_stream_ratio {r['single_stream_ratio']:.3f}  (target >= 0.85; median of rounds {r['single_stream_ratio_median']:.3f})",
@@ -244,4 +264,6 @@ def report(r: dict) -> str:
             f"training step   raw {r['raw_train_step_ms']:8.2f} ms   llmos {r['llmos_train_step_ms']:8.2f} ms"
             f"   train_step_ratio {r['train_step_ratio']:.3f}  (target >= 0.9)",
         ]
+        + ([f"roofline        raw {r['raw_roofline_frac']:.4g}   llmos {r['llmos_roofline_frac']:.4g}   of the peak "
+            f"bandwidth, reading {r['weight_bytes']} weight bytes a token"] if "llmos_roofline_frac" in r else [])
     )

@@ -128,12 +128,15 @@ def test_demo_trains_then_four_processes_share_the_device_and_it_exits_cleanly(t
 @pytest.mark.slow
 def test_bench_generate_json_has_the_promised_keys_and_both_sides_agree():
     small = ["--d-model", "32", "--layers", "1", "--heads", "2", "--prompt", "8", "--new", "16", "--procs", "3",
-             "--repeats", "2", "--pairs", "1", "--batch", "2", "--window", "16", "--steps", "2"]  # fmt: skip
+             "--repeats", "2", "--pairs", "1", "--batch", "2", "--window", "16", "--steps", "2", "--peak-bw", "100"]  # fmt: skip
     result = json.loads(llmos("bench", "generate", "--json", *small, timeout=240).stdout)
     assert {"single_stream_ratio", "batching_speedup", "train_step_ratio", "raw_single_tok_s", "concurrent_tok_s",
             "single_stream_ratio_median", "batching_speedup_median"} <= set(result)  # fmt: skip
     assert result["outputs_match"] is True  # llmos and plain torch wrote the same greedy text
     assert (result["device"], result["raw_device"]) == ("cpu", "cpu")  # both sides on one device, and said so
+    assert (result["dtype"], result["graphs"]) == ("float32", False)
+    per_token = result["weight_bytes"] / 100e9  # seconds a token's weights take at 100 GB/s
+    assert result["llmos_roofline_frac"] == pytest.approx(per_token * result["llmos_single_tok_s"], rel=1e-2)
     assert result["batched_outputs_match"] is True  # and batching changed no text
     assert min(result["single_stream_ratio"], result["batching_speedup"], result["train_step_ratio"]) > 0
     assert min(result["single_stream_ratio_median"], result["batching_speedup_median"]) > 0
