@@ -494,15 +494,15 @@ class TorchDriver(Driver):
             raise DriverError(Errno.EINVAL, f"a shard of {len(tokens)} windows of a batch of {total}")
         if layout_of(m.model):  # the kernel refuses it too; this catches a step queued behind the change
             raise DriverError(Errno.EINVAL, "a compressed model does not train")
-        if m.optimizer is None and self.ledger is not None:  # gradients and optimizer state, as the kernel charges
-            self.ledger.grow(("model", mid), OPTIMIZER_COPIES * held_bytes(m.model), f"training model {mid}")
+        if m.optimizer is None:  # its first step: charged for gradients and optimizer state, as the kernel does
+            if self.ledger is not None:
+                self.ledger.grow(("model", mid), OPTIMIZER_COPIES * held_bytes(m.model), f"training model {mid}")
+            m.optimizer = make_optimizer(m.model)
         try:
             batch = torch.tensor(tokens, dtype=torch.long, device=self.device)
-            if m.optimizer is None:
-                m.optimizer = make_optimizer(m.model)
-                if m.optimizer_state is not None:
-                    m.optimizer.load_state_dict(m.optimizer_state)
-                    m.optimizer_state = None
+            if m.optimizer_state is not None:  # from the checkpoint, once
+                m.optimizer.load_state_dict(m.optimizer_state)
+                m.optimizer_state = None
             set_hyperparams(m.optimizer, lr, weight_decay)
             share = len(tokens) / total if grouped else 1.0
             loss, norm = train_step(m.model, m.optimizer, batch, clip, share, m.group.sum if grouped else None)

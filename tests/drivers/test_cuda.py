@@ -3,7 +3,7 @@ torch's allocator, decode graphs on and off, bfloat16 against float32."""
 
 import pytest
 import torch
-from test_graphs import CONFIG, TARGET, generate
+from test_graphs import TARGET, generate
 
 from llmos.drivers.conformance import DriverConformance
 from llmos.drivers.cuda.driver import CudaDriver

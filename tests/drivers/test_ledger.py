@@ -54,6 +54,8 @@ def test_a_driver_charges_tensors_and_models_and_releases_them():
     desc = d.model_load(1, TARGET, CONFIG, "float32", "", kv_blocks=4, block_size=4, seed=3)
     model_bytes = desc.param_bytes + desc.kv_bytes  # what the kernel charges for it
     assert d.ledger.held == {("tensor", 1): 400, ("model", 1): model_bytes}
+    bad = [[1, 2, 3, 10**6]]  # a token past the vocabulary: the step fails after the charge
+    assert errno_of(lambda: d.model_train_step(1, bad, lr=1e-3, weight_decay=0.0, clip=1.0)) == Errno.EINVAL
     d.model_train_step(1, [[1, 2, 3, 4]] * 2, lr=1e-3, weight_decay=0.0, clip=1.0)
     assert d.ledger.holding(("model", 1)) == model_bytes + OPTIMIZER_COPIES * desc.param_bytes  # charged once
     d.model_train_step(1, [[1, 2, 3, 4]] * 2, lr=1e-3, weight_decay=0.0, clip=1.0)
