@@ -63,6 +63,10 @@ bench() {
     fi
 }
 
+if ! ls .whl/*.whl > /dev/null 2>&1; then
+    echo "no wheels in .whl/: run 'benchmarks/gpu_check.sh wheels' where there is network, and carry .whl along"
+    exit 1
+fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-build-isolation --target /tmp/site .whl/*.whl . || exit 1
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
 nvidia-smi -L
