@@ -20,7 +20,7 @@
 set -u
 
 WHEELS="msgspec==0.23.0 pyzmq==27.3.0 structlog==26.1.0 cryptography==51.0.1 cffi==2.1.1 pycparser==3.12
-        starlette==1.10.0 uvicorn==0.55.0"
+        starlette==1.10.0 uvicorn==0.55.0 setuptools==84.2.1"  # (setuptools: to build llmos there)
 
 if [ "${1:-}" = "wheels" ]; then
     exec python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -67,8 +67,9 @@ if ! ls .whl/*.whl > /dev/null 2>&1; then
     echo "no wheels in .whl/: run 'benchmarks/gpu_check.sh wheels' where there is network, and carry .whl along"
     exit 1
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --no-build-isolation --target /tmp/site .whl/*.whl . || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
+python3 -m pip install -q --no-index --no-deps --no-compile --no-build-isolation --target /tmp/site . || exit 1
 nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 
