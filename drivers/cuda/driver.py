@@ -7,13 +7,13 @@ the option `capacity_bytes` says so. The driver enforces it with its own byte
 ledger (drivers/ledger.py): the tensors and models (weights and KV pools,
 then optimizer state) it gives out are charged before they are allocated, a
 decode graph's memory once it is captured, and past the capacity the answer
-is ENOMEM. It does not cap torch's
-caching allocator: that would count the blocks torch keeps cached and
-whatever else the process holds on the GPU, not what the device gave out.
-Torch's own out-of-memory error is ENOMEM too. On a machine without a GPU
-`count()` is 0: the host of `cuda0` says so in its Hello and the kernel marks
-the kind absent. Each op waits for the GPU to finish, so an op's failure is
-reported by that op and the host's `wall_s` is the GPU's time.
+is ENOMEM. It does not cap torch's caching allocator: that would count the
+blocks torch keeps cached and whatever else the process holds on the GPU,
+not what the device gave out. Torch's own out-of-memory error is ENOMEM too.
+On a machine without a GPU `count()` is 0: the host of `cuda0` says so in its
+Hello and the kernel marks the kind absent. Each op waits for the GPU to
+finish, so an op's failure is reported by that op and the host's `wall_s` is
+the GPU's time.
 
 Option `graphs` (default false): capture each model's decode steps as CUDA
 graphs, one per batch and context bucket, and replay them, so that a decode
