@@ -1,7 +1,10 @@
 """Generation and training through llmos against the same model run in-process with plain torch.
 
 One run, one model (tinygpt, seeded weights, written as a checkpoint and
-loaded by the kernel, so both sides hold the same weights), one device:
+loaded by the kernel, so both sides hold the same weights), one device: the
+raw side's model and inputs are moved to the torch device of llmos's
+`--device` (`raw_device`: `cudaN` is `cuda:N`, every other kind computes on
+the host CPU), so a GPU run compares a GPU with a GPU:
   single stream  greedy generation of `--new` tokens from a `--prompt`-token
                  prompt: in-process with a contiguous KV cache
                  (`greedy_contiguous`, the raw baseline) vs one generate call
@@ -23,11 +26,17 @@ round saw. Training alternates raw and llmos steps and takes the median of
 `--steps`. The greedy texts are compared: raw against one llmos call
 (`outputs_match`), and the requests one by one against the same requests at
 once (`batched_outputs_match`).
+`--dtype` sets both sides' weights and KV cache, `--graphs` has the CUDA
+driver replay decode steps as CUDA graphs, and with `--peak-bw` (the
+device's memory bandwidth, GB/s) each side's single stream is also put
+against the roofline: `roofline_frac` = weight bytes per token x tokens/s /
+peak bandwidth (each token reads every weight once).
 """
 
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -57,9 +66,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16, help="training batch (default 16)")
     parser.add_argument("--window", type=int, default=128, help="training window (default 128)")
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per side (default 8)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="both sides' weights and KV cache (default float32)")
+    parser.add_argument("--graphs", action="store_true",
+                        help="the CUDA driver replays decode steps as CUDA graphs (its option graphs)")
+    parser.add_argument("--peak-bw", type=float, default=0.0, metavar="GB/S",
+                        help="the device's peak memory bandwidth: also report roofline_frac, the share of it each "
+                             "side's single stream reads weights at")  # fmt: skip
 
 
 _say = status_line("generate")
+
+
+def raw_device(device: str) -> str:
+    """The torch device the raw side runs on for llmos device `device`: `cuda:N` for `cudaN`, else "cpu"
+    (the CPU's devices, the mock TPU, which computes on the host, and any other kind llmos may serve)."""
+    cuda = re.fullmatch(r"cuda(\d*)", device)
+    return f"cuda:{cuda[1] or 0}" if cuda else "cpu"
 
 
 def _prompts(n: int, length: int) -> list[list[int]]:
@@ -75,7 +98,6 @@ def run(args: argparse.Namespace) -> dict:
     import torch  # here, not at the top: `llmos --help` should not load torch
 
     from llmos.drivers.models.checkpoint import save_checkpoint
-    from llmos.drivers.models.reference import greedy_contiguous
     from llmos.drivers.models.tinygpt import TinyGPT, TinyGPTConfig
     from llmos.drivers.models.tokenizer import EOS, ByteTokenizer
 
@@ -93,13 +115,19 @@ def run(args: argparse.Namespace) -> dict:
     save_checkpoint(os.path.join(storage, "bench.safetensors"), model)
     prompts = _prompts(args.procs, args.prompt)
     blocks = args.procs * -(-(args.prompt + args.new) // 16) + 8
-    result: dict = {"config": config.to_dict(), "device": args.device, "threads": torch.get_num_threads()}
+    dev = raw_device(args.device)
+    on_dev = model.to(dev, getattr(torch, args.dtype))  # after the checkpoint was written from the CPU
+    weight_bytes = sum(p.numel() * p.element_size() for p in on_dev.parameters())
+    result: dict = {"config": config.to_dict(), "device": args.device, "raw_device": dev, "dtype": args.dtype,
+                    "graphs": args.graphs, "weight_bytes": weight_bytes, "threads": torch.get_num_threads()}  # fmt: skip
 
-    kcfg = KernelConfig(name=f"bench-generate-{os.getpid()}", runtime_dir=tmp, storage_dir=storage, log_level="error")
+    kcfg = KernelConfig(name=f"bench-generate-{os.getpid()}", runtime_dir=tmp, storage_dir=storage, log_level="error",
+                        driver_options={"cuda": {"graphs": True}} if args.graphs else {})  # fmt: skip
     with boot.start(kcfg) as kp, Client(kp.address, name="bench-generate") as c:
         # no prefix caching: the rounds repeat their prompts, which the raw side computes every time
-        handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks, cache=False).model
-        raw = partial(greedy_contiguous, model, torch.tensor(prompts[:1]), args.new)
+        handle = c.model_load(args.device, "tinygpt", checkpoint="bench.safetensors", kv_blocks=blocks, cache=False,
+                              dtype=args.dtype).model  # fmt: skip
+        raw = partial(_raw_generate, on_dev, torch.tensor(prompts[:1], device=dev), args.new)
         rounds, raw_out, done, batched_match = asyncio.run(generation_rounds(kp.address, c, handle, raw, prompts, args))
         best = {side: min(r[side] for r in rounds) for side in rounds[0]}
         ids = raw_out[0].tolist()
@@ -117,9 +145,13 @@ def run(args: argparse.Namespace) -> dict:
             batching_speedup=round(best["one by one"] / best["at once"], 3),
             batching_speedup_median=round(statistics.median(r["one by one"] / r["at once"] for r in rounds), 3),
         )
+        if args.peak_bw > 0:  # every token reads every weight once: bytes per token over seconds per token
+            for side in ("raw", "llmos"):
+                frac = weight_bytes * result[f"{side}_single_tok_s"] / (args.peak_bw * 1e9)
+                result[f"{side}_roofline_frac"] = float(f"{frac:.4g}")
 
         _say("training steps")
-        raw_step, llmos_step = _train(c, handle, model, args)
+        raw_step, llmos_step = _train(c, handle, on_dev, args)
         result.update(
             raw_train_step_ms=round(raw_step * 1e3, 2),
             llmos_train_step_ms=round(llmos_step * 1e3, 2),
@@ -129,6 +161,14 @@ def run(args: argparse.Namespace) -> dict:
     runtime.remove(kp.dir)
     print("\r" + " " * 80 + "\r", end="", file=sys.stderr, flush=True)
     return result
+
+
+def _raw_generate(model, prompts, new: int):
+    """`greedy_contiguous` on the model's device, its tokens copied back to the CPU: the copy waits for the
+    device, so the raw side's clock stops when its work is done, as llmos's does."""
+    from llmos.drivers.models.reference import greedy_contiguous
+
+    return greedy_contiguous(model, prompts, new).cpu()
 
 
 async def generation_rounds(address: str, c: Client, handle: int, raw, prompts: list[list[int]],
@@ -186,13 +226,14 @@ async def generation_rounds(address: str, c: Client, handle: int, raw, prompts: 
 
 
 def _train(c: Client, handle: int, model, args: argparse.Namespace) -> tuple[float, float]:
-    """Median seconds of one training step in-process and through llmos, on the same batches."""
+    """Median seconds of one training step in-process (on `model`'s device) and through llmos, on the same
+    batches (`train_step` moves each to the device and reads its loss back, so a step's time is the device's)."""
     from llmos.drivers.models.tinygpt import TinyGPT
     from llmos.drivers.models.train import batches, make_optimizer, stdlib_corpus, train_step
 
     stream = batches(stdlib_corpus(1 << 20), args.batch, args.window, seed=0)
     data = [next(stream) for _ in range(args.steps + 1)]
-    local = TinyGPT(model.config)
+    local = TinyGPT(model.config).to(model.tok_emb.weight.device, model.tok_emb.weight.dtype)
     local.load_state_dict(model.state_dict())
     opt = make_optimizer(local)
     raw, through = [], []
@@ -212,8 +253,9 @@ def report(r: dict) -> str:
     """A table for people."""
     return "\n".join(
         [
-            f"tinygpt d_model {r['config']['d_model']}, {r['config']['n_layers']} layers on {r['device']} "
-            f"({r['threads']} torch threads); greedy texts match: {r['outputs_match']}, "
+            f"tinygpt d_model {r['config']['d_model']}, {r['config']['n_layers']} layers on {r['device']}, raw side on "
+            f"{r['raw_device']}, {r['dtype']}{', CUDA graphs' if r['graphs'] else ''} ({r['threads']} torch threads); "
+            f"greedy texts match: {r['outputs_match']}, "
             f"batched texts match: {r['batched_outputs_match']}",
             f"single stream   raw {r['raw_single_tok_s']:8.1f} tok/s   llmos {r['llmos_single_tok_s']:8.1f} tok/s"
             f"   single_stream_ratio {r['single_stream_ratio']:.3f}  (target >= 0.85; median of rounds {r['single_stream_ratio_median']:.3f})",
@@ -222,4 +264,6 @@ def report(r: dict) -> str:
             f"training step   raw {r['raw_train_step_ms']:8.2f} ms   llmos {r['llmos_train_step_ms']:8.2f} ms"
             f"   train_step_ratio {r['train_step_ratio']:.3f}  (target >= 0.9)",
         ]
+        + ([f"roofline        raw {r['raw_roofline_frac']:.4g}   llmos {r['llmos_roofline_frac']:.4g}   of the peak "
+            f"bandwidth, reading {r['weight_bytes']} weight bytes a token"] if "llmos_roofline_frac" in r else [])
     )

@@ -5,7 +5,9 @@ One run, one folder: a tiny random Llama (`--layers` layers, d `--d-model`,
 byte-level BPE tokenizer of `--vocab` tokens trained with `tokenizers` on the
 standard library's sources, written with `save_pretrained` into the kernel's
 models directory and loaded by both sides from there (same weights, same
-tokenizer). Greedy decoding of `--new` tokens from `--prompt`-token prompts:
+tokenizer; transformers' model and inputs on the torch device of `--device`,
+`raw_device`, as in `llmos bench generate`). Greedy decoding of `--new`
+tokens from `--prompt`-token prompts:
   single stream  `transformers`' own `generate(do_sample=False,
                  use_cache=True)` in this process (what a user would
                  otherwise pick) vs one generate call through llmos (paged
@@ -31,7 +33,7 @@ from llmos.kernel.config import KernelConfig
 from llmos.syscalls import runtime
 from llmos.userland.client import Client
 
-from .generate import generation_rounds
+from .generate import generation_rounds, raw_device
 from .status import status_line
 
 
@@ -100,16 +102,18 @@ def run(args: argparse.Namespace) -> dict:
     models_dir = os.path.join(tmp, "models")
     _say("training the tokenizer, writing the folder")
     model, tok, texts = make_folder(os.path.join(models_dir, "tiny-llama"), args)
+    dev = raw_device(args.device)
+    model = model.to(dev)  # after the folder was written from the CPU
     prompts = [tok(text[1000:4000])["input_ids"][: args.prompt] for text in texts[: args.procs]]
     blocks = args.procs * -(-(args.prompt + args.new) // 16) + 8
 
     def reference() -> list[int]:
         with torch.no_grad():
-            out = model.generate(torch.tensor(prompts[:1]), max_new_tokens=args.new, do_sample=False, use_cache=True,
+            out = model.generate(torch.tensor(prompts[:1], device=dev), max_new_tokens=args.new, do_sample=False, use_cache=True,
                                  pad_token_id=tok.eos_token_id)  # fmt: skip
         return out[0, args.prompt :].tolist()
 
-    result: dict = {"config": _shape(args), "device": args.device,
+    result: dict = {"config": _shape(args), "device": args.device, "raw_device": dev,
                     "threads": torch.get_num_threads(), "transformers": transformers.__version__}  # fmt: skip
     kcfg = KernelConfig(name=f"bench-hf-{os.getpid()}", runtime_dir=tmp, models_dir=models_dir, log_level="error")
     with boot.start(kcfg) as kp, Client(kp.address, name="bench-hf") as c:
@@ -149,7 +153,7 @@ def report(r: dict) -> str:
     return "\n".join(
         [
             f"tiny Llama d_model {cfg['d_model']}, {cfg['layers']} layers, {cfg['heads']} heads / {cfg['kv_heads']} KV heads, "
-            f"{cfg['vocab']}-token BPE on {r['device']} ({r['threads']} torch threads, transformers {r['transformers']}); "
+            f"{cfg['vocab']}-token BPE on {r['device']}, transformers on {r['raw_device']} ({r['threads']} torch threads, transformers {r['transformers']}); "
             f"greedy texts match: {r['outputs_match']}, batched texts match: {r['batched_outputs_match']}",
             f"single stream   transformers {r['hf_single_tok_s']:8.1f} tok/s   llmos {r['llmos_single_tok_s']:8.1f} tok/s"
             f"   hf_single_stream_ratio {r['hf_single_stream_ratio']:.3f}  (target >= 1.0; median of rounds "

@@ -27,7 +27,9 @@ from llmos.syscalls.dtypes import ITEMSIZE, nbytes
 from llmos.syscalls.ops import OPS
 
 from . import ops
+from .errors import DriverError
 from .group import GroupError, join, open_store
+from .ledger import OPTIMIZER_COPIES, MemoryLedger
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -46,15 +48,6 @@ def weights_digest(model: torch.nn.Module) -> str:
 def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of an ABI dtype name (the ABI uses torch's names)."""
     return getattr(torch, name)
-
-
-class DriverError(Exception):
-    """A failure the kernel reports to the caller with this errno."""
-
-    def __init__(self, errno: Errno, message: str):
-        super().__init__(message)
-        self.errno = errno
-        self.message = message
 
 
 class Driver:
@@ -199,10 +192,16 @@ class LoadedModel:
         self.optimizer_state = optimizer_state
         self.store = None  # rank 0's rendezvous store (group_open), until the group is joined
         self.group = None  # its process group (group_join)
+        self.graphs = None  # its captured decode steps (drivers/graphs.py), where the driver captures them
 
 
 class TorchDriver(Driver):
-    """A driver whose tensors are torch tensors on `self.device`; subclasses add capacity."""
+    """A driver whose tensors are torch tensors on `self.device`; subclasses add capacity.
+
+    A subclass that enforces its capacity itself sets `ledger` (drivers/ledger.py):
+    every tensor it allocates and every model it loads is then charged there
+    first, and released when freed.
+    """
 
     device: ClassVar[str] = "cpu"
 
@@ -213,6 +212,7 @@ class TorchDriver(Driver):
         self.tensors: dict[int, torch.Tensor] = {}  # tensors this driver allocated, by id
         self.mapped: dict[str, torch.Tensor] = {}  # shared-memory path -> the whole file, mapped (host-visible)
         self.models: dict[int, LoadedModel] = {}
+        self.ledger: MemoryLedger | None = None  # the device's own byte accounting, where it keeps one
 
     def dtypes(self) -> list[str]:
         """The ABI dtypes this device supports."""
@@ -223,13 +223,22 @@ class TorchDriver(Driver):
         return torch.empty(t.shape, dtype=torch_dtype(t.dtype), device=self.device)
 
     def alloc(self, t: TensorDesc) -> None:
-        """Allocate with `new_tensor`: EINVAL for an id in use, ENOMEM for torch's own out-of-memory."""
+        """Allocate with `new_tensor`: EINVAL for an id in use, ENOMEM past the ledger's capacity (where there is
+        one) or for torch's own out-of-memory."""
         if t.tid in self.tensors:
             raise DriverError(Errno.EINVAL, f"tensor {t.tid} already exists on this device")
+        if self.ledger is not None:
+            self.ledger.charge(("tensor", t.tid), nbytes(t.shape, t.dtype), f"tensor {t.tid} ({t.shape} {t.dtype})")
         try:
             self.tensors[t.tid] = self.new_tensor(t)
         except (RuntimeError, OSError) as exc:  # the device's own out-of-memory
+            self.release(("tensor", t.tid))
             raise DriverError(Errno.ENOMEM, f"the device could not allocate {t.shape} {t.dtype}: {exc}") from exc
+
+    def release(self, holder: tuple[str, int]) -> None:
+        """Drop a tensor's or a model's charge from the ledger (where there is one)."""
+        if self.ledger is not None:
+            self.ledger.release(holder)
 
     def tensor(self, tid: int) -> torch.Tensor:
         """The tensor with this id, or EINVAL."""
@@ -270,6 +279,7 @@ class TorchDriver(Driver):
     def free(self, tid: int) -> None:
         self.tensor(tid)
         del self.tensors[tid]
+        self.release(("tensor", tid))
 
     def write(self, tid: int, data: memoryview) -> None:
         dst = self.tensor(tid)
@@ -362,10 +372,13 @@ class TorchDriver(Driver):
         except (RuntimeError, ValueError) as exc:
             raise DriverError(Errno.ENOMEM, f"the device could not hold the model: {exc}") from exc
         step, optimizer_state = (ckpt.step, ckpt.optimizer_state) if ckpt is not None else (0, None)
-        self.models[mid] = LoadedModel(arch.name, model, kv, step, optimizer_state)
+        kv_bytes = kv.data.numel() * kv.data.element_size()
+        if self.ledger is not None:  # (refused: the model and its pool are dropped with this frame)
+            self.ledger.charge(("model", mid), held_bytes(model) + kv_bytes, f"model {mid} ({arch.name})")
+        self.models[mid] = m = LoadedModel(arch.name, model, kv, step, optimizer_state)
+        m.graphs = self.decode_graphs(mid, m)
         layout = layout_of(model)  # a compressed model's matrices are buffers: count their weights too
         params = sum(p.numel() for p in model.parameters()) + sum(s["out"] * s["in"] for s in layout.values())
-        kv_bytes = kv.data.numel() * kv.data.element_size()
         return ModelDesc(
             config=model.config.to_dict(), params=params, param_bytes=held_bytes(model), kv_bytes=kv_bytes, step=step,
             compression=describe(layout), sha256=file_sha256(checkpoint) if checkpoint else folder_sha256(folder) if folder else "",
@@ -381,6 +394,7 @@ class TorchDriver(Driver):
     def model_free(self, mid: int) -> None:
         self.model(mid)
         del self.models[mid]
+        self.release(("model", mid))
 
     def model_step(self, mid: int, seqs: list[SeqStep], steps: int = 1, moves: list[BlockMove] = ()) -> list[int]:
         from .models.decoding import SamplingParams
@@ -401,7 +415,7 @@ class TorchDriver(Driver):
         greedy = all(p.temperature == 0.0 for p in params)
         for _ in range(steps):
             try:
-                logits = m.model.step(m.kv, tokens, positions, tables)
+                logits = self.step_logits(m, tokens, positions, tables)
             except ValueError as exc:
                 raise DriverError(Errno.EINVAL, f"step failed: {exc}") from exc
             positions = [p + len(t) for p, t in zip(positions, tokens)]
@@ -416,6 +430,31 @@ class TorchDriver(Driver):
             drawn += nxt
             tokens = [[t] for t in nxt]
         return drawn
+
+    def graph_backend(self):
+        """What captures this device's decode steps (drivers/graphs.py: `CudaGraphs`, `EagerGraphs`), or None:
+        every step runs eagerly (the default)."""
+        return None
+
+    def decode_graphs(self, mid: int, m: LoadedModel):
+        """A fresh `DecodeGraphs` for model `mid`, charging its captures to the model, or None without a backend."""
+        backend = self.graph_backend()
+        if backend is None:
+            return None
+        from .graphs import DecodeGraphs
+
+        def charge(nbytes: int) -> None:
+            if self.ledger is not None:
+                self.ledger.grow(("model", mid), nbytes, f"model {mid}'s decode graph")
+
+        return DecodeGraphs(m.model, m.kv, backend, charge)
+
+    def step_logits(self, m: LoadedModel, tokens: list[list[int]], positions: list[int],
+                    tables: list[list[int]]) -> torch.Tensor:  # fmt: skip
+        """One paged step (`PagedLM.step`): the logits of each sequence's last fed token; a decode step replays
+        its captured graph where the model has them (`LoadedModel.graphs`)."""
+        logits = m.graphs.step(tokens, positions, tables) if m.graphs is not None else None
+        return m.model.step(m.kv, tokens, positions, tables) if logits is None else logits
 
     def model_logprobs(self, mid: int, tokens: list[int]) -> list[float]:
         m = self.model(mid)
@@ -446,7 +485,7 @@ class TorchDriver(Driver):
 
     def model_train_step(self, mid: int, tokens: list[list[int]], lr: float, weight_decay: float, clip: float,
                          total: int = 0, grouped: bool = False) -> TrainOut:  # fmt: skip
-        from .models.compress import layout_of
+        from .models.compress import held_bytes, layout_of
         from .models.train import make_optimizer, set_hyperparams, train_step
 
         m = self.model(mid)
@@ -456,13 +495,15 @@ class TorchDriver(Driver):
             raise DriverError(Errno.EINVAL, f"a shard of {len(tokens)} windows of a batch of {total}")
         if layout_of(m.model):  # the kernel refuses it too; this catches a step queued behind the change
             raise DriverError(Errno.EINVAL, "a compressed model does not train")
+        if m.optimizer is None:  # its first step: charged for gradients and optimizer state, as the kernel does
+            if self.ledger is not None:
+                self.ledger.grow(("model", mid), OPTIMIZER_COPIES * held_bytes(m.model), f"training model {mid}")
+            m.optimizer = make_optimizer(m.model)
         try:
             batch = torch.tensor(tokens, dtype=torch.long, device=self.device)
-            if m.optimizer is None:
-                m.optimizer = make_optimizer(m.model)
-                if m.optimizer_state is not None:
-                    m.optimizer.load_state_dict(m.optimizer_state)
-                    m.optimizer_state = None
+            if m.optimizer_state is not None:  # from the checkpoint, once
+                m.optimizer.load_state_dict(m.optimizer_state)
+                m.optimizer_state = None
             set_hyperparams(m.optimizer, lr, weight_decay)
             share = len(tokens) / total if grouped else 1.0
             loss, norm = train_step(m.model, m.optimizer, batch, clip, share, m.group.sum if grouped else None)
@@ -517,9 +558,15 @@ class TorchDriver(Driver):
         except (ValueError, IndexError, RuntimeError) as exc:
             raise DriverError(Errno.EINVAL, f"cannot compress the model: {exc}") from exc
         m.optimizer, m.optimizer_state = None, None  # a compressed model does not train: its optimizer state goes
+        if self.ledger is not None:  # it now holds fewer bytes: re-charged at what it holds (this always fits)
+            self.ledger.release(("model", mid))
+            self.ledger.charge(("model", mid), out.bytes_after + m.kv.data.numel() * m.kv.data.element_size())
+        m.graphs = self.decode_graphs(mid, m)  # its graphs recorded the replaced layers: they go with their charge
         return out
 
     def close(self) -> None:
         self.tensors.clear()
         self.mapped.clear()
         self.models.clear()
+        if self.ledger is not None:
+            self.ledger.clear()

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from llmos.drivers.ledger import OPTIMIZER_COPIES
 from llmos.services.memory.kv import KVCache
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
@@ -60,9 +61,6 @@ _desc_decoder = msgspec.msgpack.Decoder(proto.ModelDesc)
 _digest_decoder = msgspec.msgpack.Decoder(str)
 _floats_decoder = msgspec.msgpack.Decoder(list[float])
 _train_decoder = msgspec.msgpack.Decoder(proto.TrainOut)
-
-OPTIMIZER_COPIES = 3
-"""Training memory per weight byte: its gradient and AdamW's two moment estimates."""
 
 
 @dataclass(eq=False)

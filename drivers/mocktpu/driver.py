@@ -12,9 +12,10 @@ through this process (DWrite/DRead), as for a real accelerator.
   stored in the output's dtype (a float32 result holds bfloat16-rounded
   values). Integer and bool ops compute exactly. Supported dtypes are those a
   TPU handles natively (`DTYPES`): no float64, float16 or int64.
-- **Memory.** The driver enforces its HBM capacity itself: an allocation that
-  would take its tensors past `hbm_bytes` fails with ENOMEM, whatever the
-  kernel's accounting said.
+- **Memory.** The driver enforces its HBM capacity itself, with a byte
+  ledger (drivers/ledger.py): a tensor or model that would take what it
+  holds past `hbm_bytes` fails with ENOMEM, whatever the kernel's accounting
+  said.
 - **Time.** `run_op` returns the op's simulated seconds from the roofline cost
   model (`cost.op_seconds`); the host reports them to the kernel as `sim_s`.
 
@@ -29,11 +30,11 @@ import torch
 
 from llmos.syscalls import Errno
 from llmos.syscalls.driver import DeviceSpec, TensorDesc
-from llmos.syscalls.dtypes import nbytes
 from llmos.syscalls.ops import OPS
 
 from .. import costmodel
 from ..base import DriverError, TorchDriver
+from ..ledger import MemoryLedger
 from .cost import op_seconds
 
 PRESET = costmodel.device("mocktpu")
@@ -92,7 +93,7 @@ class MockTpuDriver(TorchDriver):
         super().__init__(index, options)
         self.config = TpuConfig.from_options(options)
         self.cost = self.config.roofline()
-        self.used = 0
+        self.ledger = MemoryLedger(self.config.hbm_bytes, "HBM")
 
     @classmethod
     def count(cls, options: dict | None = None) -> int:
@@ -118,22 +119,10 @@ class MockTpuDriver(TorchDriver):
         )
 
     def alloc(self, t: TensorDesc) -> None:
-        """Allocate in HBM: EINVAL for a dtype the chip lacks, ENOMEM past `hbm_bytes`."""
+        """Allocate in HBM: EINVAL for a dtype the chip lacks, ENOMEM past `hbm_bytes` (the ledger's)."""
         if t.dtype not in DTYPES:
             raise DriverError(Errno.EINVAL, f"mocktpu has no {t.dtype}; it supports {', '.join(DTYPES)}")
-        size = nbytes(t.shape, t.dtype)
-        if self.used + size > self.config.hbm_bytes:
-            raise DriverError(
-                Errno.ENOMEM,
-                f"{size} bytes do not fit in HBM: {self.used} of {self.config.hbm_bytes} bytes in use",
-            )
         super().alloc(t)
-        self.used += size
-
-    def free(self, tid: int) -> None:
-        t = self.tensor(tid)
-        super().free(tid)
-        self.used -= t.numel() * t.element_size()
 
     def operand(self, t: torch.Tensor) -> torch.Tensor:
         """Floating inputs are computed in bfloat16, as the matrix units do."""
@@ -143,6 +132,3 @@ class MockTpuDriver(TorchDriver):
         """The op's simulated seconds from the roofline cost model."""
         return op_seconds(self.cost, self.config.overhead_s, op, [t.shape for t in inputs], out.shape, out.dtype)
 
-    def close(self) -> None:
-        super().close()
-        self.used = 0

@@ -151,6 +151,28 @@ def causal_attention(q: torch.Tensor, kv: torch.Tensor, dropout_p: float = 0.0) 
     return att.transpose(1, 2).flatten(2)
 
 
+def check_step(
+    tokens: Sequence[Sequence[int]],
+    positions: Sequence[int],
+    block_tables: Sequence[Sequence[int]],
+    block_size: int,
+    max_len: int,
+) -> list[int]:
+    """Each sequence's context length after a step of these arguments; ValueError unless they describe a valid
+    step (see `StepPlan`)."""
+    if not (len(tokens) == len(positions) == len(block_tables)) or not tokens:
+        raise ValueError("step needs one token list, position and block table per sequence, and at least one")
+    if min(len(t) for t in tokens) < 1 or min(positions) < 0:
+        raise ValueError("every sequence must feed at least one token at a position >= 0")
+    ends = [p + len(t) for p, t in zip(positions, tokens)]
+    if max(ends) > max_len:
+        raise ValueError(f"a position exceeds max_len {max_len}")
+    for table, end in zip(block_tables, ends):
+        if len(table) * block_size < end:
+            raise ValueError(f"a block table of {len(table)} blocks cannot hold {end} positions")
+    return ends
+
+
 class StepPlan:
     """The index bookkeeping of one paged step, shared by all the model's layers.
 
@@ -175,18 +197,9 @@ class StepPlan:
         max_len: int,
     ):
         S = len(tokens)
-        if not (S == len(positions) == len(block_tables)) or S == 0:
-            raise ValueError("step needs one token list, position and block table per sequence, and at least one")
         bs = kv.block_size
         lens = [len(t) for t in tokens]
-        ends = [p + n for p, n in zip(positions, lens)]  # context length of each sequence after this step
-        if min(lens) < 1 or min(positions) < 0:
-            raise ValueError("every sequence must feed at least one token at a position >= 0")
-        if max(ends) > max_len:
-            raise ValueError(f"a position exceeds max_len {max_len}")
-        for table, end in zip(block_tables, ends):
-            if len(table) * bs < end:
-                raise ValueError(f"a block table of {len(table)} blocks cannot hold {end} positions")
+        ends = check_step(tokens, positions, block_tables, bs, max_len)
         self.kv = kv
         self.S, self.Tq, self.Tk = S, max(lens), max(ends)
         Tq, Tk = self.Tq, self.Tk
@@ -306,7 +319,11 @@ class PagedLM(nn.Module):
         values are written into those blocks before attention reads them, so
         after the call the cache holds the sequence up to its last fed token.
         """
-        plan = StepPlan(kv, tokens, positions, block_tables, self.config.max_len)
+        return self.run_plan(StepPlan(kv, tokens, positions, block_tables, self.config.max_len))
+
+    def run_plan(self, plan) -> torch.Tensor:
+        """The layers over a step's plan: a `StepPlan`, or the fixed-shape `DecodePlan` a CUDA graph replays
+        (decode_plan.py); both give `tokens`, `positions`, `attend` and `last`. Logits [S, vocab]."""
         x, ctx = self.embed(plan.tokens, plan.positions)  # [N, d], the fed tokens packed
         for layer, block in enumerate(self.blocks):
             q, new_kv = block.q_kv(x, ctx)  # [N, Hq, hd], [N, 2, Hkv, hd]

@@ -87,7 +87,7 @@ def test_hbm_is_enforced_by_the_driver():
     assert err.value.errno == Errno.ENOMEM and "HBM" in err.value.message
     d.free(1)
     d.alloc(TensorDesc(3, [2048], "int8"))
-    assert d.used == 4096
+    assert d.ledger.used == 4096
 
 
 def test_simulated_time_is_the_roofline():

@@ -128,11 +128,15 @@ def test_demo_trains_then_four_processes_share_the_device_and_it_exits_cleanly(t
 @pytest.mark.slow
 def test_bench_generate_json_has_the_promised_keys_and_both_sides_agree():
     small = ["--d-model", "32", "--layers", "1", "--heads", "2", "--prompt", "8", "--new", "16", "--procs", "3",
-             "--repeats", "2", "--pairs", "1", "--batch", "2", "--window", "16", "--steps", "2"]  # fmt: skip
+             "--repeats", "2", "--pairs", "1", "--batch", "2", "--window", "16", "--steps", "2", "--peak-bw", "100"]  # fmt: skip
     result = json.loads(llmos("bench", "generate", "--json", *small, timeout=240).stdout)
     assert {"single_stream_ratio", "batching_speedup", "train_step_ratio", "raw_single_tok_s", "concurrent_tok_s",
             "single_stream_ratio_median", "batching_speedup_median"} <= set(result)  # fmt: skip
     assert result["outputs_match"] is True  # llmos and plain torch wrote the same greedy text
+    assert (result["device"], result["raw_device"]) == ("cpu", "cpu")  # both sides on one device, and said so
+    assert (result["dtype"], result["graphs"]) == ("float32", False)
+    per_token = result["weight_bytes"] / 100e9  # seconds a token's weights take at 100 GB/s
+    assert result["llmos_roofline_frac"] == pytest.approx(per_token * result["llmos_single_tok_s"], rel=1e-2)
     assert result["batched_outputs_match"] is True  # and batching changed no text
     assert min(result["single_stream_ratio"], result["batching_speedup"], result["train_step_ratio"]) > 0
     assert min(result["single_stream_ratio_median"], result["batching_speedup_median"]) > 0
@@ -146,6 +150,7 @@ def test_bench_hf_json_has_the_promised_keys_and_matches_transformers():
     assert {"hf_single_stream_ratio", "hf_batching_speedup", "hf_single_tok_s", "llmos_single_tok_s",
             "hf_single_stream_ratio_median", "hf_batching_speedup_median"} <= set(result)  # fmt: skip
     assert result["outputs_match"] is True  # llmos and transformers wrote the same greedy text
+    assert (result["device"], result["raw_device"]) == ("cpu", "cpu")
     assert result["batched_outputs_match"] is True
     assert min(result["hf_single_stream_ratio"], result["hf_batching_speedup"]) > 0
 
@@ -158,6 +163,13 @@ def test_bench_prefix_json_reports_hits_and_the_same_texts_both_ways():
     assert result["prefix_outputs_match"] is True  # the cache changed no text
     assert result["prefix_hit_rate"] == round(32 / 44, 3)  # the system prompt's two full blocks, in each prompt
     assert min(result["prefix_ttft_speedup"], result["prefix_throughput_speedup"]) > 0
+
+
+def test_bench_raw_side_runs_on_the_torch_device_of_the_llmos_device():
+    from llmos.benchmarks.generate import raw_device
+
+    assert [raw_device(d) for d in ("cuda0", "cuda3", "cuda", "cpu", "cpu1", "mocktpu0")] == [
+        "cuda:0", "cuda:3", "cuda:0", "cpu", "cpu", "cpu"]  # fmt: skip
 
 
 def test_bench_generate_refuses_zero_rounds_before_booting_anything():
