@@ -4,5 +4,6 @@ Each module draws a small exercise from a seed, runs it on the memory
 service's own `KVCache` (so the answers are the system's answers), and prints
 it twice over: without -c the arguments, the operations and the questions;
 with -c the same, each step followed by the state it left, and the answers.
-`llmos sim paging|prefix|admit` runs them (userland/cli/sim.py).
+`llmos sim paging|prefix|admit|lifecycle` runs them (userland/cli/sim.py); lifecycle keeps
+the books of processes rather than of memory (procworld.py).
 """
