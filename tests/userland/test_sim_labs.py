@@ -132,6 +132,11 @@ def test_lifecycle_ends_each_child_its_own_way_and_keeps_the_books():
     assert "alive still: t1 (held by p1; paid by p1), t3 (held by p1; paid by the kernel)" in text  # Lab 17
     assert "left the table (nobody can wait for them): p4" in text  # an orphan is nobody's to wait for
     assert "p1 waits for p3: status -9, lease expired: no call for 15 s" in text
+    steps = {step.op: step.result[0] for step in lifecycle.simulate(13).steps}  # and the key's -s 13
+    assert steps["p2 allocates a KV sequence of 10 tokens"].startswith("-> ENOMEM")
+    assert steps["p2 allocates a KV sequence of 6 tokens"] == "-> ok: handle 2"
+    assert "left the table (nobody can wait for them): p3" in steps["15 s pass: the kernel finds p3's lease expired"]
+    assert lifecycle.simulate(13).answers[-2] == "zombies at the end: p4"
     for seed in range(20):  # every byte and block is accounted for: held by someone, or free
         other = lifecycle.simulate(seed)
         free = re.search(r"free: cpu0 (\d+) KiB of (\d+) KiB, KV (\d+) of (\d+) blocks", other.answers[-1])
