@@ -35,7 +35,7 @@ def simulate(seed: int = 0, children: int = 3, calls: int = 7, capacity: int = 4
     rng = random.Random(f"llmos sim lifecycle {seed}")
     w = World(capacity * KIB, blocks, block_size)
     steps: list[Step] = []
-    answers: list[str] = []
+    answers = ["each call's answer and what every process holds: as printed after each step above;"]
 
     def step(op: str, call) -> None:
         try:
@@ -120,7 +120,8 @@ def call(rng: random.Random, w: World) -> tuple[str, object]:
         targets = [p.pid for p in w.procs.by_pid.values() if p is not proc]
         live = [pid for pid in targets if w.procs.by_pid[pid].state == "running"]
         to = rng.choice(live if live and rng.random() < 0.85 else targets)
-        return f"p{proc.pid} shares handle {handle} with p{to}", lambda: f"-> ok: handle {w.share(proc.pid, handle, to)} in p{to}"
+        return (f"p{proc.pid} shares handle {handle} with p{to}",
+                lambda: f"-> ok: handle {w.share(proc.pid, handle, to)} in p{to}")
     proc, handle = rng.choice(handles)
     return (f"p{proc.pid} frees handle {handle}",
             lambda: "-> ok: " + ("memory back" if w.free(proc.pid, handle) else "nothing back (still held)"))
@@ -129,7 +130,8 @@ def call(rng: random.Random, w: World) -> tuple[str, object]:
 def end(rng: random.Random, w: World, how: str, pid: int) -> tuple[str, object]:
     """The text and the call of one child's stop, exit, kill (by its parent, else by p1) or lease expiry."""
     if how == "stop":
-        return f"p{pid} is stopped (SIGSTOP): no more calls, no heartbeats", lambda: w.stop(pid) or "-> the kernel sees nothing yet"
+        return (f"p{pid} is stopped (SIGSTOP): no more calls, no heartbeats",
+                lambda: w.stop(pid) or "-> the kernel sees nothing yet")
     if how == "expire":
         return f"{w.lease_s:.0f} s pass: the kernel finds p{pid}'s lease expired", lambda: ended(w.expire(pid))
     if how == "exit":

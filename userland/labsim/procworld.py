@@ -105,8 +105,8 @@ class World:
             raise Refused("ENOMEM", f"{plural(need, 'block')} can never be p{pid}'s (pool {self.kv.num_blocks}, "
                                     f"quota {quota})")
         if verdict is Admission.LATER:
-            raise Refused("EAGAIN", f"{plural(need, 'block')} not free now ({self.kv.num_free_blocks} free, p{pid} holds "
-                                    f"{self.kv.usage(pid)}, quota {quota})")
+            raise Refused("EAGAIN", f"no room now for {plural(need, 'block')} ({self.kv.num_free_blocks} free, "
+                                    f"p{pid} holds {self.kv.usage(pid)}, quota {quota})")
         seq, self.next_seq = self.next_seq, self.next_seq + 1
         self.kv.allocate(seq, pid, tokens)
         handle = proc.new_handle()
@@ -242,7 +242,8 @@ class World:
                 entries.append(f"h{handle}=kv {plural(blocks, 'block')}")
                 continue
             t = self.tensors.by_tid[proc.handles[handle]]
-            entries.append(f"h{handle}=t{t.tid} {kib(t.nbytes)}" + ("" if t.owner == proc.pid else f" (paid by {payer(t.owner)})"))
+            paid = "" if t.owner == proc.pid else f" (paid by {payer(t.owner)})"
+            entries.append(f"h{handle}=t{t.tid} {kib(t.nbytes)}{paid}")
         quota = self.memory.quota(proc.pid)
         kv_quota = "" if proc.kv_quota is None else f" of {proc.kv_quota}"
         return (f"{' '.join(entries) or 'no handles'} | pays {kib(self.memory.by_owner.get(proc.pid, 0))}"
