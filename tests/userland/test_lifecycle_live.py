@@ -81,6 +81,9 @@ def test_a_shared_tensor_outlives_its_allocator_and_the_kernel_pays(kernel, clie
 
 def test_a_killed_child_gives_its_memory_back_and_is_a_zombie_until_waited(client):
     w = world(client)
+    too_big = w.memory.capacity + 1  # quotas nest: a child's is at most its parent's
+    assert errno_of(lambda: client.spawn("hold", quotas={"cpu0": too_big})) == errno_of(
+        lambda: w.spawn(1, quota=too_big)) == "EPERM"
     child = client.spawn("hold", ["1"], quotas={"cpu0": 2 << 20})
     assert w.spawn(1, quota=2 << 20) == 2
     w.alloc(2, 1 << 20)  # what hold does
