@@ -521,7 +521,8 @@ class Kernel(DeviceSupervision):
                 dev.memory.forget_owner(proc.pid)
                 self.unpark(dev)  # a reservation it held is gone
         if proc.popen is not None and proc.popen.poll() is None and reason.startswith("lease"):
-            proc.popen.kill()
+            proc.popen.kill()  # a stopped child dies too; its wait reports the lease, with this kill's status
+            proc.status = status = -int(signal.SIGKILL)
         if proc.popen is None:
             self.watch.discard(proc.pid)  # its OS process lives on; a spawned one is watched until it ends (reap)
         for child in self.procs.children(proc.pid):

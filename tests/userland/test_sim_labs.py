@@ -1,4 +1,4 @@
-"""The course's simulators: `llmos sim --static`, swap's cost, per-tick counters, and `llmos sim paging|prefix|admit`.
+"""The course's simulators: `llmos sim --static`, swap's cost, per-tick counters, and `llmos sim paging|prefix|admit|lifecycle`.
 
 The subsystem simulators must give the memory service's own answers: their
 printed answers are checked against a `KVCache` driven by hand, and each is
@@ -13,7 +13,7 @@ import pytest
 from llmos.drivers import costmodel
 from llmos.services.memory.kv import KVCache
 from llmos.userland.cli import main
-from llmos.userland.labsim import admit, frame, paging, prefix
+from llmos.userland.labsim import admit, frame, lifecycle, paging, prefix
 
 LAB3 = ["--policy", "fcfs", "-s", "5", "-n", "6", "--rate", "0", "--blocks", "5", "--block-size", "8",
         "--max-seqs", "3", "--output-mean", "12"]
@@ -65,7 +65,7 @@ def test_compute_prints_each_ticks_service_and_vtc_counters(capsys):
     assert "Per tick: service in the tick | served so far\n" in fcfs  # no counters to show
 
 
-@pytest.mark.parametrize("module", [paging, prefix, admit])
+@pytest.mark.parametrize("module", [paging, prefix, admit, lifecycle])
 def test_seeded_questions_then_answers(module):
     one, again, other = module.simulate(0), module.simulate(0), module.simulate(1)
     assert frame.render(one, False) == frame.render(again, False) != frame.render(other, False)
@@ -118,3 +118,29 @@ def test_bad_arguments_are_refused_cleanly(capsys):
     assert "watermark" in sim(capsys, "admit", "--watermark", "1.5", code=2).err
     assert "--prompts >= 1" in sim(capsys, "prefix", "--prompts", "0", code=2).err
     assert "needs more than --blocks" in sim(capsys, "prefix", "--blocks", "2", code=2).err
+    assert "llmos sim lifecycle: need --children >= 1" in sim(capsys, "lifecycle", "--children", "0", code=2).err
+
+
+def test_lifecycle_ends_each_child_its_own_way_and_keeps_the_books():
+    run = lifecycle.simulate(43)
+    ops = [step.op for step in run.steps]
+    assert {"p1 kills p2 (signal 15)", "p3 is stopped (SIGSTOP): no more calls, no heartbeats",
+            "15 s pass: the kernel finds p3's lease expired", "p4 exits: exit(0)"} <= set(ops)
+    assert ops.index("p3 is stopped (SIGSTOP): no more calls, no heartbeats") < ops.index(
+        "15 s pass: the kernel finds p3's lease expired")
+    text = "\n".join(run.answers)
+    assert "alive still: t1 (held by p1; paid by p1), t3 (held by p1; paid by the kernel)" in text  # Lab 17
+    assert "left the table (nobody can wait for them): p4" in text  # an orphan is nobody's to wait for
+    assert "p1 waits for p3: status -9, lease expired: no call for 15 s" in text
+    steps = {step.op: step.result[0] for step in lifecycle.simulate(13).steps}  # and the key's -s 13
+    assert steps["p2 allocates a KV sequence of 10 tokens"].startswith("-> ENOMEM")
+    assert steps["p2 allocates a KV sequence of 6 tokens"] == "-> ok: handle 2"
+    assert "left the table (nobody can wait for them): p3" in steps["15 s pass: the kernel finds p3's lease expired"]
+    assert lifecycle.simulate(13).answers[-2] == "zombies at the end: p4"
+    for seed in range(20):  # every byte and block is accounted for: held by someone, or free
+        other = lifecycle.simulate(seed)
+        free = re.search(r"free: cpu0 (\d+) KiB of (\d+) KiB, KV (\d+) of (\d+) blocks", other.answers[-1])
+        held = sum(int(k) for line in other.steps[-1].result for k in re.findall(r"pays (\d+) KiB", line))
+        kernel = sum(int(k) for k in re.findall(r"t\d+ (\d+) KiB", next(
+            (line for line in other.steps[-1].result if line.startswith("the kernel pays")), "")))
+        assert held + kernel + int(free.group(1)) == int(free.group(2))

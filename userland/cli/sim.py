@@ -131,11 +131,17 @@ LABS = {  # subcommand -> (module, help, options: flag, type, default, help)
                ("--requests", int, 8, "prompts"), ("--procs", int, 2, "processes sending them"),
                ("--watermark", float, 0.125, "fraction of the pool kept free for growth"),
                ("--quota", int, 6, "p1's quota in blocks")]),
+    "lifecycle": ("llmos.userland.labsim.lifecycle", "processes: what each holds, and what comes back when it ends",
+                  [("--children", int, 3, "children spawned"),
+                   ("--calls", int, 7, "allocs, shares and frees among them"),
+                   ("--capacity", int, 4096, "cpu0's memory in KiB"),
+                   ("--blocks", int, 12, "blocks in the KV pool"), ("--block-size", int, 4, "tokens per block")]),
 }
 
 
 def run_lab(args: argparse.Namespace) -> int:
-    """Run one subsystem's simulator (`llmos sim paging|prefix|admit`): its steps, then questions or answers."""
+    """Run one subsystem's simulator (`llmos sim paging|prefix|admit|lifecycle`): its steps, then questions or
+    answers."""
     from llmos.userland.labsim import frame
 
     module = importlib.import_module(args.lab_module)
