@@ -112,7 +112,9 @@ def test_batched_generations_of_several_processes_match_one_by_one(hf_kernel, hc
     async def together():
         async with AsyncClient(hf_kernel.address, name="together") as ac:
             shared = await ac.model_load("cpu", path="tiny-llama", kv_blocks=64)
+            busy = await occupy_device(ac)  # all queue before the first step
             done = await asyncio.gather(*(ac.generate(shared.model, p, max_tokens=10) for p in PROMPTS))
+            await busy
             return [d.ids for d in done], [d.shared_steps for d in done]
 
     ids, shared = asyncio.run(together())

@@ -225,9 +225,12 @@ def test_concurrent_generates_share_batched_steps_and_keep_their_output(mkernel,
     async def together():
         async with AsyncClient(mkernel.address, name="batcher") as c:
             model = (await c.model_load("cpu", "tinygpt", checkpoint="tiny.safetensors", kv_blocks=32, block_size=4)).model
-            return await asyncio.gather(
+            busy = await occupy_device(c)  # all four queue before the first step (else one may finish alone)
+            done = await asyncio.gather(
                 *(c.generate(model, p, max_tokens=40, temperature=0.8, seed=i) for i, p in enumerate(prompts))
             )
+            await busy
+            return done
 
     results = asyncio.run(together())
     assert [r.text for r in results] == solo  # batching changes nothing a sequence sees
@@ -307,7 +310,9 @@ def test_a_shared_model_batches_generations_of_several_processes(mkernel, mc):
     async def two_processes():
         async with AsyncClient(mkernel.address, name="p1") as a, AsyncClient(mkernel.address, name="p2") as b:
             ha, hb = mc.share(info.model, a.pid), mc.share(info.model, b.pid)
+            busy = await occupy_device(a)  # both queue before the first step
             ra, rb = await asyncio.gather(a.generate(ha, "shared", max_tokens=40), b.generate(hb, "shared", max_tokens=40))
+            await busy
             return ra, rb
 
     ra, rb = asyncio.run(two_processes())
