@@ -180,8 +180,14 @@ def test_batched_generation_shows_every_process_in_the_step_preemptions_swaps_an
                     await a.__aexit__(None, None, None)
                 return [a.pid for a in clients], done
 
-            gen_pids, done = asyncio.run(three())
-            assert sum(d.preemptions for d in done) > 0 and sum(d.swaps for d in done) > 0
+            gen_pids, done = [], []
+            for _ in range(3):  # on a loaded machine the three calls may reach the kernel too far apart to
+                pids, calls = asyncio.run(three())  # overlap (none is preempted then): the trace keeps every try
+                gen_pids += pids
+                done += calls
+                if sum(d.preemptions for d in calls):
+                    break
+            assert sum(d.preemptions for d in calls) > 0 and sum(d.swaps for d in calls) > 0
             (pool,) = [p for d in c.memstat() for p in d.kv_pools if p.pool.startswith("model")]
     finally:
         assert kp.stop() == 0
@@ -191,7 +197,8 @@ def test_batched_generation_shows_every_process_in_the_step_preemptions_swaps_an
     for s in steps:
         by_start.setdefault(s.start, []).append(s)
     shared = [group for group in by_start.values() if len(group) > 1]
-    assert shared and {s.pid for group in shared for s in group} == set(gen_pids)  # one step served several processes
+    in_shared = {s.pid for group in shared for s in group}
+    assert set(pids) <= in_shared <= set(gen_pids)  # one step served several processes
     for group in shared:  # stacked in the device's row: shares tile [0, 1]
         spans = sorted(s.share for s in group)
         assert spans[0][0] == 0.0 and spans[-1][1] == 1.0 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
