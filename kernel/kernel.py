@@ -434,17 +434,12 @@ class Kernel(DeviceSupervision):
         When its allocator lets go while others still hold it, the kernel takes the charge (pid 0):
         a process is never charged for memory it did not allocate (docs/memory.md).
         """
-        t.holders[pid] -= 1
-        if t.holders[pid] <= 0:
-            del t.holders[pid]
-        if t.holders:
-            if t.owner == pid and pid not in t.holders:
-                t.owner = KERNEL_PID
-                if not t.lost:
-                    self.devices[t.device].memory.transfer(t.tid, KERNEL_PID)
-                    self.unpark(self.devices[t.device])  # its quota has room again
-            return
-        self.free_tensor(t)
+        match t.let_go(pid):
+            case "free":
+                self.free_tensor(t)
+            case "kernel" if not t.lost:
+                self.devices[t.device].memory.transfer(t.tid, KERNEL_PID)
+                self.unpark(self.devices[t.device])  # its quota has room again
 
     def free_tensor(self, t: Tensor) -> None:
         """Give a tensor's memory back: a host-visible one's place once no device work names it

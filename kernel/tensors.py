@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from llmos.syscalls.driver import TensorDesc
 
 from .hostmem import HostMemory
+from .proc import KERNEL_PID
 
 
 @dataclass(eq=False)
@@ -41,6 +42,20 @@ class Tensor:
         if not self.shm:
             return memoryview(b"")
         return self.home.view(self.shm, self.shm_offset, self.nbytes)
+
+    def let_go(self, pid: int) -> str:
+        """One of `pid`'s handles on it was closed. "free": nobody holds it now; "kernel": its allocator let
+        go while others still hold it, so the charge passes to the kernel (a process is never charged for
+        memory it did not allocate, docs/memory.md); "held": nothing else changes."""
+        self.holders[pid] -= 1
+        if self.holders[pid] <= 0:
+            del self.holders[pid]
+        if not self.holders:
+            return "free"
+        if self.owner == pid and pid not in self.holders:
+            self.owner = KERNEL_PID
+            return "kernel"
+        return "held"
 
     def lose(self, why: str) -> None:
         """The tensor's device went away (its driver host is dead); its files go with the device's folder."""

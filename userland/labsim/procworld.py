@@ -184,17 +184,14 @@ class World:
     def _release(self, pid: int, t: Tensor) -> bool:
         """`Kernel.release_ref`: one handle closed; the kernel takes the charge when the allocator lets go of a
         tensor others still hold; the last handle frees it. True if it was freed."""
-        t.holders[pid] -= 1
-        if t.holders[pid] <= 0:
-            del t.holders[pid]
-        if t.holders:
-            if t.owner == pid and pid not in t.holders:
-                t.owner = KERNEL_PID
+        match t.let_go(pid):
+            case "free":
+                self.tensors.drop(t)
+                self.memory.release(t.tid)
+                return True
+            case "kernel":
                 self.memory.transfer(t.tid, KERNEL_PID)
-            return False
-        self.tensors.drop(t)
-        self.memory.release(t.tid)
-        return True
+        return False
 
     def _reclaim(self, proc: Process, status: int, reason: str) -> Reclaimed:
         """`Kernel.reclaim`: revoke, free its KV sequences, close its handles, orphan its children, reap."""
