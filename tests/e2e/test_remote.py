@@ -153,7 +153,7 @@ def test_the_link_cut_mid_call_gives_eio_within_the_bound_and_the_node_rejoins(r
     with Client(kp.address, name="user") as c:
         kept = c.put(torch.ones(4), device="node2/cpu0")
         local = c.put(torch.ones(4), device="cpu0")
-        big = c.put(torch.randn(6000, 6000), device="node2/cpu0")  # its square takes the node seconds
+        big = c.put(torch.randn(4000, 4000), device="node2/cpu0")  # its square takes the node a second or more
 
         async def cut_mid_call() -> tuple[float, LlmosError | None]:
             async with AsyncClient(kp.address, name="cutter") as a:
