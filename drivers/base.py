@@ -379,9 +379,10 @@ class TorchDriver(Driver):
         m.graphs = self.decode_graphs(mid, m)
         layout = layout_of(model)  # a compressed model's matrices are buffers: count their weights too
         params = sum(p.numel() for p in model.parameters()) + sum(s["out"] * s["in"] for s in layout.values())
+        digest = file_sha256(checkpoint) if checkpoint else folder_sha256(folder) if folder else ""
         return ModelDesc(
             config=model.config.to_dict(), params=params, param_bytes=held_bytes(model), kv_bytes=kv_bytes, step=step,
-            compression=describe(layout), sha256=file_sha256(checkpoint) if checkpoint else folder_sha256(folder) if folder else "",
+            compression=describe(layout), sha256=digest,
         )
 
     def model(self, mid: int) -> LoadedModel:

@@ -112,10 +112,8 @@ def folder_sha256(folder: str) -> str:
     (symbolic links followed, as in a Hugging Face cache's snapshots) in byte order of the relative path,
     as `sha256sum` prints it (`<hex>  <path>`). The same digest in a shell:
     `cd F && find -L . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum`."""
-    names = sorted(
-        os.path.relpath(os.path.join(root, name), folder)
-        for root, _, files in os.walk(folder, followlinks=True) for name in files if os.path.isfile(os.path.join(root, name))
-    )  # fmt: skip
+    paths = (os.path.join(root, name) for root, _, files in os.walk(folder, followlinks=True) for name in files)
+    names = sorted(os.path.relpath(path, folder) for path in paths if os.path.isfile(path))
     manifest = "".join(f"{file_sha256(os.path.join(folder, name))}  {name}\n" for name in names)
     return hashlib.sha256(manifest.encode()).hexdigest()
 
