@@ -120,7 +120,7 @@ class DecodeGraphs:
 
     def key(self, tokens: Sequence[Sequence[int]], positions: Sequence[int]) -> tuple[int, int] | None:
         """The (batch, context blocks) bucket of a step, or None when it runs eagerly (see the module's doc)."""
-        if any(len(t) != 1 for t in tokens):
+        if not tokens or len(positions) != len(tokens) or any(len(t) != 1 for t in tokens):
             return None
         batch = batch_bucket(len(tokens), self.buckets)
         if batch is None:
@@ -132,11 +132,11 @@ class DecodeGraphs:
              block_tables: Sequence[Sequence[int]]) -> torch.Tensor | None:  # fmt: skip
         """Logits [S, vocab] of a decode step by replaying its bucket's graph (capturing it first); None when the
         step runs eagerly. ValueError for arguments that do not describe a valid step. The logits are a view of
-        the graph's output, good until its next replay."""
-        check_step(tokens, positions, block_tables, self.kv.block_size, self.model.config.max_len)
+        the graph's output, good until its next replay. (A step it leaves to the eager path is checked there, once.)"""
         key = self.key(tokens, positions)
         if key is None:
             return None
+        check_step(tokens, positions, block_tables, self.kv.block_size, self.model.config.max_len)
         entry = self.graphs.get(key)
         if entry is None:
             entry = self.capture(key, tokens, positions, block_tables)
