@@ -22,14 +22,16 @@ import torch
 import torch.nn.functional as F
 
 from llmos.syscalls import Errno
-from llmos.syscalls.driver import BlockMove, CompressOut, DeviceSpec, ModelDesc, SeqStep, TensorDesc, TrainOut
+from llmos.syscalls.driver import (
+    OPTIMIZER_COPIES, BlockMove, CompressOut, DeviceSpec, ModelDesc, SeqStep, TensorDesc, TrainOut,
+)
 from llmos.syscalls.dtypes import ITEMSIZE, nbytes
 from llmos.syscalls.ops import OPS
 
 from . import ops
 from .errors import DriverError
 from .group import GroupError, join, open_store
-from .ledger import OPTIMIZER_COPIES, MemoryLedger
+from .ledger import MemoryLedger
 
 
 def weights_digest(model: torch.nn.Module) -> str:

@@ -2,7 +2,7 @@
 
 It lives apart from drivers/base.py (which imports torch) so that torch-free
 pieces a driver uses, such as its memory ledger (drivers/ledger.py), can raise
-it and the kernel can import their constants.
+it and be tested without torch.
 """
 
 from llmos.syscalls import Errno

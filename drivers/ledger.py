@@ -15,8 +15,8 @@ released when it is freed:
 
 A charge that would take the total past the capacity is refused with
 ENOMEM, the errno the kernel's memory service gives an allocation that can
-never fit, and changes nothing. Torch-free, so the kernel shares
-`OPTIMIZER_COPIES` with it.
+never fit, and changes nothing. `OPTIMIZER_COPIES` is the driver
+protocol's (syscalls/driver.py): the kernel charges the same.
 """
 
 from collections.abc import Hashable
@@ -24,9 +24,6 @@ from collections.abc import Hashable
 from llmos.syscalls import Errno
 
 from .errors import DriverError
-
-OPTIMIZER_COPIES = 3
-"""Training memory per weight byte: its gradient and AdamW's two moment estimates."""
 
 
 class MemoryLedger:

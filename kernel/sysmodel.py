@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from llmos.drivers.ledger import OPTIMIZER_COPIES
 from llmos.services.memory.kv import KVCache
 from llmos.syscalls import Errno
 from llmos.syscalls import driver as proto
+from llmos.syscalls.driver import OPTIMIZER_COPIES
 from llmos.syscalls import messages as m
 from llmos.syscalls.plugin import ModelFolder, Tokenizer
 

@@ -16,6 +16,10 @@ import msgspec
 
 Params = dict[str, int | float | str]
 
+OPTIMIZER_COPIES = 3
+"""Training memory per weight byte, which the kernel and a driver that keeps its own ledger both charge from a
+model's first training step: its gradient and AdamW's two moment estimates."""
+
 
 class DeviceSpec(msgspec.Struct, omit_defaults=True, kw_only=True):
     """What a driver says about its device in Hello."""

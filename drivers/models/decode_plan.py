@@ -64,7 +64,7 @@ class DecodePlan:
 
     def attend(self, layer: int, q: torch.Tensor, new_kv: torch.Tensor) -> torch.Tensor:
         """Store layer `layer`'s new keys and values, then attend: [batch, Hq * hd] (see `StepPlan.attend`)."""
-        kv, B, bs = self.kv, self.batch, self.kv.block_size
+        kv, B = self.kv, self.batch
         if layer == 0:  # once per step, from the positions just filled: position t of a row is seen if t <= its own
             self.mask = (torch.arange(self.Tk, device=q.device) <= self.positions[:, None]).view(B, 1, 1, self.Tk)
         slots = kv.data[layer].flatten(0, 1)  # [num_slots, 2, Hkv, hd]

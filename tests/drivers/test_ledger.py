@@ -4,7 +4,8 @@ driver (the mock TPU keeps one, as the CUDA driver does): tensors, models, optim
 import pytest
 
 from llmos.drivers.base import DriverError
-from llmos.drivers.ledger import OPTIMIZER_COPIES, MemoryLedger
+from llmos.drivers.ledger import MemoryLedger
+from llmos.syscalls.driver import OPTIMIZER_COPIES
 from llmos.drivers.mocktpu.driver import MockTpuDriver
 from llmos.syscalls import Errno
 from llmos.syscalls.driver import TensorDesc
