@@ -108,10 +108,12 @@ def test_keygen_writes_keys(tmp_path):
 def test_demo_trains_then_four_processes_share_the_device_and_it_exits_cleanly(tmp_path):
     from llmos.userland.trace import from_log
 
-    out = llmos("demo", "--steps", "4", "--tokens", "24", "--trace", str(tmp_path), timeout=240).stdout
+    # 60 tokens: more than one work item of decode steps (MULTI_STEP, 32) each, so that a process whose
+    # siblings start late still shares steps with them
+    out = llmos("demo", "--steps", "4", "--tokens", "60", "--trace", str(tmp_path), timeout=240).stdout
     assert "$ llmos run train" in out and "trained: loss" in out and "held-out perplexity" in out
     rows = [line for line in out.splitlines() if "steps shared with the others" in line]
-    assert len(rows) == 4 and all("(24 tokens" in row for row in rows)
+    assert len(rows) == 4 and all("(60 tokens" in row for row in rows)
     assert all(int(row.split("tokens/s, ")[1].split()[0]) > 0 for row in rows)  # every process shared steps
     assert "kernel stopped (status 0)" in out
     assert (tmp_path / "trace.json").stat().st_size > 0 and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
